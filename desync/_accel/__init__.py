@@ -1,0 +1,23 @@
+"""Optional C accelerators.
+
+The compiled ``_chunker`` module is missing from source checkouts and from
+the zipapp, and ``DESYNC_NO_ACCEL=1`` hides it on purpose (to test or
+benchmark the pure-Python path); users of :data:`chunker_module` fall back
+to Python code with identical results when it is ``None``.
+"""
+
+import importlib
+import os
+from types import ModuleType
+
+
+def _load_chunker() -> ModuleType | None:
+    if os.environ.get("DESYNC_NO_ACCEL", "") not in ("", "0"):
+        return None
+    try:
+        return importlib.import_module("desync._accel._chunker")
+    except ImportError:
+        return None
+
+
+chunker_module: ModuleType | None = _load_chunker()

@@ -1,0 +1,230 @@
+"""Encode a directory tree into a catar stream, byte-identical to ``casync make``.
+
+``encode_tree(path, flags, options) -> Iterator[bytes]`` yields the archive
+in pieces of roughly ``options.block_size`` bytes.  It walks the tree
+iteratively in casync order (children sorted by raw name bytes), reads file
+contents in blocks and never follows symlinks below the root.  Memory is
+bounded by the name lists of the directories on the current path; only the
+current directory's descriptor is open (parents are reopened through
+``..`` and checked by device/inode), so neither depth nor width of the tree
+can exhaust the recursion limit or the descriptor table.
+
+Which nodes and metadata are stored follows casync (formats.md 5): type
+feature bits, ``nodump`` (EXCLUDE_NODUMP), ``.caexclude`` files
+(EXCLUDE_FILE), other mounts (EXCLUDE_SUBMOUNTS), API file systems such as
+/proc (kept as empty directories), plus ``options.excludes`` patterns with
+``.caexclude`` syntax applied at the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from .. import featureflags as ff
+from ..errors import DesyncError
+from .exclude import Rule, match, parse_rules, read_rules_file
+from .format import type_feature
+from .fsread import FS_NODUMP_FL, VIRTUAL_FS_MAGICS, FsReader, fs_magic, raw_chattr
+from .writer import ArchiveWriter
+
+DEFAULT_BLOCK_SIZE = 1 << 20
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+
+
+@dataclass
+class EncodeOptions:
+    """Knobs beyond the feature flags."""
+
+    excludes: Sequence[str | bytes] = ()
+    block_size: int = DEFAULT_BLOCK_SIZE
+
+
+@dataclass
+class _Frame:
+    fd: int
+    dev: int
+    ino: int
+    magic: int
+    path: bytes
+    names: list[bytes]
+    rules: list[Rule]
+    idx: int = 0
+
+
+@dataclass
+class _Out:
+    """Coalesces small records into pieces of about ``limit`` bytes."""
+
+    limit: int
+    buf: bytearray = field(default_factory=bytearray)
+
+    def add(self, data: bytes) -> bytes | None:
+        if not self.buf and len(data) >= self.limit:
+            return data
+        self.buf += data
+        if len(self.buf) >= self.limit:
+            out = bytes(self.buf)
+            self.buf.clear()
+            return out
+        return None
+
+    def flush(self) -> bytes | None:
+        if not self.buf:
+            return None
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+
+def _list_names(fd: int) -> list[bytes]:
+    names = [os.fsencode(n) for n in os.listdir(fd)]
+    names.sort()
+    return names
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return name if not parent else parent + b"/" + name
+
+
+def encode_tree(
+    path: str | bytes, flags: int = ff.DESYNC_TAR_FLAGS, options: EncodeOptions | None = None
+) -> Iterator[bytes]:
+    """Yield the catar of the directory ``path`` with feature ``flags``."""
+    opts = options or EncodeOptions()
+    flags = ff.normalize(flags)
+    reader = FsReader(flags)
+    writer = ArchiveWriter(flags)
+    out = _Out(max(opts.block_size, 4096))
+    root_rules = parse_rules([os.fsencode(p) for p in opts.excludes])
+    try:
+        rootfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise DesyncError(f"cannot open directory {os.fsdecode(path)}: {e.strerror}") from None
+    stack: list[_Frame] = []
+    try:
+        st = os.fstat(rootfd)
+        magic = fs_magic(rootfd)
+        chattr = raw_chattr(rootfd) if flags & (ff.WITH_CHATTR | ff.EXCLUDE_NODUMP) else 0
+        meta = reader.read(st, rootfd, -1, b"", magic, chattr)
+        piece = out.add(writer.root(meta))
+        if piece is not None:
+            yield piece
+        if flags & ff.EXCLUDE_FILE:
+            root_rules = root_rules + read_rules_file(rootfd)
+        names = [] if magic in VIRTUAL_FS_MAGICS else _list_names(rootfd)
+        stack.append(_Frame(rootfd, st.st_dev, st.st_ino, magic, b"", names, root_rules))
+        while stack:
+            fr = stack[-1]
+            if fr.idx >= len(fr.names):
+                piece = out.add(writer.end_dir())
+                if piece is not None:
+                    yield piece
+                stack.pop()
+                if stack:
+                    stack[-1].fd = _reopen_parent(fr, stack[-1])
+                os.close(fr.fd)
+                fr.fd = -1
+                continue
+            name = fr.names[fr.idx]
+            fr.idx += 1
+            yield from _encode_child(fr, name, flags, reader, writer, out, stack, opts)
+        piece = out.flush()
+        if piece is not None:
+            yield piece
+    finally:
+        for fr in stack:
+            if fr.fd >= 0:
+                os.close(fr.fd)
+
+
+def _reopen_parent(child: _Frame, parent: _Frame) -> int:
+    fd = os.open(b"..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=child.fd)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
+        os.close(fd)
+        raise DesyncError(f"directory {os.fsdecode(parent.path) or '.'} was moved while it was archived")
+    return fd
+
+
+def _encode_child(
+    fr: _Frame,
+    name: bytes,
+    flags: int,
+    reader: FsReader,
+    writer: ArchiveWriter,
+    out: _Out,
+    stack: list[_Frame],
+    opts: EncodeOptions,
+) -> Iterator[bytes]:
+    rel = _join(fr.path, name)
+    try:
+        st = os.stat(name, dir_fd=fr.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    mode = st.st_mode
+    need = type_feature(mode)
+    if need and not flags & need:
+        return
+    is_dir = stat.S_ISDIR(mode)
+    is_reg = stat.S_ISREG(mode)
+    if not (is_dir or is_reg or need):
+        return
+    if flags & ff.EXCLUDE_SUBMOUNTS and st.st_dev != fr.dev:
+        return
+    excluded, subrules = match(fr.rules, name, is_dir)
+    if excluded:
+        return
+    fd = -1
+    if is_dir or is_reg:
+        try:
+            fd = os.open(name, _OPEN_FLAGS | (os.O_DIRECTORY if is_dir else 0), dir_fd=fr.fd)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                return  # replaced by something else since the stat
+            raise DesyncError(f"cannot open {os.fsdecode(rel)}: {e.strerror}") from None
+    try:
+        if fd >= 0:
+            st = os.fstat(fd)
+            if stat.S_IFMT(st.st_mode) != stat.S_IFMT(mode):
+                return
+        magic = fr.magic if st.st_dev == fr.dev or fd < 0 else fs_magic(fd)
+        chattr = 0
+        if fd >= 0 and flags & (ff.WITH_CHATTR | ff.EXCLUDE_NODUMP):
+            chattr = raw_chattr(fd)
+            if flags & ff.EXCLUDE_NODUMP and chattr & FS_NODUMP_FL:
+                return
+        meta = reader.read(st, fd, fr.fd, name, magic, chattr)
+        piece = out.add(writer.child(name, meta))
+        if piece is not None:
+            yield piece
+        if is_dir:
+            rules = subrules
+            if flags & ff.EXCLUDE_FILE:
+                rules = rules + read_rules_file(fd)
+            names = [] if magic in VIRTUAL_FS_MAGICS else _list_names(fd)
+            stack.append(_Frame(fd, st.st_dev, st.st_ino, magic, rel, names, rules))
+            os.close(fr.fd)
+            fr.fd = -1
+            fd = -1
+            return
+        if is_reg:
+            left = meta.size
+            while left > 0:
+                block = os.read(fd, min(left, opts.block_size))
+                if not block:
+                    raise DesyncError(f"{os.fsdecode(rel)}: file shrank while it was archived")
+                writer.payload_bytes(len(block))
+                left -= len(block)
+                piece = out.add(block)
+                if piece is not None:
+                    yield piece
+        writer.end_leaf()
+    finally:
+        if fd >= 0:
+            os.close(fd)

@@ -1,0 +1,353 @@
+"""Extract a catar stream into a directory, safely.
+
+``extract_stream(source, target_dir, options)`` decodes and extracts in one
+pass; ``extract_events(events, target_dir, options)`` takes already decoded
+events (e.g. from a chunk-store reassembly).
+
+Safety model: every operation is relative to an open descriptor of the
+directory being filled (``*at`` calls through ``dir_fd``), and nothing is
+ever opened or created through a symlink: directories are opened with
+``O_NOFOLLOW|O_DIRECTORY``, files are created with ``O_CREAT|O_EXCL|
+O_NOFOLLOW`` after removing whatever was there (a pre-existing symlink is
+removed, not followed), metadata calls use ``follow_symlinks=False``.  The
+decoder rejects names containing ``/`` or NUL, ``.``/``..`` and duplicate
+names, so an archive cannot address anything outside the target or reach
+a symlink it created earlier.  Only the current directory's descriptor is
+held; a parent is reopened through ``..`` and must have the device/inode
+recorded when it was entered, so deep archives cannot exhaust descriptors
+and a directory swapped underneath is detected.
+
+Metadata: owners (when running as root, unless ``no_same_owner``), modes,
+mtimes of everything including symlinks, and directories after their
+children; xattrs, ACLs, file capabilities, SELinux labels and chattr flags
+where present and permitted (refusals become warnings).  Device nodes,
+FIFOs and sockets are created when permitted, else skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import stat
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from .. import featureflags as ff
+from ..errors import DesyncError
+from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
+from .decoder import ByteSource, DirEnd, Node, decode
+from .format import valid_filename
+from .fsread import CHATTR_MAP
+from .model import AclEntry, Meta
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+_UIDS = ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS
+_REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EROFS})
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class ExtractOptions:
+    """What to restore besides names, types and contents."""
+
+    no_same_owner: bool = False
+    xattrs: bool = True
+    acls: bool = True
+    fcaps: bool = True
+    selinux: bool = True
+    fsflags: bool = True
+    block_size: int = 1 << 20
+    on_warning: Callable[[str], None] | None = None
+
+
+@dataclass
+class _Frame:
+    path: tuple[bytes, ...]
+    meta: Meta
+    fd: int
+    dev: int
+    ino: int
+
+
+def extract_stream(source: ByteSource, target_dir: str | bytes, options: ExtractOptions | None = None) -> None:
+    """Decode the catar in ``source`` and extract it into ``target_dir``."""
+    extract_events(decode(source), target_dir, options)
+
+
+def extract_events(
+    events: Iterable[Node | DirEnd], target_dir: str | bytes, options: ExtractOptions | None = None
+) -> None:
+    """Extract decoded events into ``target_dir`` (created if missing)."""
+    _Extractor(options or ExtractOptions()).run(events, target_dir)
+
+
+def _show(path: tuple[bytes, ...]) -> str:
+    return os.fsdecode(b"/".join(path)) if path else "."
+
+
+class _Extractor:
+    def __init__(self, opts: ExtractOptions) -> None:
+        self.opts = opts
+        self.as_root = os.geteuid() == 0
+        old = os.umask(0)
+        os.umask(old)
+        self.umask = old
+        self.flags = 0
+        self._uids: dict[bytes, int | None] = {}
+        self._gids: dict[bytes, int | None] = {}
+
+    def warn(self, msg: str) -> None:
+        if self.opts.on_warning is not None:
+            self.opts.on_warning(msg)
+
+    def run(self, events: Iterable[Node | DirEnd], target_dir: str | bytes) -> None:
+        stack: list[_Frame] = []
+        try:
+            for ev in events:
+                if isinstance(ev, DirEnd):
+                    self.end_dir(stack)
+                elif not ev.path:
+                    self.flags = ev.feature_flags
+                    stack.append(self.open_target(target_dir, ev))
+                else:
+                    if not stack or len(ev.path) != len(stack) or ev.path[:-1] != stack[-1].path:
+                        raise DesyncError(f"archive entry {_show(ev.path)} outside the current directory")
+                    self.node(stack, ev)
+            if stack:
+                raise DesyncError("archive ended inside a directory")
+        finally:
+            for fr in stack:
+                if fr.fd >= 0:
+                    os.close(fr.fd)
+
+    def open_target(self, target_dir: str | bytes, node: Node) -> _Frame:
+        try:
+            os.mkdir(target_dir, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise DesyncError(f"cannot create {os.fsdecode(target_dir)}: {e.strerror}") from None
+        try:
+            fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise DesyncError(f"cannot open {os.fsdecode(target_dir)}: {e.strerror}") from None
+        st = os.fstat(fd)
+        return _Frame((), node.meta, fd, st.st_dev, st.st_ino)
+
+    def node(self, stack: list[_Frame], ev: Node) -> None:
+        parent = stack[-1]
+        pfd = parent.fd
+        name = ev.path[-1]
+        if not valid_filename(name):
+            raise DesyncError(f"unsafe file name {name!r} in archive")
+        meta = ev.meta
+        try:
+            self.clear_slot(pfd, name, meta.is_dir, ev.path)
+            if meta.is_dir:
+                try:
+                    os.mkdir(name, 0o700, dir_fd=pfd)
+                except FileExistsError:
+                    pass
+                fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
+                st = os.fstat(fd)
+                stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino))
+                os.close(pfd)
+                parent.fd = -1
+            elif meta.is_reg:
+                self.regular(pfd, name, ev)
+            elif meta.is_symlink:
+                os.symlink(meta.target, name, dir_fd=pfd)
+                self.owner_at(pfd, name, meta, ev.path)
+                self.selinux_at(pfd, name, meta, ev.path)
+                self.mtime_at(pfd, name, meta)
+            else:
+                self.special(pfd, name, ev)
+        except OSError as e:
+            raise DesyncError(f"cannot extract {_show(ev.path)}: {e.strerror or e}") from None
+
+    def clear_slot(self, pfd: int, name: bytes, want_dir: bool, path: tuple[bytes, ...]) -> None:
+        """Remove what occupies ``name`` unless it is a directory we may reuse."""
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if want_dir:
+                return
+            try:
+                os.rmdir(name, dir_fd=pfd)
+            except OSError as e:
+                raise DesyncError(f"cannot replace directory {_show(path)}: {e.strerror}") from None
+            return
+        os.unlink(name, dir_fd=pfd)
+
+    def regular(self, pfd: int, name: bytes, ev: Node) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        try:
+            if ev.payload is not None:
+                for block in ev.payload.blocks(self.opts.block_size):
+                    view = memoryview(block)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+            self.fd_metadata(fd, ev.meta, ev.path)
+        finally:
+            os.close(fd)
+
+    def special(self, pfd: int, name: bytes, ev: Node) -> None:
+        meta = ev.meta
+        ftype = meta.file_type
+        try:
+            if ftype == stat.S_IFIFO:
+                os.mkfifo(name, 0o600, dir_fd=pfd)
+            elif ftype == stat.S_IFSOCK:
+                os.mknod(name, stat.S_IFSOCK | 0o600, dir_fd=pfd)
+            else:
+                os.mknod(name, ftype | 0o600, os.makedev(meta.rdev_major, meta.rdev_minor), dir_fd=pfd)
+        except OSError as e:
+            if e.errno in _REFUSED:
+                self.warn(f"{_show(ev.path)}: cannot create {stat.filemode(meta.mode)[0]} node: {e.strerror}")
+                return
+            raise
+        self.owner_at(pfd, name, meta, ev.path)
+        os.chmod(name, self.mode_bits(meta), dir_fd=pfd, follow_symlinks=False)
+        proc = f"/proc/self/fd/{pfd}/{os.fsdecode(name)}"
+        if self.opts.xattrs:
+            for xname, value in meta.xattrs:
+                self.setxattr(proc, os.fsdecode(xname), value, ev.path)
+        self.selinux_at(pfd, name, meta, ev.path)
+        self.mtime_at(pfd, name, meta)
+
+    def end_dir(self, stack: list[_Frame]) -> None:
+        if not stack:
+            raise DesyncError("unbalanced directory end in archive")
+        fr = stack.pop()
+        try:
+            if stack:
+                parent = stack[-1]
+                pfd = os.open(b"..", _DIR_OPEN, dir_fd=fr.fd)
+                st = os.fstat(pfd)
+                if (st.st_dev, st.st_ino) != (parent.dev, parent.ino):
+                    os.close(pfd)
+                    raise DesyncError(f"directory {_show(parent.path)} was replaced during extraction")
+                parent.fd = pfd
+            self.fd_metadata(fr.fd, fr.meta, fr.path)
+        except OSError as e:
+            raise DesyncError(f"cannot finish directory {_show(fr.path)}: {e.strerror or e}") from None
+        finally:
+            os.close(fr.fd)
+            fr.fd = -1
+
+    def mode_bits(self, meta: Meta) -> int:
+        if self.flags & (ff.WITH_PERMISSIONS | ff.WITH_ACL):
+            return meta.permissions
+        return meta.permissions & ~self.umask & 0o777
+
+    def ids(self, meta: Meta) -> tuple[int, int] | None:
+        if not self.as_root or self.opts.no_same_owner:
+            return None
+        if self.flags & _UIDS:
+            return meta.uid, meta.gid
+        if self.flags & ff.WITH_USER_NAMES:
+            uid = 0 if meta.user_name is None else self.lookup_uid(meta.user_name)
+            gid = 0 if meta.group_name is None else self.lookup_gid(meta.group_name)
+            if uid is not None and gid is not None:
+                return uid, gid
+        return None
+
+    def lookup_uid(self, name: bytes) -> int | None:
+        if name not in self._uids:
+            try:
+                self._uids[name] = pwd.getpwnam(os.fsdecode(name)).pw_uid
+            except KeyError:
+                self._uids[name] = int(name) if name.isdigit() else None
+        return self._uids[name]
+
+    def lookup_gid(self, name: bytes) -> int | None:
+        if name not in self._gids:
+            try:
+                self._gids[name] = grp.getgrnam(os.fsdecode(name)).gr_gid
+            except KeyError:
+                self._gids[name] = int(name) if name.isdigit() else None
+        return self._gids[name]
+
+    def acl_uid(self, e: AclEntry) -> int:
+        if not self.flags & _UIDS and e.name is not None:
+            found = self.lookup_uid(e.name)
+            if found is not None:
+                return found
+        return e.ident
+
+    def acl_gid(self, e: AclEntry) -> int:
+        if not self.flags & _UIDS and e.name is not None:
+            found = self.lookup_gid(e.name)
+            if found is not None:
+                return found
+        return e.ident
+
+    def owner_at(self, pfd: int, name: bytes, meta: Meta, path: tuple[bytes, ...]) -> None:
+        ids = self.ids(meta)
+        if ids is not None:
+            os.chown(name, ids[0], ids[1], dir_fd=pfd, follow_symlinks=False)
+
+    def mtime_at(self, pfd: int, name: bytes, meta: Meta) -> None:
+        if ff.time_granularity(self.flags):
+            os.utime(name, ns=(meta.mtime_ns, meta.mtime_ns), dir_fd=pfd, follow_symlinks=False)
+
+    def selinux_at(self, pfd: int, name: bytes, meta: Meta, path: tuple[bytes, ...]) -> None:
+        if self.opts.selinux and meta.selinux:
+            target = f"/proc/self/fd/{pfd}/{os.fsdecode(name)}"
+            self.setxattr(target, "security.selinux", meta.selinux + b"\0", path)
+
+    def setxattr(self, target: int | str, name: str, value: bytes, path: tuple[bytes, ...]) -> None:
+        try:
+            if isinstance(target, int):
+                os.setxattr(target, name, value)
+            else:
+                os.setxattr(target, name, value, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in _REFUSED and e.errno not in (errno.ENOENT, errno.E2BIG, errno.ENOSPC):
+                raise
+            self.warn(f"{_show(path)}: cannot set {name}: {e.strerror}")
+
+    def fd_metadata(self, fd: int, meta: Meta, path: tuple[bytes, ...]) -> None:
+        """Owner, mode, xattrs, ACLs, caps, label, mtime, chattr flags of an open node."""
+        ids = self.ids(meta)
+        if ids is not None:
+            os.fchown(fd, ids[0], ids[1])
+        os.fchmod(fd, self.mode_bits(meta))
+        if self.opts.xattrs:
+            for xname, value in meta.xattrs:
+                self.setxattr(fd, os.fsdecode(xname), value, path)
+        if self.opts.acls and meta.acl is not None and self.flags & ff.WITH_ACL:
+            access, default = posix_acls_for(meta.acl, meta.mode, self.acl_uid, self.acl_gid)
+            if access is not None:
+                self.setxattr(fd, XATTR_ACCESS, access, path)
+            if default is not None and meta.is_dir:
+                self.setxattr(fd, XATTR_DEFAULT, default, path)
+        if self.opts.fcaps and meta.fcaps and meta.is_reg:
+            self.setxattr(fd, "security.capability", meta.fcaps, path)
+        if self.opts.selinux and meta.selinux:
+            self.setxattr(fd, "security.selinux", meta.selinux + b"\0", path)
+        if ff.time_granularity(self.flags):
+            os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+        if self.opts.fsflags and meta.fsflags & ff.WITH_CHATTR:
+            self.set_chattr(fd, meta.fsflags, path)
+
+    def set_chattr(self, fd: int, fsflags: int, path: tuple[bytes, ...]) -> None:
+        want = 0
+        for kbit, wbit in CHATTR_MAP:
+            if fsflags & wbit:
+                want |= kbit
+        try:
+            cur = struct.unpack_from("=I", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)), 0)[0]
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("=I", cur | want) + bytes(4))
+        except OSError as e:
+            if e.errno not in _REFUSED:
+                raise
+            self.warn(f"{_show(path)}: cannot set file attributes: {e.strerror}")

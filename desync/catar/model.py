@@ -1,0 +1,100 @@
+"""The metadata of one archived file-system object, independent of its source.
+
+The file-system encoder, the tar converter and the decoder all speak
+:class:`Meta`, so the record writer, the extractor and the tar writer need
+to know only one shape.  Values are in archive terms: ``mode`` is the full
+``S_IFMT | permissions`` word, ``fsflags`` holds WITH_FLAG_*/SUBVOLUME bits
+(not kernel chattr bits), names and targets are raw bytes.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+
+
+@dataclass
+class AclEntry:
+    """A named ACL entry (ACL_USER, ACL_GROUP and their default variants)."""
+
+    ident: int
+    permissions: int
+    name: bytes | None = None
+
+
+@dataclass
+class AclDefault:
+    """The ACL_DEFAULT record; a missing value is ``format.ACL_MISSING``."""
+
+    user_obj: int
+    group_obj: int
+    other: int
+    mask: int
+
+
+@dataclass
+class Acl:
+    """Everything casync stores about POSIX ACLs beyond the mode bits (5.8)."""
+
+    users: list[AclEntry] = field(default_factory=list)
+    groups: list[AclEntry] = field(default_factory=list)
+    group_obj: int | None = None
+    default: AclDefault | None = None
+    default_users: list[AclEntry] = field(default_factory=list)
+    default_groups: list[AclEntry] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return (
+            not self.users
+            and not self.groups
+            and self.group_obj is None
+            and self.default is None
+            and not self.default_users
+            and not self.default_groups
+        )
+
+
+@dataclass
+class Meta:
+    """One node's metadata as it is (or will be) stored in a catar."""
+
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    fsflags: int = 0
+    size: int = 0
+    rdev_major: int = 0
+    rdev_minor: int = 0
+    target: bytes = b""
+    user_name: bytes | None = None
+    group_name: bytes | None = None
+    xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
+    acl: Acl | None = None
+    selinux: bytes | None = None
+    fcaps: bytes | None = None
+    projid: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    @property
+    def is_device(self) -> bool:
+        return stat.S_ISCHR(self.mode) or stat.S_ISBLK(self.mode)
+
+    @property
+    def permissions(self) -> int:
+        return self.mode & 0o7777
+
+    @property
+    def file_type(self) -> int:
+        return self.mode & 0o170000

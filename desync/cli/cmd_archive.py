@@ -1,0 +1,294 @@
+"""Archive commands: tar, untar, mtree, list.
+
+``tar`` turns a directory (or a tar stream with ``--input-format tar``)
+into a catar file or, with ``-i``, a ``.caidx`` index plus chunks in the
+store.  ``untar`` extracts a catar or an archive index into a directory,
+or writes it as a GNU/pax tar stream.  ``mtree`` and ``list`` print what
+``casync mtree``/``casync list`` print, for archives, archive indexes and
+directories.  The catar work itself is in :mod:`desync.catar`; this module
+only connects it to files, stores and indexes.
+"""
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+from .. import digest as digest_mod
+from .. import featureflags as ff
+from ..catar import (
+    DirEnd,
+    EncodeOptions,
+    ExtractOptions,
+    Node,
+    catar_to_tar,
+    decode,
+    directory_events,
+    encode_tree,
+    extract_events,
+    list_lines,
+    mtree_lines,
+    resolve_flags,
+    tar_to_catar,
+)
+from ..catar.decoder import ByteSource
+from ..digest import Digest
+from ..errors import DesyncError, UsageError
+from ..index import Index
+from ..ops.make import MakeStats, chunk_stream
+from ..ops.parallel import ordered_map
+from ..stores import Store
+from ..stores.indexes import write_index
+from . import common
+
+
+def _add_feature_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--with", action="append", default=[], dest="with_features", metavar="FEATURE",
+                   help="store this casync feature (repeatable; e.g. best, unix, xattrs, acl); "
+                        "giving any --with starts from none instead of from the default set")
+    p.add_argument("--without", action="append", default=[], dest="without_features", metavar="FEATURE",
+                   help="do not store this casync feature (repeatable)")
+    p.add_argument("--exclude-nodump", choices=("yes", "no"), default="yes",
+                   help="skip files with chattr +d (default yes)")
+    p.add_argument("--exclude-submounts", choices=("yes", "no"), default="no",
+                   help="skip other file systems mounted below the source (default no)")
+    p.add_argument("--exclude-file", choices=("yes", "no"), default="yes",
+                   help="honour .caexclude files (default yes)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="exclude matching entries (.caexclude syntax, relative to the source; repeatable)")
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    p = sub.add_parser("tar", help="archive a directory into a catar or an archive index",
+                       description="Store the directory SOURCE as a catar archive ARCHIVE ('-' for stdout) or, "
+                                   "with -i, as an archive index (.caidx) whose chunks go to the store. "
+                                   "With --input-format tar, SOURCE is a tar stream ('-' for stdin). The "
+                                   "default feature set is the Go desync's (32-bit uids, ns times, "
+                                   "permissions, symlinks, devices, FIFOs, sockets, xattrs); --with/--without "
+                                   "select casync features as 'casync make' does.")
+    common.add_store_options(p)
+    common.add_chunk_size_option(p)
+    p.add_argument("-i", "--index", action="store_true", help="write an archive index instead of a catar")
+    p.add_argument("--input-format", choices=("disk", "tar"), default="disk",
+                   help="SOURCE is a directory (disk, default) or a tar stream (tar)")
+    _add_feature_options(p)
+    p.add_argument("archive", help="catar file, or .caidx with -i ('-' for stdout without -i)")
+    p.add_argument("source", help="directory to archive, or tar file/'-' with --input-format tar")
+    p.set_defaults(func=run_tar)
+
+    p = sub.add_parser("untar", help="extract a catar or archive index",
+                       description="Extract ARCHIVE (a catar file, '-' for stdin) or, with -i, the archive "
+                                   "index INDEX into the directory DIR; with --output-format gnu-tar or pax "
+                                   "write a tar stream to DIR instead ('-' for stdout).")
+    common.add_store_options(p, cache=True)
+    p.add_argument("-i", "--index", action="store_true", help="the input is an archive index (.caidx)")
+    p.add_argument("--no-same-owner", action="store_true", help="do not restore owners (root only)")
+    p.add_argument("--no-xattrs", action="store_true", help="do not restore extended attributes and ACLs")
+    p.add_argument("--output-format", choices=("disk", "gnu-tar", "pax"), default="disk",
+                   help="write files to disk (default), or a GNU or pax tar stream")
+    p.add_argument("archive", help="catar file or archive index")
+    p.add_argument("target", help="directory to extract into, or tar output ('-' for stdout)")
+    p.set_defaults(func=run_untar)
+
+    for name, what in (("mtree", "an mtree listing"), ("list", "the mode and path of every entry")):
+        p = sub.add_parser(name, help=f"print {what} of an archive, archive index or directory",
+                           description=f"Print {what}, exactly as 'casync {name}' does, for a catar file, an "
+                                       "archive index (-i, or a name ending in .caidx) or a directory (encoded "
+                                       "with the --with/--without feature set; default the Go desync's).")
+        common.add_store_options(p, cache=True)
+        p.add_argument("-i", "--index", action="store_true", help="the input is an archive index (.caidx)")
+        _add_feature_options(p)
+        p.add_argument("input", help="catar file ('-' for stdin), archive index or directory")
+        p.set_defaults(func=run_mtree if name == "mtree" else run_list)
+
+
+def archive_flags(args: argparse.Namespace, digest: Digest) -> int:
+    """The feature flags selected by --with/--without/--exclude-* and --digest."""
+    sha = digest is digest_mod.SHA512_256_DIGEST
+    policy = {
+        "exclude_nodump": args.exclude_nodump == "yes",
+        "exclude_file": args.exclude_file == "yes",
+        "exclude_submounts": args.exclude_submounts == "yes",
+        "sha512_256": sha,
+    }
+    if args.with_features or args.without_features:
+        return resolve_flags(args.with_features, args.without_features, **policy)
+    flags = ff.DESYNC_TAR_FLAGS & ~ff.POLICY_MASK
+    flags |= ff.EXCLUDE_NODUMP if policy["exclude_nodump"] else 0
+    flags |= ff.EXCLUDE_FILE if policy["exclude_file"] else 0
+    flags |= ff.EXCLUDE_SUBMOUNTS if policy["exclude_submounts"] else 0
+    flags |= ff.SHA512_256 if sha else 0
+    return ff.normalize(flags)
+
+
+def _open_input(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DesyncError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def _archive_stream(args: argparse.Namespace, flags: int) -> Iterator[bytes]:
+    if args.input_format == "tar":
+        f = _open_input(args.source)
+        try:
+            yield from tar_to_catar(f, flags)
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+        return
+    if not os.path.isdir(args.source):
+        raise DesyncError(f"{args.source} is not a directory")
+    yield from encode_tree(args.source, flags, EncodeOptions(excludes=args.exclude))
+
+
+def run_tar(args: argparse.Namespace) -> int:
+    digest = digest_mod.by_name(args.digest)
+    flags = archive_flags(args, digest)
+    stream = _archive_stream(args, flags)
+    if args.index:
+        if args.archive == "-":
+            raise UsageError("an archive index needs a file name")
+        chunker = common.chunker_from(args)
+        store: Store | None = None
+        if args.stores:
+            store = common.write_store(common.single_store_location(args), args, digest)
+        try:
+            index = chunk_stream(stream, chunker, digest, store, workers=common.cpu_workers(args), flags=flags,
+                                 stats=MakeStats())
+        finally:
+            if store is not None:
+                store.close()
+        write_index(args.archive, index, common.store_options(args, digest))
+        return 0
+    if args.archive == "-":
+        out = sys.stdout.buffer
+        for piece in stream:
+            out.write(piece)
+        out.flush()
+        return 0
+    _write_atomic(args.archive, stream)
+    return 0
+
+
+def _write_atomic(path: str, pieces: Iterator[bytes]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".desync-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+class IndexReader(io.RawIOBase):
+    """The byte stream an archive index describes, fetched from the store in order."""
+
+    def __init__(self, index: Index, store: Store, workers: int) -> None:
+        super().__init__()
+        self._blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers)
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = memoryview(next(self._blocks))
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def _events(args: argparse.Namespace, location: str) -> tuple[Iterator[Node | DirEnd], Store | None]:
+    """Decoded events of a catar file or archive index (and the store to close)."""
+    if args.index or location.endswith(".caidx"):
+        index = common.load_index(location, args)
+        store = common.read_store(args, index.digest)
+        source: ByteSource = io.BufferedReader(IndexReader(index, store, args.workers), 1 << 20)
+        return decode(source, expected_flags=index.flags), store
+    return decode(_open_input(location)), None
+
+
+def run_untar(args: argparse.Namespace) -> int:
+    events, store = _events(args, args.archive)
+    try:
+        if args.output_format == "disk":
+            if args.target == "-":
+                raise UsageError("extracting to disk needs a directory (use --output-format gnu-tar for stdout)")
+            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=_warn)
+            if args.no_xattrs:
+                opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
+            extract_events(events, args.target, opts)
+        else:
+            fmt = "gnu" if args.output_format == "gnu-tar" else "pax"
+            if args.target == "-":
+                catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=_warn)
+                sys.stdout.buffer.flush()
+            else:
+                with open(args.target, "wb") as out:
+                    catar_to_tar(events, out, fmt, on_warning=_warn)
+    finally:
+        if store is not None:
+            store.close()
+    return 0
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"desync: warning: {message}\n")
+
+
+def _listing(args: argparse.Namespace) -> tuple[Iterator[Node | DirEnd], Store | None]:
+    if not args.index and args.input != "-" and os.path.isdir(args.input):
+        flags = archive_flags(args, digest_mod.by_name(args.digest))
+        return directory_events(args.input, flags, EncodeOptions(excludes=args.exclude)), None
+    return _events(args, args.input)
+
+
+def _print(lines: Iterator[str]) -> None:
+    out = sys.stdout
+    for line in lines:
+        out.write(line + "\n")
+    out.flush()
+
+
+def run_mtree(args: argparse.Namespace) -> int:
+    events, store = _listing(args)
+    try:
+        _print(mtree_lines(events))
+    finally:
+        if store is not None:
+            store.close()
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    events, store = _listing(args)
+    try:
+        _print(list_lines(events))
+    finally:
+        if store is not None:
+            store.close()
+    return 0

@@ -1,0 +1,220 @@
+"""Blob commands: make, extract, cat, chunk, list-chunks, info, verify-index."""
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .. import digest as digest_mod
+from ..errors import DesyncError
+from ..ops.cat import cat
+from ..ops.extract import ExtractStats, extract_blob
+from ..ops.make import MakeStats, chunk_file, make_blob_index
+from ..ops.parallel import ordered_map
+from ..ops.verify import verify_file
+from ..stores import Store
+from ..stores.indexes import write_index
+from . import common
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    p = sub.add_parser("make", help="chunk a file into an index and store its chunks",
+                       description="Split FILE into chunks, write the index to INDEX and, with -s, store "
+                                   "the chunks. FILE may be '-' for stdin, INDEX '-' for stdout.")
+    common.add_store_options(p)
+    common.add_chunk_size_option(p)
+    p.add_argument("--print-stats", action="store_true", help="print chunking statistics to stderr")
+    p.add_argument("index", help="index file to write (.caibx)")
+    p.add_argument("file", help="file or block device to chunk")
+    p.set_defaults(func=run_make)
+
+    p = sub.add_parser("extract", help="rebuild a file from its index and stores",
+                       description="Assemble the blob described by INDEX into FILE, reading chunks from the "
+                                   "stores. The file is written to a temp name and renamed when complete, "
+                                   "unless -k (in place) is given.")
+    common.add_store_options(p, cache=True)
+    p.add_argument("-k", "--in-place", action="store_true",
+                   help="write into FILE directly, keeping content that already matches")
+    p.add_argument("--print-stats", action="store_true", help="print statistics to stderr")
+    p.add_argument("index", help="index file (.caibx), '-' for stdin")
+    p.add_argument("file", help="output file or block device")
+    p.set_defaults(func=run_extract)
+
+    p = sub.add_parser("cat", help="write a blob, or part of it, to stdout or a file")
+    common.add_store_options(p, cache=True)
+    p.add_argument("-o", "--offset", type=common.non_negative_int, default=0, help="first byte to write")
+    p.add_argument("-l", "--length", type=common.non_negative_int, default=None,
+                   help="number of bytes (default: to the end)")
+    p.add_argument("index", help="index file")
+    p.add_argument("output", nargs="?", default="-", help="output file (default stdout)")
+    p.set_defaults(func=run_cat)
+
+    p = sub.add_parser("chunk", help="print the chunk boundaries and IDs of a file",
+                       description="Print START, SIZE and ID (tab-separated) of every chunk of FILE.")
+    common.add_chunk_size_option(p)
+    p.add_argument("-S", "--start", type=common.non_negative_int, default=0,
+                   help="start chunking at this offset")
+    p.add_argument("file")
+    p.set_defaults(func=run_chunk)
+
+    p = sub.add_parser("list-chunks", help="print the chunk IDs of an index")
+    p.add_argument("index")
+    p.set_defaults(func=run_list_chunks)
+
+    p = sub.add_parser("info", help="show chunk counts and sizes of an index",
+                       description="Show information about INDEX: chunk counts, sizes, and with -s how many "
+                                   "chunks the stores hold.")
+    common.add_store_options(p, cache=True)
+    p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
+    p.add_argument("index")
+    p.set_defaults(func=run_info)
+
+    p = sub.add_parser("verify-index", help="check that a file matches an index")
+    common.add_store_options(p, stores=False)
+    p.add_argument("index")
+    p.add_argument("file")
+    p.set_defaults(func=run_verify_index)
+
+
+def run_make(args: argparse.Namespace) -> int:
+    chunker = common.chunker_from(args)
+    digest = digest_mod.by_name(args.digest)
+    store: Store | None = None
+    if args.stores:
+        store = common.write_store(common.single_store_location(args), args, digest)
+    stats = MakeStats()
+    size = _size_of(args.file)
+    with common.show_progress("Chunking", size) as prog:
+        index = make_blob_index(args.file, chunker, digest, store, workers=common.cpu_workers(args),
+                                progress=prog, stats=stats)
+    if store is not None:
+        store.close()
+    write_index(args.index, index, common.store_options(args, digest))
+    if args.print_stats:
+        sys.stderr.write(f"Chunks produced: {stats.chunks}\nUnique chunks: {stats.unique}\n"
+                         f"Chunks stored: {stats.stored}\nBytes: {stats.bytes}\n")
+    return 0
+
+
+def _size_of(path: str) -> int:
+    try:
+        return os.stat(path).st_size if path != "-" else 0
+    except OSError:
+        return 0
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    index = common.load_index(args.index, args)
+    store = common.read_store(args, index.digest)
+    stats = ExtractStats()
+    with store, common.show_progress("Assembling", index.length) as prog:
+        extract_blob(index, store, args.file, in_place=args.in_place, workers=args.workers,
+                     progress=prog, stats=stats)
+    if args.print_stats:
+        sys.stderr.write(f"Chunks: {stats.chunks}\nFetched: {stats.fetched}\n"
+                         f"Kept in place: {stats.skipped_in_place}\nZero chunks: {stats.zero}\n")
+    return 0
+
+
+def run_cat(args: argparse.Namespace) -> int:
+    index = common.load_index(args.index, args)
+    store = common.read_store(args, index.digest)
+    length = -1 if args.length is None else args.length
+    with store:
+        if args.output == "-":
+            cat(index, store, sys.stdout.buffer, offset=args.offset, length=length, workers=args.workers)
+            sys.stdout.buffer.flush()
+        else:
+            try:
+                out = open(args.output, "wb")
+            except OSError as exc:
+                raise DesyncError(f"cannot write {args.output}: {exc.strerror}") from None
+            with out:
+                cat(index, store, out, offset=args.offset, length=length, workers=args.workers)
+    return 0
+
+
+def run_chunk(args: argparse.Namespace) -> int:
+    chunker = common.chunker_from(args)
+    digest = digest_mod.by_name(args.digest)
+    try:
+        f = open(args.file, "rb")
+    except OSError as exc:
+        raise DesyncError(f"cannot open {args.file}: {exc.strerror}") from None
+    with f:
+        f.seek(args.start)
+        index = chunk_file(f, chunker, digest, None, workers=2)
+    out = sys.stdout
+    for c in index.chunks:
+        out.write(f"{args.start + c.start}\t{c.size}\t{c.id.hex()}\n")
+    return 0
+
+
+def run_list_chunks(args: argparse.Namespace) -> int:
+    index = common.load_index(args.index, args)
+    sys.stdout.write("".join(f"{c.id.hex()}\n" for c in index.chunks))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    index = common.load_index(args.index, args)
+    unique = list(dict.fromkeys(c.id for c in index.chunks))
+    sizes = {c.id: c.size for c in index.chunks}
+    results: dict[str, int] = {
+        "total": len(index.chunks),
+        "unique": len(unique),
+        "in-store": 0,
+        "in-seed": 0,
+        "in-cache": 0,
+        "not-in-seed-nor-cache": len(unique),
+        "size": index.length,
+        "dedup-size-not-in-seed": sum(sizes[i] for i in unique),
+        "dedup-size-not-in-seed-nor-cache": sum(sizes[i] for i in unique),
+        "dedup-size-not-in-seed-nor-cache-compressed": 0,
+        "chunk-size-min": index.min_size,
+        "chunk-size-avg": index.avg_size,
+        "chunk-size-max": index.max_size,
+    }
+    opts = common.store_options(args, index.digest)
+    if args.cache:
+        cache = common.write_store(args.cache, args, index.digest)
+        with cache:
+            cached = [i for i in ordered_map(lambda i: i if cache.has_chunk(i) else None, unique, args.workers)
+                      if i is not None]
+        results["in-cache"] = len(cached)
+        results["not-in-seed-nor-cache"] = len(unique) - len(cached)
+        cached_set = set(cached)
+        results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in unique if i not in cached_set)
+    if args.stores:
+        from ..stores import open_stores
+
+        store = open_stores(args.stores, opts)
+        with store:
+            results["in-store"] = sum(1 for ok in ordered_map(store.has_chunk, unique, args.workers) if ok)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    else:
+        labels = [
+            ("Blob size", "size"), ("Size of deduplicated chunks not in seed", "dedup-size-not-in-seed"),
+            ("Size of deduplicated chunks not in seed nor cache", "dedup-size-not-in-seed-nor-cache"),
+            ("Total chunks", "total"), ("Unique chunks", "unique"), ("Chunks in store", "in-store"),
+            ("Chunks in seed", "in-seed"), ("Chunks in cache", "in-cache"),
+            ("Chunks not in seed nor cache", "not-in-seed-nor-cache"),
+            ("Chunk size min", "chunk-size-min"), ("Chunk size avg", "chunk-size-avg"),
+            ("Chunk size max", "chunk-size-max"),
+        ]
+        sys.stdout.write("".join(f"{label}: {results[key]}\n" for label, key in labels))
+    return 0
+
+
+def run_verify_index(args: argparse.Namespace) -> int:
+    index = common.load_index(args.index, args)
+    with common.show_progress("Verifying", index.length) as prog:
+        bad = verify_file(index, args.file, workers=common.cpu_workers(args), progress=prog)
+    for c in bad:
+        sys.stderr.write(f"desync: chunk {c.id.hex()} at offset {c.start} (size {c.size}) does not match\n")
+    if bad:
+        raise DesyncError(f"{args.file} does not match {args.index}: {len(bad)} of {len(index.chunks)} chunks differ")
+    return 0
+

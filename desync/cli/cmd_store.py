@@ -1,0 +1,111 @@
+"""Store upkeep commands: verify, chop, cache, prune."""
+
+import argparse
+import sys
+from typing import Any
+
+from .. import digest as digest_mod
+from ..errors import ChunkInvalid, DesyncError, UsageError
+from ..index import Index
+from ..ops.upkeep import chop, fill_cache, prune, unique_ids
+from ..ops.verify import verify_store
+from ..stores import open_stores
+from . import common
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    p = sub.add_parser("verify", help="check every chunk in a store",
+                       description="Read every chunk of the store and check it against its ID; "
+                                   "with -r remove the invalid ones.")
+    common.add_store_options(p)
+    p.add_argument("-r", "--repair", action="store_true", help="remove invalid chunks")
+    p.set_defaults(func=run_verify)
+
+    p = sub.add_parser("chop", help="store the chunks of a file along an existing index")
+    common.add_store_options(p)
+    p.add_argument("--ignore", action="append", default=[], metavar="INDEX",
+                   help="do not store chunks that are in this index")
+    p.add_argument("index")
+    p.add_argument("file")
+    p.set_defaults(func=run_chop)
+
+    p = sub.add_parser("cache", help="copy the chunks of indexes from stores into a cache store")
+    common.add_store_options(p, cache=True)
+    p.add_argument("--ignore", action="append", default=[], metavar="INDEX",
+                   help="do not fetch chunks that are in this index")
+    p.add_argument("indexes", nargs="+", metavar="INDEX")
+    p.set_defaults(func=run_cache)
+
+    p = sub.add_parser("prune", help="remove chunks no index refers to",
+                       description="Remove every chunk from the store that is not referenced by one of "
+                                   "the given indexes. Asks for confirmation unless -y is given.")
+    common.add_store_options(p)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("indexes", nargs="+", metavar="INDEX")
+    p.set_defaults(func=run_prune)
+
+
+def _load_all(locations: list[str], args: argparse.Namespace) -> list[Index]:
+    return [common.load_index(loc, args) for loc in locations]
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    location = common.single_store_location(args)
+    digest = digest_mod.by_name(args.digest)
+    store = common.write_store(location, args, digest) if args.repair else open_stores([location],
+                                                                                        common.store_options(args, digest))
+
+    def report(bad: ChunkInvalid) -> None:
+        sys.stderr.write(f"desync: {bad}\n")
+
+    with store:
+        result = verify_store(store, digest, repair=args.repair, workers=common.cpu_workers(args), report=report)
+    if result.invalid and not args.repair:
+        raise DesyncError(f"{len(result.invalid)} of {result.checked} chunks in {location} are invalid "
+                          f"(use -r to remove them)")
+    if result.removed:
+        sys.stderr.write(f"desync: removed {result.removed} invalid chunks from {location}\n")
+    return 0
+
+
+def run_chop(args: argparse.Namespace) -> int:
+    index = common.load_index(args.index, args)
+    ignore = set(unique_ids(_load_all(args.ignore, args)))
+    store = common.write_store(common.single_store_location(args), args, index.digest)
+    with store, common.show_progress("Chopping", len(index.chunks)) as prog:
+        chop(index, args.file, store, ignore=ignore, workers=args.workers, progress=prog)
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    if not args.cache:
+        raise UsageError("no cache given (use -c STORE)")
+    indexes = _load_all(args.indexes, args)
+    ignore = set(unique_ids(_load_all(args.ignore, args)))
+    digest = indexes[0].digest
+    ids = [i for i in unique_ids(indexes) if i not in ignore]
+    source = common.read_store(args, digest)
+    cache = common.write_store(args.cache, args, digest)
+    with source, cache, common.show_progress("Caching", len(ids)) as prog:
+        fill_cache(ids, source, cache, workers=args.workers, progress=prog)
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    indexes = _load_all(args.indexes, args)
+    keep = set(unique_ids(indexes))
+    location = common.single_store_location(args)
+    store = common.write_store(location, args, indexes[0].digest)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("prune needs confirmation: run it in a terminal or pass -y")
+        sys.stderr.write(f"Warning: The store {location} will be pruned; chunks not referenced by the given "
+                         f"indexes are deleted. Continue? [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            sys.stderr.write("desync: prune cancelled\n")
+            return 1
+    with store:
+        removed = prune(store, keep)
+    sys.stderr.write(f"desync: removed {removed} chunks from {location}\n")
+    return 0

@@ -1,0 +1,58 @@
+"""Chunk ID digests: SHA-512/256 (default) or SHA-256 (formats.md 4.1).
+
+An index or archive names its algorithm in the SHA512_256 feature bit;
+:func:`for_flags` maps that bit to a :class:`Digest`.
+"""
+
+import hashlib
+from typing import Final
+
+from .errors import UsageError
+from .featureflags import SHA512_256
+
+SHA512_256_NAME: Final = "sha512-256"
+SHA256_NAME: Final = "sha256"
+
+
+class Digest:
+    """One digest algorithm; hashing copies a prepared object (cheaper than a lookup)."""
+
+    __slots__ = ("name", "flag", "_proto")
+
+    def __init__(self, name: str, openssl_name: str, flag: int) -> None:
+        self.name = name
+        self.flag = flag
+        self._proto = hashlib.new(openssl_name)
+
+    def sum(self, data: bytes | bytearray | memoryview) -> bytes:
+        h = self._proto.copy()
+        h.update(data)
+        return h.digest()
+
+    def __repr__(self) -> str:
+        return f"Digest({self.name})"
+
+
+SHA512_256_DIGEST: Final = Digest(SHA512_256_NAME, "sha512_256", SHA512_256)
+SHA256_DIGEST: Final = Digest(SHA256_NAME, "sha256", 0)
+DEFAULT: Final = SHA512_256_DIGEST
+
+
+def by_name(name: str) -> Digest:
+    """Resolve a ``--digest`` value; casync also accepts ``default``."""
+    key = name.lower().replace("_", "-")
+    if key in (SHA512_256_NAME, "default"):
+        return SHA512_256_DIGEST
+    if key == SHA256_NAME:
+        return SHA256_DIGEST
+    raise UsageError(f"unknown digest {name!r} (use sha512-256 or sha256)")
+
+
+def for_flags(flags: int) -> Digest:
+    """The algorithm an index or archive header asks for."""
+    return SHA512_256_DIGEST if flags & SHA512_256 else SHA256_DIGEST
+
+
+def with_digest_flag(flags: int, digest: Digest) -> int:
+    """Set or clear the digest bit of a flag word to match ``digest``."""
+    return (flags & ~SHA512_256) | digest.flag

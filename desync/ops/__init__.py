@@ -1,0 +1,1 @@
+"""Operations behind the commands (make, extract, verify, ...), usable as a library."""

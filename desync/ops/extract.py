@@ -1,0 +1,173 @@
+"""Rebuild a blob from its index and stores (``desync extract``).
+
+Without in-place mode the blob is assembled in a temp file beside the
+target and renamed over it only when complete, so a failed or interrupted
+extract never leaves a half-written target.  Each distinct chunk is fetched
+once and written to every offset it occurs at; all-zero chunks are left as
+holes in the fresh (sparse) temp file.
+"""
+
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from ..errors import DesyncError
+from ..index import Index
+from ..progress import Progress
+from ..stores.base import Store
+
+
+@dataclass(slots=True)
+class ExtractStats:
+    chunks: int = 0
+    fetched: int = 0
+    skipped_in_place: int = 0
+    zero: int = 0
+
+
+def _group(index: Index) -> dict[bytes, tuple[int, list[int]]]:
+    """Chunk ID -> (size, offsets), in first-occurrence order."""
+    groups: dict[bytes, tuple[int, list[int]]] = {}
+    for c in index.chunks:
+        entry = groups.get(c.id)
+        if entry is None:
+            groups[c.id] = (c.size, [c.start])
+        else:
+            entry[1].append(c.start)
+    return groups
+
+
+def write_chunks(fd: int, index: Index, store: Store, *, workers: int, fresh: bool,
+                 progress: Progress | None = None, stats: ExtractStats | None = None) -> None:
+    """Write every chunk of ``index`` into ``fd`` at its offsets.
+
+    ``fresh`` means the file is new and sparse (zero chunks need no write);
+    otherwise existing content that already matches a chunk is kept.
+    """
+    digest = index.digest
+    groups = _group(index)
+    # The "null chunk": a max-size run of zeros, common in disk images.
+    null_id = digest.sum(bytes(index.max_size)) if fresh and index.length >= index.max_size else b""
+    counters = ExtractStats(chunks=len(index.chunks))
+    lock = threading.Lock()
+
+    def work(chunk_id: bytes, size: int, offsets: list[int]) -> None:
+        if chunk_id == null_id and size == index.max_size:
+            with lock:
+                counters.zero += len(offsets)
+        else:
+            todo = offsets
+            if not fresh:
+                todo = [o for o in offsets if not _matches(fd, o, size, chunk_id, digest.sum)]
+                with lock:
+                    counters.skipped_in_place += len(offsets) - len(todo)
+            if todo:
+                data = store.get_chunk(chunk_id, size).data(size)
+                if len(data) != size:
+                    raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
+                for off in todo:
+                    _pwrite_all(fd, data, off)
+                with lock:
+                    counters.fetched += 1
+        if progress is not None:
+            progress.add(size * len(offsets))
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="desync-extract")
+    futures: list[Future[None]] = []
+    try:
+        for chunk_id, (size, offsets) in groups.items():
+            futures.append(pool.submit(work, chunk_id, size, offsets))
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for fut in futures:
+            if fut.done():
+                fut.result()
+        for fut in futures:
+            fut.result()
+    except BaseException:
+        # Let running writes finish (briefly) before the caller closes the file; a worker
+        # stuck on a slow store is abandoned rather than waited for.
+        pool.shutdown(wait=False, cancel_futures=True)
+        wait([f for f in futures if f.running()], timeout=2.0)
+        raise
+    pool.shutdown(wait=True)
+    if stats is not None:
+        stats.chunks, stats.fetched = counters.chunks, counters.fetched
+        stats.skipped_in_place, stats.zero = counters.skipped_in_place, counters.zero
+
+
+def _matches(fd: int, offset: int, size: int, chunk_id: bytes, digest_sum: Callable[[bytes], bytes]) -> bool:
+    try:
+        data = os.pread(fd, size, offset)
+    except OSError:
+        return False
+    return len(data) == size and digest_sum(data) == chunk_id
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = False, workers: int = 4,
+                 progress: Progress | None = None, stats: ExtractStats | None = None) -> None:
+    """Assemble the blob of ``index`` at ``target`` (``-`` is not a valid target; use cat)."""
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise DesyncError(f"cannot access {target}: {exc.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise DesyncError(f"{target} is a directory")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        in_place = True  # block devices and the like cannot be replaced by a rename
+    if in_place:
+        _extract_in_place(index, store, target, st, workers, progress, stats)
+        return
+    directory = os.path.dirname(os.path.abspath(target))
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise DesyncError(f"cannot create {tmp}: {exc.strerror}") from None
+    try:
+        try:
+            os.ftruncate(fd, index.length)
+            write_chunks(fd, index, store, workers=workers, fresh=True, progress=progress, stats=stats)
+        finally:
+            os.close(fd)
+        os.rename(tmp, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise DesyncError(f"cannot write {target}: {exc.strerror}") from None
+        raise
+
+
+def _extract_in_place(index: Index, store: Store, target: str, st: os.stat_result | None, workers: int,
+                      progress: Progress | None, stats: ExtractStats | None) -> None:
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise DesyncError(f"cannot open {target}: {exc.strerror}") from None
+    try:
+        regular = st is None or stat.S_ISREG(st.st_mode)
+        if regular and (st is None or st.st_size > index.length):
+            os.ftruncate(fd, index.length)
+        write_chunks(fd, index, store, workers=workers, fresh=st is None, progress=progress, stats=stats)
+        if regular:
+            os.ftruncate(fd, index.length)
+    except OSError as exc:
+        raise DesyncError(f"cannot write {target}: {exc.strerror}") from None
+    finally:
+        os.close(fd)

@@ -1,0 +1,212 @@
+"""Chunk a blob or stream into an index, storing new chunks (``desync make``).
+
+The work is a pipeline: the reading thread fills segments and finds chunk
+boundaries (the C chunker runs without the GIL), worker threads hash,
+compress and store batches of chunks (hashlib and zstd also run without
+the GIL).  Segments in flight are bounded, so memory does not grow with
+the input size.
+"""
+
+import os
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO, Final
+
+from ..chunk import Chunk
+from ..chunker import Chunker
+from ..digest import Digest, with_digest_flag
+from ..errors import DesyncError
+from ..featureflags import BLOB_INDEX_FLAGS
+from ..index import Index, IndexChunk
+from ..progress import Progress
+from ..stores.base import Store
+
+SEGMENT_SIZE: Final = 8 * 1024 * 1024
+BATCH_BYTES: Final = 1024 * 1024
+
+
+@dataclass(slots=True)
+class MakeStats:
+    chunks: int = 0
+    unique: int = 0
+    stored: int = 0
+    bytes: int = 0
+
+
+class _Pipeline:
+    """Hashes and stores chunk batches in order, with a bounded backlog."""
+
+    def __init__(self, store: Store | None, digest: Digest, workers: int, progress: Progress | None) -> None:
+        self.store = store
+        self.digest = digest
+        self.progress = progress
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="desync-make")
+        self.max_pending = max(2, workers) * 4
+        self.pending: deque[Future[list[IndexChunk]]] = deque()
+        self.chunks: list[IndexChunk] = []
+        self.seen: set[bytes] = set()
+        self.stored = 0
+
+    def submit(self, buf: bytearray, base: int, start: int, ends: list[int]) -> None:
+        """Queue the chunks ``buf[start:ends[0]], ...``; ``base`` is buf[0]'s stream offset."""
+        batch_start = start
+        first = 0
+        for i, end in enumerate(ends):
+            if end - batch_start >= BATCH_BYTES or i == len(ends) - 1:
+                batch = ends[first:i + 1]
+                self._queue(self.pool.submit(self._process, buf, base, batch_start, batch))
+                batch_start = end
+                first = i + 1
+
+    def _queue(self, fut: "Future[list[IndexChunk]]") -> None:
+        self.pending.append(fut)
+        while len(self.pending) > self.max_pending:
+            self.chunks.extend(self.pending.popleft().result())
+
+    def _process(self, buf: bytearray, base: int, start: int, ends: list[int]) -> list[IndexChunk]:
+        view = memoryview(buf)
+        out: list[IndexChunk] = []
+        store = self.store
+        seen = self.seen
+        digest_sum = self.digest.sum
+        pos = start
+        for end in ends:
+            data = view[pos:end]
+            cid = digest_sum(data)
+            if store is not None and cid not in seen:
+                seen.add(cid)
+                if not store.has_chunk(cid):
+                    store.put_chunk(Chunk(cid, data=bytes(data)))
+                    self.stored += 1
+            out.append(IndexChunk(base + pos, end - pos, cid))
+            pos = end
+        if self.progress is not None:
+            self.progress.add(pos - start)
+        return out
+
+    def finish(self) -> list[IndexChunk]:
+        while self.pending:
+            self.chunks.extend(self.pending.popleft().result())
+        self.pool.shutdown()
+        return self.chunks
+
+    def abort(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Segmenter:
+    """Feeds segments to the chunker, carrying the unfinished tail into the next one."""
+
+    def __init__(self, chunker: Chunker, pipeline: _Pipeline) -> None:
+        self.chunker = chunker
+        self.pipeline = pipeline
+        self.size = max(SEGMENT_SIZE, 4 * chunker.max_size)
+        self.buf = bytearray(self.size)
+        self.filled = 0
+        self.base = 0
+        self.total = 0
+
+    def space(self) -> memoryview:
+        return memoryview(self.buf)[self.filled:]
+
+    def advance(self, n: int) -> None:
+        self.filled += n
+        self.total += n
+        if self.filled == len(self.buf):
+            self.flush(final=False)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            room = len(self.buf) - self.filled
+            n = min(room, len(view))
+            self.buf[self.filled:self.filled + n] = view[:n]
+            view = view[n:]
+            self.advance(n)
+
+    def flush(self, final: bool) -> None:
+        buf, filled = self.buf, self.filled
+        ends = self.chunker.boundaries(buf, 0, filled, final)
+        if ends:
+            self.pipeline.submit(buf, self.base, 0, ends)
+        done = ends[-1] if ends else 0
+        tail = filled - done
+        nxt = bytearray(max(self.size, tail * 2))
+        nxt[:tail] = memoryview(buf)[done:filled]
+        self.buf = nxt
+        self.base += done
+        self.filled = tail
+
+
+def chunk_file(f: BinaryIO, chunker: Chunker, digest: Digest, store: Store | None = None, *,
+               workers: int = 2, progress: Progress | None = None, flags: int = BLOB_INDEX_FLAGS,
+               stats: MakeStats | None = None) -> Index:
+    """Chunk everything readable from ``f`` into an index; store new chunks in ``store``."""
+    pipeline = _Pipeline(store, digest, workers, progress)
+    seg = _Segmenter(chunker, pipeline)
+    try:
+        while True:
+            space = seg.space()
+            n = f.readinto(space)  # type: ignore[attr-defined]
+            if not n:
+                break
+            seg.advance(n)
+        seg.flush(final=True)
+        chunks = pipeline.finish()
+    except BaseException:
+        pipeline.abort()
+        raise
+    return _finish(chunks, chunker, digest, flags, pipeline, stats)
+
+
+def chunk_stream(pieces: Iterable[bytes | bytearray | memoryview], chunker: Chunker, digest: Digest,
+                 store: Store | None = None, *, workers: int = 2, progress: Progress | None = None,
+                 flags: int = BLOB_INDEX_FLAGS, stats: MakeStats | None = None) -> Index:
+    """Chunk a stream given as an iterable of byte pieces (e.g. a catar encoder)."""
+    pipeline = _Pipeline(store, digest, workers, progress)
+    seg = _Segmenter(chunker, pipeline)
+    try:
+        for piece in pieces:
+            seg.feed(piece)
+        seg.flush(final=True)
+        chunks = pipeline.finish()
+    except BaseException:
+        pipeline.abort()
+        raise
+    return _finish(chunks, chunker, digest, flags, pipeline, stats)
+
+
+def _finish(chunks: list[IndexChunk], chunker: Chunker, digest: Digest, flags: int, pipeline: _Pipeline,
+            stats: MakeStats | None) -> Index:
+    if stats is not None:
+        stats.chunks = len(chunks)
+        stats.unique = len({c.id for c in chunks})
+        stats.stored = pipeline.stored
+        stats.bytes = chunks[-1].end if chunks else 0
+    return Index(with_digest_flag(flags, digest), chunker.min_size, chunker.avg_size, chunker.max_size, chunks)
+
+
+def make_blob_index(path: str, chunker: Chunker, digest: Digest, store: Store | None = None, *,
+                    workers: int = 2, progress: Progress | None = None,
+                    stats: MakeStats | None = None) -> Index:
+    """Index a file or block device (``-`` reads stdin)."""
+    import sys
+
+    if path == "-":
+        return chunk_file(sys.stdin.buffer, chunker, digest, store, workers=workers, progress=progress,
+                          stats=stats)
+    try:
+        f = open(path, "rb", buffering=0)
+    except OSError as exc:
+        raise DesyncError(f"cannot open {path}: {exc.strerror}") from None
+    with f:
+        if progress is not None:
+            try:
+                progress.total = os.fstat(f.fileno()).st_size or progress.total
+            except OSError:
+                pass
+        return chunk_file(f, chunker, digest, store, workers=workers, progress=progress, stats=stats)

@@ -1,0 +1,71 @@
+"""Chunk stores, opened by location string.
+
+``open_store`` maps a location to a backend by its scheme; backends with
+optional dependencies are imported only when a location needs them.
+Compose stores with :class:`StoreRouter` (chain) and :class:`CachedStore`.
+"""
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from ..errors import UsageError
+from .base import Store, StoreOptions
+from .cache import CachedStore
+from .local import LocalStore
+from .router import StoreRouter
+
+__all__ = ["Store", "StoreOptions", "LocalStore", "StoreRouter", "CachedStore", "open_store", "open_stores",
+           "register_scheme"]
+
+StoreFactory = Callable[[str, StoreOptions, bool], Store]
+
+# scheme -> "module:function"; the module is imported on first use.
+_SCHEMES: Final[dict[str, str]] = {}
+
+
+def register_scheme(scheme: str, target: str) -> None:
+    """Make ``scheme://`` locations open with ``target`` ("package.module:function")."""
+    _SCHEMES[scheme] = target
+
+
+def _scheme(location: str) -> str:
+    head, sep, _ = location.partition("://")
+    return head.lower() if sep and head and "/" not in head else ""
+
+
+def open_store(location: str, options: StoreOptions, writable: bool = False) -> Store:
+    """Open one store; ``writable`` creates a missing local directory."""
+    if not location:
+        raise UsageError("empty store location")
+    if "|" in location:
+        target = _SCHEMES.get("|")
+        if target is None:
+            raise UsageError(f"failover groups are not available: {location}")
+        return _load(target)(location, options, writable)
+    scheme = _scheme(location)
+    if scheme in ("", "file"):
+        path = location[len("file://"):] if scheme == "file" else location
+        return LocalStore(path, options, create=writable)
+    target = _SCHEMES.get(scheme)
+    if target is None:
+        raise UsageError(f"unsupported store location {location!r}")
+    return _load(target)(location, options, writable)
+
+
+def _load(target: str) -> StoreFactory:
+    module_name, _, func = target.partition(":")
+    module = importlib.import_module(module_name)
+    factory: StoreFactory = getattr(module, func)
+    return factory
+
+
+def open_stores(locations: Sequence[str], options: StoreOptions, cache: str = "") -> Store:
+    """Chain the stores in order, with an optional cache in front."""
+    if not locations:
+        raise UsageError("no store given (use -s)")
+    stores = [open_store(loc, options) for loc in locations]
+    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
+    if cache:
+        store = CachedStore(store, open_store(cache, options, writable=True))
+    return store

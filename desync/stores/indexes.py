@@ -1,0 +1,106 @@
+"""Index locations: a local path, ``-`` for stdin/stdout, or a remote index store.
+
+Remote backends (HTTP, S3, SFTP) register a scheme here; every command
+that takes an index goes through :func:`read_index`/:func:`write_index`.
+"""
+
+import importlib
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from typing import Final
+
+from .. import index as index_mod
+from ..errors import DesyncError, UsageError
+from ..index import Index
+from .base import StoreOptions
+
+IndexReader = Callable[[str, StoreOptions], bytes]
+IndexWriter = Callable[[str, bytes, StoreOptions], None]
+
+# scheme -> ("module:read_function", "module:write_function")
+_SCHEMES: Final[dict[str, tuple[str, str]]] = {}
+
+
+def register_index_scheme(scheme: str, reader: str, writer: str) -> None:
+    _SCHEMES[scheme] = (reader, writer)
+
+
+def _remote(location: str) -> tuple[str, str] | None:
+    head, sep, _ = location.partition("://")
+    if not sep or not head or "/" in head:
+        return None
+    if head.lower() == "file":
+        return None
+    found = _SCHEMES.get(head.lower())
+    if found is None:
+        raise UsageError(f"unsupported index location {location!r}")
+    return found
+
+
+def _load(target: str) -> Callable[..., object]:
+    module_name, _, func = target.partition(":")
+    fn: Callable[..., object] = getattr(importlib.import_module(module_name), func)
+    return fn
+
+
+def _local_path(location: str) -> str:
+    return location[len("file://"):] if location.lower().startswith("file://") else location
+
+
+def read_index_bytes(location: str, options: StoreOptions | None = None) -> bytes:
+    opts = options or StoreOptions()
+    remote = _remote(location)
+    if remote is not None:
+        data = _load(remote[0])(location, opts)
+        assert isinstance(data, bytes)
+        return data
+    if location == "-":
+        return sys.stdin.buffer.read()
+    path = _local_path(location)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise DesyncError(f"cannot read index {path}: {exc.strerror}") from None
+
+
+def read_index(location: str, options: StoreOptions | None = None) -> Index:
+    """Read and validate an index from any supported location."""
+    return index_mod.parse(read_index_bytes(location, options), "stdin" if location == "-" else location)
+
+
+def write_index(location: str, index: Index, options: StoreOptions | None = None) -> None:
+    """Write an index atomically (temp file + rename) or to stdout for ``-``."""
+    data = index.to_bytes()
+    remote = _remote(location)
+    if remote is not None:
+        _load(remote[1])(location, data, options or StoreOptions())
+        return
+    if location == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    write_file_atomic(_local_path(location), data)
+
+
+def write_file_atomic(path: str, data: bytes, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``data`` via a temp file in the same directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise DesyncError(f"cannot write {path}: {exc.strerror}") from None

@@ -1,0 +1,183 @@
+"""A chunk store in a local directory: ``<dir>/<id[:4]>/<id>.cacnk`` (formats.md 4.2).
+
+Writes go to a temp file in the prefix directory and are renamed into
+place, so readers and other writers (several processes may fill the same
+store) only ever see complete chunks.  Reads accept every form casync
+writes: zstd/xz/gzip ``.cacnk`` files and uncompressed files without suffix.
+"""
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Final
+
+from ..chunk import Chunk
+from ..constants import COMPRESSED_CHUNK_SUFFIX
+from ..errors import ChunkMissing, StoreError
+from .base import Store, StoreOptions
+
+TMP_PREFIX: Final = ".tmp-cacnk"
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+class LocalStore(Store):
+    def __init__(self, path: str, options: StoreOptions, create: bool = False) -> None:
+        self.path = path
+        self.location = path
+        self.options = options
+        self.suffix = os.environ.get("CASYNC_COMPRESSED_CHUNK_SUFFIX", COMPRESSED_CHUNK_SUFFIX)
+        self._dirs: set[str] = set()
+        if create:
+            try:
+                os.makedirs(path, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store {path}: {exc.strerror}") from None
+        if not os.path.isdir(path):
+            what = "is not a directory" if os.path.exists(path) else "does not exist"
+            raise StoreError(f"store {path} {what}")
+
+    def _paths(self, chunk_id: bytes) -> tuple[str, str]:
+        """(preferred, fallback) file names: compressed first unless the store is uncompressed."""
+        h = chunk_id.hex()
+        base = os.path.join(self.path, h[:4], h)
+        compressed = base + self.suffix
+        if self.options.uncompressed:
+            return base, compressed
+        return compressed, base
+
+    def _read(self, chunk_id: bytes) -> tuple[bytes, bool]:
+        first, second = self._paths(chunk_id)
+        for path in (first, second):
+            try:
+                with open(path, "rb") as f:
+                    return f.read(), path.endswith(self.suffix)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
+        raise ChunkMissing(chunk_id, self.path)
+
+    def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
+        raw, is_compressed = self._read(chunk_id)
+        chunk = Chunk(chunk_id, compressed=raw) if is_compressed else Chunk(chunk_id, data=raw)
+        if not self.options.skip_verify:
+            chunk.verify(self.options.digest, self.path, size_hint)
+        return chunk
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        first, second = self._paths(chunk_id)
+        return os.path.exists(first) or os.path.exists(second)
+
+    def touch_chunk(self, chunk_id: bytes) -> None:
+        for path in self._paths(chunk_id):
+            try:
+                os.utime(path)
+                return
+            except OSError:
+                continue
+
+    @property
+    def writable(self) -> bool:
+        return True
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        h = chunk.id.hex()
+        prefix = os.path.join(self.path, h[:4])
+        if self.options.uncompressed:
+            payload = chunk.data()
+            final = os.path.join(prefix, h)
+        else:
+            payload = chunk.compressed()
+            final = os.path.join(prefix, h + self.suffix)
+        if prefix not in self._dirs:
+            try:
+                os.makedirs(prefix, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"store {self.path}: cannot create {prefix}: {exc.strerror}") from None
+            self._dirs.add(prefix)
+        write_atomic(final, payload, 0o444)
+
+    def remove_chunk(self, chunk_id: bytes) -> None:
+        removed = False
+        for path in self._paths(chunk_id):
+            try:
+                os.unlink(path)
+                removed = True
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"store {self.path}: cannot remove {path}: {exc.strerror}") from None
+        if not removed:
+            raise ChunkMissing(chunk_id, self.path)
+        prefix = os.path.dirname(self._paths(chunk_id)[0])
+        try:
+            os.rmdir(prefix)
+            self._dirs.discard(prefix)
+        except OSError:
+            pass
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        suffix = self.suffix
+        try:
+            prefixes = sorted(e.name for e in os.scandir(self.path) if e.is_dir() and _is_hex(e.name, 4))
+        except OSError as exc:
+            raise StoreError(f"cannot list store {self.path}: {exc.strerror}") from None
+        for prefix in prefixes:
+            seen: set[str] = set()
+            with os.scandir(os.path.join(self.path, prefix)) as it:
+                for e in it:
+                    name = e.name
+                    if name.endswith(suffix):
+                        name = name[: -len(suffix)]
+                    if len(name) == 64 and name.startswith(prefix) and _is_hex(name, 64) and name not in seen:
+                        seen.add(name)
+                        yield bytes.fromhex(name)
+
+    def remove_stray_files(self) -> int:
+        """Delete temp files left by interrupted writers (ours, casync's, the Go tool's)."""
+        count = 0
+        for e in os.scandir(self.path):
+            if not (e.is_dir() and _is_hex(e.name, 4)):
+                continue
+            for f in os.scandir(e.path):
+                if f.name.startswith(TMP_PREFIX) or f.name.endswith(".tmp"):
+                    try:
+                        os.unlink(f.path)
+                        count += 1
+                    except FileNotFoundError:
+                        pass
+        return count
+
+
+def _is_hex(name: str, length: int) -> bool:
+    return len(name) == length and all(c in _HEX for c in name)
+
+
+def write_atomic(final: str, payload: bytes, mode: int) -> None:
+    """Write ``payload`` to a temp file beside ``final`` and rename it into place."""
+    tmp = os.path.join(os.path.dirname(final), TMP_PREFIX + secrets.token_hex(8))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise StoreError(f"cannot write {final}: {exc.strerror}") from None
+    try:
+        view = memoryview(payload)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, final)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            if exc.errno == errno.ENOSPC:
+                raise StoreError(f"cannot write {final}: no space left on device") from None
+            raise StoreError(f"cannot write {final}: {exc.strerror}") from None
+        raise

@@ -1,0 +1,47 @@
+"""Build hooks that pyproject.toml cannot express.
+
+The normal install compiles the package with mypyc and builds the C
+accelerator in ``desync/_accel``.  ``DESYNC_PURE=1`` installs the plain
+Python sources instead (same behaviour, slower), which is also what runs
+from a source checkout and inside the zipapp.
+"""
+
+import os
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+HERE = Path(__file__).parent
+
+# Modules mypyc must not compile: entry points that are run as scripts,
+# and modules that patch or introspect themselves at run time.
+NOT_COMPILED = {
+    "desync/__main__.py",
+    "desync/_version.py",
+    "desync/_accel/__init__.py",
+}
+
+
+def compiled_modules() -> list[str]:
+    found = []
+    for path in sorted((HERE / "desync").rglob("*.py")):
+        rel = path.relative_to(HERE).as_posix()
+        if rel not in NOT_COMPILED:
+            found.append(rel)
+    return found
+
+
+def extensions() -> list[Extension]:
+    if os.environ.get("DESYNC_PURE", "") not in ("", "0"):
+        return []
+    from mypyc.build import mypycify
+
+    accel = Extension(
+        "desync._accel._chunker",
+        sources=["desync/_accel/chunker.c"],
+        extra_compile_args=["-O3", "-std=c11"],
+    )
+    return [accel, *mypycify(compiled_modules(), opt_level="3", debug_level="0")]
+
+
+setup(ext_modules=extensions())

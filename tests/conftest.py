@@ -1,0 +1,74 @@
+"""Shared test helpers: fixture paths, running the CLI, casync availability."""
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASYNC = shutil.which("casync")
+
+requires_casync = pytest.mark.skipif(CASYNC is None, reason="casync is not installed (apt-get install casync)")
+
+
+def _load_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def gen_inputs() -> ModuleType:
+    """The fixtures' deterministic input generator (``generate(name) -> bytes``)."""
+    return _load_module("gen_inputs", FIXTURES / "casync" / "gen_inputs.py")
+
+
+def desync_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DESYNC_PROGRESSBAR_ENABLED", None)
+    env.pop("DESYNC_ENABLE_PARSABLE_PROGRESS", None)
+    env.update(extra)
+    return env
+
+
+def run_desync(*args: Any, check: bool = True, input: bytes | None = None, cwd: Path | None = None,
+               env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+    """Run the CLI the way a user does (``python -m desync``) and capture its output."""
+    cmd = [sys.executable, "-m", "desync", *map(str, args)]
+    proc = subprocess.run(cmd, input=input, capture_output=True, cwd=cwd, env=env or desync_env(),
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def run_casync(*args: Any, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    assert CASYNC is not None
+    proc = subprocess.run([CASYNC, *map(str, args)], capture_output=True, cwd=cwd, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"casync {' '.join(map(str, args))} failed:\n{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def sha512_256(data: bytes) -> str:
+    return hashlib.new("sha512_256", data).hexdigest()
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[bytes], status: int = 1) -> str:
+    """The CLI's failure contract: one ``desync: error:`` line, no traceback."""
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == status, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("desync: error: "), err
+    assert "Traceback" not in err
+    return lines[0]

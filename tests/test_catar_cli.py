@@ -1,0 +1,101 @@
+"""The archive commands (tar, untar, mtree, list) through the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+import pytest
+
+from conftest import assert_one_line_error, run_desync
+
+_spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
+assert _spec is not None and _spec.loader is not None
+H: ModuleType = importlib.util.module_from_spec(_spec)
+sys.modules["catar_helpers"] = H
+_spec.loader.exec_module(H)
+
+SHARED_ARCHIVES = Path(__file__).resolve().parents[2] / "shared/fixtures/casync/archives"
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if not H.is_root():
+        pytest.skip("rebuilding the fixture trees needs root")
+    base = H.xattr_base(tmp_path_factory.mktemp("cli"))
+    if base is None:
+        pytest.skip("no file system with user xattrs")
+    for name in ("basic", "special", "data"):
+        H.make_trees.build_tree(name, str(base / name))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "variant,args",
+    [("desync", []), ("unix", ["--with=unix"]), ("default", ["--with=best"]), ("default", ["--with=all"])],
+)
+def test_tar_writes_casync_catar(trees: Path, tmp_path: Path, variant: str, args: list[str]) -> None:
+    out = tmp_path / "x.catar"
+    run_desync("tar", *args, out, trees / "special")
+    assert out.read_bytes() == (H.ARCHIVES / f"special.{variant}.catar").read_bytes()
+
+
+def test_tar_to_stdout_and_mtree_from_stdin(trees: Path) -> None:
+    data = run_desync("tar", "-", trees / "basic").stdout
+    assert data == (H.ARCHIVES / "basic.desync.catar").read_bytes()
+    mtree = run_desync("mtree", "-", input=data).stdout.decode()
+    assert mtree == (H.ARCHIVES / "basic.desync.mtree").read_text()
+
+
+@pytest.mark.skipif(not SHARED_ARCHIVES.is_dir(), reason="shared/fixtures not beside the repository")
+@pytest.mark.parametrize("name,chunk", [("basic.desync", []), ("basic.desync.m1-4-16", ["-m", "1:4:16"]),
+                                        ("data.desync", []), ("data.desync.m4-16-64", ["-m", "4:16:64"])])
+def test_tar_index_matches_casync(trees: Path, tmp_path: Path, name: str, chunk: list[str]) -> None:
+    tree = name.split(".")[0]
+    idx = tmp_path / "x.caidx"
+    store = tmp_path / "store"
+    run_desync("tar", "-i", "-s", store, *chunk, idx, trees / tree)
+    assert idx.read_bytes() == (SHARED_ARCHIVES / f"{name}.caidx").read_bytes()
+    # ...and the index extracts back to the recorded tree.
+    out = tmp_path / "out"
+    run_desync("untar", "-i", "-s", store, idx, out)
+    assert H.make_trees.scan_tree(str(out)) == H.expected_scan(tree, "desync")
+    assert run_desync("list", "-s", store, idx).stdout.decode() == (H.ARCHIVES / f"{tree}.desync.list").read_text()
+
+
+def test_untar_catar_and_directory_listings(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_desync("untar", H.ARCHIVES / "basic.unix.catar", out)
+    assert run_desync("list", H.ARCHIVES / "basic.unix.catar").stdout.decode() == (
+        H.ARCHIVES / "basic.unix.list"
+    ).read_text()
+    if H.is_root():
+        assert run_desync("mtree", "--with=unix", out).stdout.decode() == (H.ARCHIVES / "basic.unix.mtree").read_text()
+
+
+def test_tar_round_trip_through_gnu_tar_stream(tmp_path: Path) -> None:
+    tar = run_desync("untar", "--output-format", "gnu-tar", H.GO / "complex.catar", "-").stdout
+    names = [m.name for m in tarfile.open(fileobj=io.BytesIO(tar))]
+    assert "subdir2/subdir21/symlink" in names
+    catar = run_desync("tar", "--input-format", "tar", "-", "-", input=tar).stdout
+    lines = run_desync("mtree", "-", input=catar).stdout.decode().splitlines()
+    assert len(lines) == len((H.GO / "complex.mtree").read_text().splitlines())
+
+
+def test_archive_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.catar"
+    bad.write_bytes((H.ARCHIVES / "basic.desync.catar").read_bytes()[:1000])
+    proc = run_desync("untar", bad, tmp_path / "out", check=False)
+    assert "catar offset" in assert_one_line_error(proc)
+    proc = run_desync("tar", tmp_path / "x.catar", tmp_path / "missing", check=False)
+    assert "is not a directory" in assert_one_line_error(proc)
+    proc = run_desync("tar", "--with=nonsense", tmp_path / "x.catar", tmp_path, check=False)
+    assert "unknown archive feature" in assert_one_line_error(proc, status=2)
+    assert not (tmp_path / "x.catar").exists()

@@ -44,8 +44,8 @@ class _Shown(Progress):
         self.parsable = parsable
         self.start = time.monotonic()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._ticker = threading.Thread(target=self._run, daemon=True)
+        self._ticker.start()
 
     def _run(self) -> None:
         interval = 0.5 if self.parsable else self.interval
@@ -74,7 +74,7 @@ class _Shown(Progress):
     def finish(self) -> None:
         if not self._stop.is_set():
             self._stop.set()
-            self._thread.join()
+            self._ticker.join()
             self._draw(final=True)
 
 

@@ -6,7 +6,7 @@ store to another is never decompressed and recompressed needlessly.
 """
 
 from . import compression
-from .constants import CHUNK_SIZE_LIMIT
+from .constants import CHUNK_SIZE_LIMIT, ZSTD_MAGIC
 from .digest import Digest
 from .errors import ChunkInvalid
 
@@ -38,6 +38,18 @@ class Chunk:
 
     def has_compressed(self) -> bool:
         return self._compressed is not None
+
+    def stored_form(self, uncompressed: bool) -> bytes:
+        """The bytes a chunk file or HTTP body holds: plain, or one zstd frame.
+
+        A compressed form already at hand is passed on untouched when it is
+        zstd (what every reader understands); xz or gzip is re-encoded.
+        """
+        if uncompressed:
+            return self.data()
+        if self._compressed is not None and not self._compressed.startswith(ZSTD_MAGIC):
+            return compression.compress(self.data())
+        return self.compressed()
 
     def verify(self, digest: Digest, store: str, size_hint: int = 0) -> None:
         """Raise :class:`ChunkInvalid` unless the content hashes to the ID."""

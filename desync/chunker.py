@@ -9,13 +9,13 @@ must give identical results.
 """
 
 import mmap
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Final, Union
 
 from ._accel import chunker_module
 from .constants import CHUNK_SIZE_LIMIT, CHUNKER_WINDOW_SIZE
 from .errors import UsageError
+from .parallel import ordered_map
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 
@@ -322,14 +322,9 @@ class Chunker:
         span = (end - start) // count // self.max_size * self.max_size
         splits = [start + i * span for i in range(count)]
         splits.append(end)
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            futures = [
-                pool.submit(
-                    self.boundaries, buf, splits[i], splits[i + 1], final and i == count - 1
-                )
-                for i in range(count)
-            ]
-            sections = [future.result() for future in futures]
+        sections = list(ordered_map(
+            lambda i: self.boundaries(buf, splits[i], splits[i + 1], final and i == count - 1),
+            range(count), count))
         with _byte_view(buf) as view:
             return self._join(buf, view, end, final, splits, sections)
 

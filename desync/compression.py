@@ -18,18 +18,29 @@ class CompressionError(ValueError):
     """The bytes are not one valid compressed stream."""
 
 
-class _Contexts(threading.local):
-    def __init__(self) -> None:
-        self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
-        self.decompressor = zstandard.ZstdDecompressor()
+# A plain threading.local instance: a compiled subclass of it would lose the per-thread storage.
+_local = threading.local()
 
 
-_local = _Contexts()
+def _compressor() -> zstandard.ZstdCompressor:
+    ctx: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
+    if ctx is None:
+        ctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+        _local.compressor = ctx
+    return ctx
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    ctx: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if ctx is None:
+        ctx = zstandard.ZstdDecompressor()
+        _local.decompressor = ctx
+    return ctx
 
 
 def compress(data: bytes | bytearray | memoryview) -> bytes:
     """One zstd frame at casync's level; it records the content size so readers can size their buffer."""
-    result: bytes = _local.compressor.compress(data)
+    result: bytes = _compressor().compress(data)
     return result
 
 
@@ -50,7 +61,7 @@ def decompress(raw: bytes, size_hint: int = 0) -> bytes:
 
 
 def _unzstd(raw: bytes, size_hint: int) -> bytes:
-    dctx = _local.decompressor
+    dctx = _decompressor()
     try:
         params = zstandard.get_frame_parameters(raw)
         if params.content_size != zstandard.CONTENTSIZE_UNKNOWN:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASYNC = shutil.which("casync")
+NEUTRAL_DIR = tempfile.gettempdir()
 
 requires_casync = pytest.mark.skipif(CASYNC is None, reason="casync is not installed (apt-get install casync)")
 
@@ -44,7 +46,9 @@ def run_desync(*args: Any, check: bool = True, input: bytes | None = None, cwd: 
                env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
     """Run the CLI the way a user does (``python -m desync``) and capture its output."""
     cmd = [sys.executable, "-m", "desync", *map(str, args)]
-    proc = subprocess.run(cmd, input=input, capture_output=True, cwd=cwd, env=env or desync_env(),
+    # Never the checkout as working directory: ``-m`` would import the sources from there
+    # instead of the install under test.
+    proc = subprocess.run(cmd, input=input, capture_output=True, cwd=cwd or NEUTRAL_DIR, env=env or desync_env(),
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')}")

@@ -16,6 +16,7 @@ from desync.chunker import ACCELERATED
 
 from conftest import (
     FIXTURES,
+    NEUTRAL_DIR,
     assert_one_line_error,
     desync_env,
     requires_casync,
@@ -111,6 +112,18 @@ def test_make_extract_round_trip_random(seed: int, tmp_path: Path) -> None:
     (tmp_path / "in").write_bytes(data)
     run_desync("make", "-s", tmp_path / "s", "-m", sizes, tmp_path / "x.caibx", tmp_path / "in")
     run_desync("extract", "-s", tmp_path / "s", tmp_path / "x.caibx", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+
+
+def test_large_blob_with_many_workers(tmp_path: Path) -> None:
+    """Many chunks in flight at once across threads (found a thread-safety bug in the compiled build)."""
+    size = 48 * 1024 * 1024 if ACCELERATED else 2 * 1024 * 1024
+    data = random.Random(99).randbytes(size)
+    (tmp_path / "in").write_bytes(data)
+    run_desync("make", "-n", "8", "-s", tmp_path / "s", tmp_path / "x.caibx", tmp_path / "in")
+    run_desync("make", "-n", "8", "-s", tmp_path / "s", tmp_path / "y.caibx", tmp_path / "in")
+    assert (tmp_path / "x.caibx").read_bytes() == (tmp_path / "y.caibx").read_bytes()
+    run_desync("extract", "-n", "8", "-s", tmp_path / "s", tmp_path / "x.caibx", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == data
 
 
@@ -296,7 +309,7 @@ def test_ctrl_c_exits_130_and_leaves_no_temp_file(tmp_path: Path) -> None:
     os.mkfifo(victim)
     target = tmp_path / "target"
     cmd = [sys.executable, "-m", "desync", "extract", "-s", str(store), str(index), str(target)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=desync_env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=desync_env(), cwd=NEUTRAL_DIR)
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob(".target.*")) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -39,9 +39,8 @@ from ..digest import Digest
 from ..errors import DesyncError, UsageError
 from ..index import Index
 from ..ops.make import MakeStats, chunk_stream
-from ..ops.parallel import ordered_map
+from ..parallel import ordered_map
 from ..stores import Store
-from ..stores.indexes import write_index
 from . import common
 
 
@@ -164,7 +163,7 @@ def run_tar(args: argparse.Namespace) -> int:
         finally:
             if store is not None:
                 store.close()
-        write_index(args.archive, index, common.store_options(args, digest))
+        common.save_index(args.archive, index, args)
         return 0
     if args.archive == "-":
         out = sys.stdout.buffer

@@ -11,10 +11,9 @@ from ..errors import DesyncError
 from ..ops.cat import cat
 from ..ops.extract import ExtractStats, extract_blob
 from ..ops.make import MakeStats, chunk_file, make_blob_index
-from ..ops.parallel import ordered_map
+from ..parallel import ordered_map
 from ..ops.verify import verify_file
 from ..stores import Store
-from ..stores.indexes import write_index
 from . import common
 
 
@@ -86,11 +85,11 @@ def run_make(args: argparse.Namespace) -> int:
     stats = MakeStats()
     size = _size_of(args.file)
     with common.show_progress("Chunking", size) as prog:
-        index = make_blob_index(args.file, chunker, digest, store, workers=common.cpu_workers(args),
+        index = make_blob_index(args.file, chunker, digest, store, workers=common.cpu_workers(args, store),
                                 progress=prog, stats=stats)
     if store is not None:
         store.close()
-    write_index(args.index, index, common.store_options(args, digest))
+    common.save_index(args.index, index, args)
     if args.print_stats:
         sys.stderr.write(f"Chunks produced: {stats.chunks}\nUnique chunks: {stats.unique}\n"
                          f"Chunks stored: {stats.stored}\nBytes: {stats.bytes}\n")
@@ -109,7 +108,7 @@ def run_extract(args: argparse.Namespace) -> int:
     store = common.read_store(args, index.digest)
     stats = ExtractStats()
     with store, common.show_progress("Assembling", index.length) as prog:
-        extract_blob(index, store, args.file, in_place=args.in_place, workers=args.workers,
+        extract_blob(index, store, args.file, in_place=args.in_place, workers=common.cpu_workers(args, store),
                      progress=prog, stats=stats)
     if args.print_stats:
         sys.stderr.write(f"Chunks: {stats.chunks}\nFetched: {stats.fetched}\n"
@@ -123,7 +122,7 @@ def run_cat(args: argparse.Namespace) -> int:
     length = -1 if args.length is None else args.length
     with store:
         if args.output == "-":
-            cat(index, store, sys.stdout.buffer, offset=args.offset, length=length, workers=args.workers)
+            cat(index, store, sys.stdout.buffer, offset=args.offset, length=length, workers=common.cpu_workers(args, store))
             sys.stdout.buffer.flush()
         else:
             try:
@@ -131,7 +130,7 @@ def run_cat(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise DesyncError(f"cannot write {args.output}: {exc.strerror}") from None
             with out:
-                cat(index, store, out, offset=args.offset, length=length, workers=args.workers)
+                cat(index, store, out, offset=args.offset, length=length, workers=common.cpu_workers(args, store))
     return 0
 
 
@@ -176,7 +175,6 @@ def run_info(args: argparse.Namespace) -> int:
         "chunk-size-avg": index.avg_size,
         "chunk-size-max": index.max_size,
     }
-    opts = common.store_options(args, index.digest)
     if args.cache:
         cache = common.write_store(args.cache, args, index.digest)
         with cache:
@@ -187,9 +185,7 @@ def run_info(args: argparse.Namespace) -> int:
         cached_set = set(cached)
         results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in unique if i not in cached_set)
     if args.stores:
-        from ..stores import open_stores
-
-        store = open_stores(args.stores, opts)
+        store = common.read_store(args, index.digest, cache=False)
         with store:
             results["in-store"] = sum(1 for ok in ordered_map(store.has_chunk, unique, args.workers) if ok)
     if args.format == "json":

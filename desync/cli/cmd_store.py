@@ -9,7 +9,6 @@ from ..errors import ChunkInvalid, DesyncError, UsageError
 from ..index import Index
 from ..ops.upkeep import chop, fill_cache, prune, unique_ids
 from ..ops.verify import verify_store
-from ..stores import open_stores
 from . import common
 
 
@@ -52,14 +51,16 @@ def _load_all(locations: list[str], args: argparse.Namespace) -> list[Index]:
 def run_verify(args: argparse.Namespace) -> int:
     location = common.single_store_location(args)
     digest = digest_mod.by_name(args.digest)
-    store = common.write_store(location, args, digest) if args.repair else open_stores([location],
-                                                                                        common.store_options(args, digest))
+    if args.repair:
+        store = common.write_store(location, args, digest)
+    else:
+        store = common.open_location(location, args, digest)
 
     def report(bad: ChunkInvalid) -> None:
         sys.stderr.write(f"desync: {bad}\n")
 
     with store:
-        result = verify_store(store, digest, repair=args.repair, workers=common.cpu_workers(args), report=report)
+        result = verify_store(store, digest, repair=args.repair, workers=common.cpu_workers(args, store), report=report)
     if result.invalid and not args.repair:
         raise DesyncError(f"{len(result.invalid)} of {result.checked} chunks in {location} are invalid "
                           f"(use -r to remove them)")
@@ -73,7 +74,7 @@ def run_chop(args: argparse.Namespace) -> int:
     ignore = set(unique_ids(_load_all(args.ignore, args)))
     store = common.write_store(common.single_store_location(args), args, index.digest)
     with store, common.show_progress("Chopping", len(index.chunks)) as prog:
-        chop(index, args.file, store, ignore=ignore, workers=args.workers, progress=prog)
+        chop(index, args.file, store, ignore=ignore, workers=common.cpu_workers(args, store), progress=prog)
     return 0
 
 
@@ -84,10 +85,10 @@ def run_cache(args: argparse.Namespace) -> int:
     ignore = set(unique_ids(_load_all(args.ignore, args)))
     digest = indexes[0].digest
     ids = [i for i in unique_ids(indexes) if i not in ignore]
-    source = common.read_store(args, digest)
+    source = common.read_store(args, digest, cache=False)
     cache = common.write_store(args.cache, args, digest)
     with source, cache, common.show_progress("Caching", len(ids)) as prog:
-        fill_cache(ids, source, cache, workers=args.workers, progress=prog)
+        fill_cache(ids, source, cache, workers=common.cpu_workers(args, source), progress=prog)
     return 0
 
 

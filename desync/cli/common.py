@@ -7,6 +7,7 @@ all commands accept the same store options with the same meaning.
 import argparse
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from .. import digest as digest_mod
 from ..chunker import Chunker, parse_chunk_sizes
@@ -14,8 +15,10 @@ from ..digest import Digest
 from ..errors import UsageError
 from ..index import Index
 from ..progress import Progress, progress
-from ..stores import Store, StoreOptions, open_store, open_stores
-from ..stores.indexes import read_index
+from ..config import load_config
+from ..stores import CachedStore, Store, StoreOptions, StoreRouter, open_store
+from ..stores.failover import FailoverGroup, split_group
+from ..stores.indexes import read_index, write_index
 
 DEFAULT_WORKERS = 10
 
@@ -36,7 +39,7 @@ def add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cache: bool = False,
-                      required: bool = False) -> None:
+                      required: bool = False, uncompressed_help: str = "read and write uncompressed chunks") -> None:
     if stores:
         parser.add_argument("-s", "--store", action="append", default=[], dest="stores", metavar="STORE",
                             required=required, help="chunk store location (repeat to chain stores)")
@@ -47,8 +50,7 @@ def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cach
                         metavar="N", help=f"number of parallel workers (default {DEFAULT_WORKERS})")
     parser.add_argument("--skip-verify", action="store_true",
                         help="do not verify chunk hashes when reading from stores")
-    parser.add_argument("-u", "--uncompressed", action="store_true",
-                        help="read and write uncompressed chunks")
+    parser.add_argument("-u", "--uncompressed", action="store_true", help=uncompressed_help)
     parser.add_argument("-t", "--trust-insecure", action="store_true",
                         help="trust any TLS certificate")
     parser.add_argument("--ca-cert", default="", metavar="FILE", help="trust this CA for HTTPS stores")
@@ -84,16 +86,21 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def store_options(args: argparse.Namespace, digest: Digest | None = None) -> StoreOptions:
-    """StoreOptions from the command line; ``digest`` comes from the index being read."""
+def store_options(args: argparse.Namespace, digest: Digest | None = None, location: str = "") -> StoreOptions:
+    """StoreOptions for ``location``: defaults, then its config-file entry, then command-line flags.
+
+    ``digest`` comes from the index being read.
+    """
     opts = StoreOptions()
     opts.digest = digest if digest is not None else digest_mod.by_name(args.digest)
-    opts.skip_verify = bool(getattr(args, "skip_verify", False))
-    opts.uncompressed = bool(getattr(args, "uncompressed", False))
-    opts.trust_insecure = bool(getattr(args, "trust_insecure", False))
-    opts.ca_cert = getattr(args, "ca_cert", "") or ""
-    opts.client_cert = getattr(args, "client_cert", "") or ""
-    opts.client_key = getattr(args, "client_key", "") or ""
+    if location:
+        apply_config(opts, load_config(getattr(args, "config", None)).options_for(location))
+    opts.skip_verify = opts.skip_verify or bool(getattr(args, "skip_verify", False))
+    opts.uncompressed = opts.uncompressed or bool(getattr(args, "uncompressed", False))
+    opts.trust_insecure = opts.trust_insecure or bool(getattr(args, "trust_insecure", False))
+    opts.ca_cert = getattr(args, "ca_cert", "") or opts.ca_cert
+    opts.client_cert = getattr(args, "client_cert", "") or opts.client_cert
+    opts.client_key = getattr(args, "client_key", "") or opts.client_key
     retry = getattr(args, "error_retry", None)
     if retry is not None:
         opts.error_retry = retry
@@ -107,25 +114,62 @@ def store_options(args: argparse.Namespace, digest: Digest | None = None) -> Sto
     return opts
 
 
+def apply_config(opts: StoreOptions, entry: dict[str, Any]) -> None:
+    """Set the options a config-file store-options entry names (types were checked on load)."""
+    if "timeout" in entry:
+        opts.timeout = float(entry["timeout"])
+    if "error-retry" in entry:
+        opts.error_retry = int(entry["error-retry"])
+    if "error-retry-base-interval" in entry:
+        opts.error_retry_base_interval = float(entry["error-retry-base-interval"])
+    opts.client_cert = str(entry.get("client-cert", opts.client_cert))
+    opts.client_key = str(entry.get("client-key", opts.client_key))
+    opts.ca_cert = str(entry.get("ca-cert", opts.ca_cert))
+    opts.trust_insecure = bool(entry.get("trust-insecure", opts.trust_insecure))
+    opts.skip_verify = bool(entry.get("skip-verify", opts.skip_verify))
+    opts.uncompressed = bool(entry.get("uncompressed", opts.uncompressed))
+    opts.http_auth = str(entry.get("http-auth", opts.http_auth))
+    opts.http_cookie = str(entry.get("http-cookie", opts.http_cookie))
+
+
+def open_location(location: str, args: argparse.Namespace, digest: Digest | None = None,
+                  writable: bool = False) -> Store:
+    """One ``-s``/``-c`` location with its own options; failover members each get theirs."""
+    if "|" in location:
+        members = [open_location(m, args, digest, writable) for m in split_group(location)]
+        return FailoverGroup(members)
+    return open_store(location, store_options(args, digest, location), writable)
+
+
 def chunker_from(args: argparse.Namespace) -> Chunker:
     min_size, avg_size, max_size = parse_chunk_sizes(args.chunk_size)
     return Chunker(min_size, avg_size, max_size)
 
 
 def load_index(location: str, args: argparse.Namespace) -> Index:
-    return read_index(location, store_options(args))
+    return read_index(location, store_options(args, location=location))
 
 
-def read_store(args: argparse.Namespace, digest: Digest, required: bool = True) -> Store:
-    """The chained read stores of ``-s`` (with ``-c`` cache in front when given)."""
+def save_index(location: str, index: Index, args: argparse.Namespace) -> None:
+    """Write an index to a file, stdout or a remote index store (with that location's options)."""
+    write_index(location, index, store_options(args, index.digest, location))
+
+
+def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> Store:
+    """The chained read stores of ``-s`` (with the ``-c`` cache in front when given and ``cache``)."""
     locations: Sequence[str] = args.stores
-    if not locations and required:
+    if not locations:
         raise UsageError("no store given (use -s STORE)")
-    return open_stores(locations, store_options(args, digest), getattr(args, "cache", "") or "")
+    stores = [open_location(loc, args, digest) for loc in locations]
+    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
+    cache_location: str = (getattr(args, "cache", "") or "") if cache else ""
+    if cache_location:
+        store = CachedStore(store, open_location(cache_location, args, digest, writable=True))
+    return store
 
 
 def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None) -> Store:
-    store = open_store(location, store_options(args, digest), writable=True)
+    store = open_location(location, args, digest, writable=True)
     if not store.writable:
         raise UsageError(f"store {location} is read-only")
     return store
@@ -138,10 +182,11 @@ def single_store_location(args: argparse.Namespace) -> str:
     return location
 
 
-def cpu_workers(args: argparse.Namespace) -> int:
-    """Threads for CPU-bound work on local data: more than the cores only adds contention."""
+def cpu_workers(args: argparse.Namespace, store: Store | None = None) -> int:
+    """Threads for the work: ``-n``, but no more than the stores can use (local work stops at the cores)."""
     requested: int = args.workers
-    return max(1, min(requested, (os.cpu_count() or 1) + 1))
+    useful = store.parallelism if store is not None else (os.cpu_count() or 1)
+    return max(1, min(requested, useful))
 
 
 def show_progress(label: str, total: int) -> Progress:

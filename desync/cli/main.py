@@ -9,13 +9,13 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
 from .._version import __version__
 from ..errors import DesyncError, UsageError
 from .common import HelpFormatter, add_global_options
+from .cmd_remote import prepare_argv
 
 # Modules that contribute commands, in --help order.
 COMMAND_MODULES = (
@@ -29,6 +29,47 @@ COMMAND_MODULES = (
 )
 
 
+# Command -> the module that registers it, so a run imports only what it needs
+# (start-up time counts for short commands).  tests/test_cli_commands.py keeps it in sync.
+COMMANDS = {
+    "make": "desync.cli.cmd_blob",
+    "extract": "desync.cli.cmd_blob",
+    "cat": "desync.cli.cmd_blob",
+    "chunk": "desync.cli.cmd_blob",
+    "list-chunks": "desync.cli.cmd_blob",
+    "info": "desync.cli.cmd_blob",
+    "verify-index": "desync.cli.cmd_blob",
+    "verify": "desync.cli.cmd_store",
+    "chop": "desync.cli.cmd_store",
+    "cache": "desync.cli.cmd_store",
+    "prune": "desync.cli.cmd_store",
+    "tar": "desync.cli.cmd_archive",
+    "untar": "desync.cli.cmd_archive",
+    "mtree": "desync.cli.cmd_archive",
+    "list": "desync.cli.cmd_archive",
+    "chunk-server": "desync.cli.cmd_server",
+    "index-server": "desync.cli.cmd_server",
+    "pull": "desync.cli.cmd_remote",
+    "push": "desync.cli.cmd_remote",
+    "mount-index": "desync.cli.cmd_mount",
+    "config": "desync.cli.cmd_config",
+}
+_GLOBAL_WITH_VALUE = ("--digest", "--config")
+
+
+def command_name(argv: Sequence[str]) -> str:
+    """The command word of ``argv`` (skipping global options), or "" if there is none."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """Usage errors as one line, exit status 2."""
 
@@ -36,7 +77,8 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; given ``argv`` of a known command, only that command's module is loaded."""
     parser = ArgumentParser(
         prog="desync",
         description="casync-compatible content-addressed distribution: chunk files and trees into "
@@ -46,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"desync {__version__}")
     add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    for name in COMMAND_MODULES:
+    wanted = COMMANDS.get(command_name(argv))
+    for name in (wanted,) if wanted else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -59,29 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_traceback() -> None:
+    import traceback  # only for --verbose: keeps start-up lean
+
+    traceback.print_exc()
+
+
 def _error(message: str) -> None:
     sys.stderr.write(f"desync: error: {message}\n")
     sys.stderr.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    # casync puts server options before the verb and expects status 1 for any server failure.
+    args_list, server = prepare_argv(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args_list or "-v" in args_list
     try:
-        parser = build_parser()
+        parser = build_parser(args_list)
         args = parser.parse_args(args_list)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
         status: int = args.func(args)
         return status
-    except UsageError as exc:
-        _error(str(exc))
-        return 2
-    except DesyncError as exc:
-        _error(str(exc))
+    except UsageError as usage:
+        _error(str(usage))
+        return 1 if server else 2
+    except DesyncError as failure:
+        _error(str(failure))
         if verbose:
-            traceback.print_exc()
+            _print_traceback()
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("desync: interrupted\n")
@@ -95,19 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return 1
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        _error(f"{exc.strerror or exc}{where}")
+    except OSError as os_error:
+        where = f": {os_error.filename}" if os_error.filename else ""
+        _error(f"{os_error.strerror or os_error}{where}")
         if verbose:
-            traceback.print_exc()
+            _print_traceback()
         return 1
     except MemoryError:
         _error("out of memory")
         return 1
-    except Exception as exc:  # a bug: still one line unless --verbose
-        _error(f"internal error: {type(exc).__name__}: {exc}")
+    except Exception as bug:  # still one line unless --verbose
+        _error(f"internal error: {type(bug).__name__}: {bug}")
         if verbose:
-            traceback.print_exc()
+            _print_traceback()
         return 1
 
 

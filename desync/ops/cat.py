@@ -5,7 +5,7 @@ from typing import BinaryIO
 from ..errors import DesyncError
 from ..index import Index, IndexChunk
 from ..stores.base import Store
-from .parallel import ordered_map
+from ..parallel import ordered_map
 
 
 def cat(index: Index, store: Store, out: BinaryIO, *, offset: int = 0, length: int = -1,

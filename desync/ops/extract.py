@@ -12,13 +12,14 @@ import secrets
 import stat
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from ..errors import DesyncError
+from ..fsutil import pwrite_all
 from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
+from ..parallel import run_all
 
 
 @dataclass(slots=True)
@@ -55,7 +56,8 @@ def write_chunks(fd: int, index: Index, store: Store, *, workers: int, fresh: bo
     counters = ExtractStats(chunks=len(index.chunks))
     lock = threading.Lock()
 
-    def work(chunk_id: bytes, size: int, offsets: list[int]) -> None:
+    def work(item: tuple[bytes, int, list[int]]) -> None:
+        chunk_id, size, offsets = item
         if chunk_id == null_id and size == index.max_size:
             with lock:
                 counters.zero += len(offsets)
@@ -70,30 +72,13 @@ def write_chunks(fd: int, index: Index, store: Store, *, workers: int, fresh: bo
                 if len(data) != size:
                     raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
                 for off in todo:
-                    _pwrite_all(fd, data, off)
+                    pwrite_all(fd, data, off)
                 with lock:
                     counters.fetched += 1
         if progress is not None:
             progress.add(size * len(offsets))
 
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="desync-extract")
-    futures: list[Future[None]] = []
-    try:
-        for chunk_id, (size, offsets) in groups.items():
-            futures.append(pool.submit(work, chunk_id, size, offsets))
-        wait(futures, return_when=FIRST_EXCEPTION)
-        for fut in futures:
-            if fut.done():
-                fut.result()
-        for fut in futures:
-            fut.result()
-    except BaseException:
-        # Let running writes finish (briefly) before the caller closes the file; a worker
-        # stuck on a slow store is abandoned rather than waited for.
-        pool.shutdown(wait=False, cancel_futures=True)
-        wait([f for f in futures if f.running()], timeout=2.0)
-        raise
-    pool.shutdown(wait=True)
+    run_all(work, [(cid, size, offsets) for cid, (size, offsets) in groups.items()], workers)
     if stats is not None:
         stats.chunks, stats.fetched = counters.chunks, counters.fetched
         stats.skipped_in_place, stats.zero = counters.skipped_in_place, counters.zero
@@ -105,14 +90,6 @@ def _matches(fd: int, offset: int, size: int, chunk_id: bytes, digest_sum: Calla
     except OSError:
         return False
     return len(data) == size and digest_sum(data) == chunk_id
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
 
 
 def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = False, workers: int = 4,
@@ -144,13 +121,13 @@ def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = Fa
         finally:
             os.close(fd)
         os.rename(tmp, target)
-    except BaseException as exc:
+    except BaseException as failure:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            raise DesyncError(f"cannot write {target}: {exc.strerror}") from None
+        if isinstance(failure, OSError):
+            raise DesyncError(f"cannot write {target}: {failure.strerror}") from None
         raise
 
 

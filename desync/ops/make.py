@@ -8,9 +8,7 @@ the input size.
 """
 
 import os
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -22,6 +20,7 @@ from ..featureflags import BLOB_INDEX_FLAGS
 from ..index import Index, IndexChunk
 from ..progress import Progress
 from ..stores.base import Store
+from ..parallel import Counter, Job, Workers
 
 SEGMENT_SIZE: Final = 8 * 1024 * 1024
 BATCH_BYTES: Final = 1024 * 1024
@@ -36,38 +35,35 @@ class MakeStats:
 
 
 class _Pipeline:
-    """Hashes and stores chunk batches in order, with a bounded backlog."""
+    """Hashes and stores chunk batches on worker threads; results are reassembled in order."""
 
     def __init__(self, store: Store | None, digest: Digest, workers: int, progress: Progress | None) -> None:
         self.store = store
         self.digest = digest
         self.progress = progress
-        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="desync-make")
-        self.max_pending = max(2, workers) * 4
-        self.pending: deque[Future[list[IndexChunk]]] = deque()
-        self.chunks: list[IndexChunk] = []
+        self.pool = Workers(workers, backlog=max(2, workers) * 4)
+        self.results: list[list[IndexChunk]] = []
         self.seen: set[bytes] = set()
-        self.stored = 0
+        self.stored = Counter()
 
     def submit(self, buf: bytearray, base: int, start: int, ends: list[int]) -> None:
         """Queue the chunks ``buf[start:ends[0]], ...``; ``base`` is buf[0]'s stream offset."""
         batch_start = start
         first = 0
+        last = len(ends) - 1
         for i, end in enumerate(ends):
-            if end - batch_start >= BATCH_BYTES or i == len(ends) - 1:
-                batch = ends[first:i + 1]
-                self._queue(self.pool.submit(self._process, buf, base, batch_start, batch))
+            if end - batch_start >= BATCH_BYTES or i == last:
+                slot: list[IndexChunk] = []
+                self.results.append(slot)
+                self.pool.submit(self._job(slot, buf, base, batch_start, ends[first:i + 1]))
                 batch_start = end
                 first = i + 1
 
-    def _queue(self, fut: "Future[list[IndexChunk]]") -> None:
-        self.pending.append(fut)
-        while len(self.pending) > self.max_pending:
-            self.chunks.extend(self.pending.popleft().result())
+    def _job(self, slot: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> Job:
+        return lambda: self._process(slot, buf, base, start, ends)
 
-    def _process(self, buf: bytearray, base: int, start: int, ends: list[int]) -> list[IndexChunk]:
+    def _process(self, out: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> None:
         view = memoryview(buf)
-        out: list[IndexChunk] = []
         store = self.store
         seen = self.seen
         digest_sum = self.digest.sum
@@ -79,23 +75,18 @@ class _Pipeline:
                 seen.add(cid)
                 if not store.has_chunk(cid):
                     store.put_chunk(Chunk(cid, data=bytes(data)))
-                    self.stored += 1
+                    self.stored.add()
             out.append(IndexChunk(base + pos, end - pos, cid))
             pos = end
         if self.progress is not None:
             self.progress.add(pos - start)
-        return out
 
     def finish(self) -> list[IndexChunk]:
-        while self.pending:
-            self.chunks.extend(self.pending.popleft().result())
-        self.pool.shutdown()
-        return self.chunks
+        self.pool.join()
+        return [c for batch in self.results for c in batch]
 
     def abort(self) -> None:
-        for fut in self.pending:
-            fut.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.abort()
 
 
 class _Segmenter:
@@ -185,7 +176,7 @@ def _finish(chunks: list[IndexChunk], chunker: Chunker, digest: Digest, flags: i
     if stats is not None:
         stats.chunks = len(chunks)
         stats.unique = len({c.id for c in chunks})
-        stats.stored = pipeline.stored
+        stats.stored = pipeline.stored.value
         stats.bytes = chunks[-1].end if chunks else 0
     return Index(with_digest_flag(flags, digest), chunker.min_size, chunker.avg_size, chunker.max_size, chunks)
 

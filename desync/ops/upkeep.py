@@ -8,7 +8,7 @@ from ..errors import ChunkMissing, DesyncError
 from ..index import Index, IndexChunk
 from ..progress import Progress
 from ..stores.base import Store
-from .parallel import Counter, run_all
+from ..parallel import Counter, run_all
 
 
 def chop(index: Index, path: str, store: Store, *, ignore: set[bytes] | None = None, workers: int = 4,

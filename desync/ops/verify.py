@@ -9,7 +9,7 @@ from ..errors import ChunkInvalid, ChunkMissing, DesyncError
 from ..index import Index, IndexChunk
 from ..progress import Progress
 from ..stores.base import Store
-from .parallel import ordered_map
+from ..parallel import ordered_map
 
 
 @dataclass(slots=True)

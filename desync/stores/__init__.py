@@ -69,3 +69,10 @@ def open_stores(locations: Sequence[str], options: StoreOptions, cache: str = ""
     if cache:
         store = CachedStore(store, open_store(cache, options, writable=True))
     return store
+
+
+register_scheme("|", "desync.stores.failover:open_failover")
+register_scheme("http", "desync.stores.http:open_http_store")
+register_scheme("https", "desync.stores.http:open_http_store")
+register_scheme("ssh", "desync.stores.ssh:open_ssh_store")
+register_scheme("sftp", "desync.stores.sftp:open_sftp_store")

@@ -6,6 +6,7 @@ fall through to the next store); anything else going wrong is a
 :class:`~desync.errors.StoreError`.
 """
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,14 @@ class Store(ABC):
     @property
     def writable(self) -> bool:
         return False
+
+    @property
+    def parallelism(self) -> int:
+        """Requests worth having in flight: local work is CPU-bound, so more threads than cores only contend.
+
+        Network backends override this with their configured worker count.
+        """
+        return os.cpu_count() or 1
 
     def close(self) -> None:
         """Release connections or subprocesses; the default has nothing to release."""

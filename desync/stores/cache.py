@@ -37,6 +37,10 @@ class CachedStore(Store):
     def iter_chunks(self) -> Iterator[bytes]:
         return self.backend.iter_chunks()
 
+    @property
+    def parallelism(self) -> int:
+        return max(self.backend.parallelism, self.cache.parallelism)
+
     def close(self) -> None:
         self.backend.close()
         self.cache.close()

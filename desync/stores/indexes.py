@@ -5,12 +5,11 @@ that takes an index goes through :func:`read_index`/:func:`write_index`.
 """
 
 import importlib
-import os
-import secrets
 import sys
 from collections.abc import Callable
 from typing import Final
 
+from .. import fsutil
 from .. import index as index_mod
 from ..errors import DesyncError, UsageError
 from ..index import Index
@@ -86,21 +85,13 @@ def write_index(location: str, index: Index, options: StoreOptions | None = None
 
 
 def write_file_atomic(path: str, data: bytes, mode: int = 0o666) -> None:
-    """Replace ``path`` with ``data`` via a temp file in the same directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    """Replace ``path`` with ``data`` atomically, as a DesyncError on failure."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
+        fsutil.write_file_atomic(path, data, mode)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise DesyncError(f"cannot write {path}: {exc.strerror}") from None
+
+
+register_index_scheme("http", "desync.stores.http:read_http_index", "desync.stores.http:write_http_index")
+register_index_scheme("https", "desync.stores.http:read_http_index", "desync.stores.http:write_http_index")
+register_index_scheme("sftp", "desync.stores.sftp:read_sftp_index", "desync.stores.sftp:write_sftp_index")

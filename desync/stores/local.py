@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Final
 
+from .. import fsutil
 from ..chunk import Chunk
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..errors import ChunkMissing, StoreError
@@ -46,20 +47,25 @@ class LocalStore(Store):
             return base, compressed
         return compressed, base
 
-    def _read(self, chunk_id: bytes) -> tuple[bytes, bool]:
+    def _read(self, chunk_id: bytes, size_hint: int) -> tuple[bytes, bool]:
         first, second = self._paths(chunk_id)
         for path in (first, second):
             try:
-                with open(path, "rb") as f:
-                    return f.read(), path.endswith(self.suffix)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
+            try:
+                return _read_fd(fd, size_hint), path.endswith(self.suffix)
+            except OSError as exc:
+                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
         raise ChunkMissing(chunk_id, self.path)
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
-        raw, is_compressed = self._read(chunk_id)
+        raw, is_compressed = self._read(chunk_id, size_hint)
         chunk = Chunk(chunk_id, compressed=raw) if is_compressed else Chunk(chunk_id, data=raw)
         if not self.options.skip_verify:
             chunk.verify(self.options.digest, self.path, size_hint)
@@ -150,34 +156,26 @@ class LocalStore(Store):
         return count
 
 
+def _read_fd(fd: int, size_hint: int) -> bytes:
+    """Read a whole file; one read() usually suffices when the chunk size is known."""
+    first = os.read(fd, size_hint + 1024 if size_hint else 1 << 20)
+    parts = [first]
+    while True:
+        more = os.read(fd, 1 << 20)
+        if not more:
+            break
+        parts.append(more)
+    return first if len(parts) == 1 else b"".join(parts)
+
+
 def _is_hex(name: str, length: int) -> bool:
     return len(name) == length and all(c in _HEX for c in name)
 
 
 def write_atomic(final: str, payload: bytes, mode: int) -> None:
     """Write ``payload`` to a temp file beside ``final`` and rename it into place."""
-    tmp = os.path.join(os.path.dirname(final), TMP_PREFIX + secrets.token_hex(8))
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fsutil.write_file_atomic(final, payload, mode, TMP_PREFIX + secrets.token_hex(8))
     except OSError as exc:
-        raise StoreError(f"cannot write {final}: {exc.strerror}") from None
-    try:
-        view = memoryview(payload)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, final)
-    except BaseException as exc:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            if exc.errno == errno.ENOSPC:
-                raise StoreError(f"cannot write {final}: no space left on device") from None
-            raise StoreError(f"cannot write {final}: {exc.strerror}") from None
-        raise
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
+        raise StoreError(f"cannot write {final}: {reason}") from None

@@ -31,6 +31,10 @@ class StoreRouter(Store):
                     seen.add(chunk_id)
                     yield chunk_id
 
+    @property
+    def parallelism(self) -> int:
+        return max(s.parallelism for s in self.stores)
+
     def close(self) -> None:
         for store in self.stores:
             store.close()

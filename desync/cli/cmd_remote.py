@@ -1,0 +1,147 @@
+"""``desync pull`` / ``desync push``: the remote end of an SSH session (layout.md 1).
+
+casync runs ``$CASYNC_REMOTE_PATH [--log-level=N] [--rate-limit-bps=N] pull
+BASE ARCHIVE INDEX WSTORE [RSTORE...]`` on the remote host, the Go desync
+``... pull - - - STORE``.  casync puts its options before the verb, where
+our parser expects global options only, so :func:`prepare_argv` moves them
+behind it.  Every failure of a server invocation exits with status 1, as
+casync's does.
+"""
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Any, Final
+
+from .. import digest as digest_mod
+from ..errors import DesyncError, UsageError
+from ..protocol.server import LOG_INFO, ServerConfig, serve
+
+SERVER_VERBS: Final = ("pull", "push")
+_SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")
+# Global options that take a separate value, so the verb search can skip the value.
+_VALUED_GLOBALS: Final = ("--digest", "--config")
+_LOG_LEVELS: Final = {
+    "emerg": 0, "emergency": 0, "alert": 1, "crit": 2, "critical": 2, "err": 3, "error": 3,
+    "warn": 4, "warning": 4, "notice": 5, "info": 6, "debug": 7,
+}
+_SIZE_SUFFIXES: Final = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _verb_position(argv: Sequence[str]) -> int:
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return i + 1 if i + 1 < len(argv) else -1
+        if not arg.startswith("-") or arg == "-":
+            return i
+        i += 2 if arg in _VALUED_GLOBALS or arg in ("--log-level", "--rate-limit-bps") else 1
+    return -1
+
+
+def prepare_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """(argv with server options moved behind the verb, whether this is a server invocation)."""
+    args = list(argv)
+    pos = _verb_position(args)
+    if pos < 0 or args[pos] not in SERVER_VERBS:
+        return args, False
+    before, moved = [], []
+    i = 0
+    while i < pos:
+        arg = args[i]
+        name = arg.partition("=")[0]
+        if name in _SERVER_OPTIONS:
+            moved.append(arg)
+            if "=" not in arg and name != "--verify" and i + 1 < pos:
+                moved.append(args[i + 1])
+                i += 1
+        else:
+            before.append(arg)
+        i += 1
+    return [*before, args[pos], *moved, *args[pos + 1:]], True
+
+
+def log_level(text: str) -> int:
+    key = text.strip().lower()
+    if key in _LOG_LEVELS:
+        return _LOG_LEVELS[key]
+    if key.isdigit() and 0 <= int(key) <= 7:
+        return int(key)
+    raise argparse.ArgumentTypeError(f"invalid log level {text!r} (0-7 or emerg..debug)")
+
+
+def byte_rate(text: str) -> int:
+    """casync's size syntax: a number with an optional K/M/G/T suffix (powers of 1024)."""
+    raw = text.strip().upper()
+    suffix = raw[-1:] if raw[-1:] in _SIZE_SUFFIXES and not raw[-1:].isdigit() else ""
+    digits = raw[: len(raw) - len(suffix)]
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid rate {text!r} (bytes per second, e.g. 1048576 or 1M)")
+    return int(digits) * _SIZE_SUFFIXES[suffix]
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    for verb, what in (("pull", "serve chunks, an index or an archive"),
+                       ("push", "receive an index or archive and its chunks")):
+        p = sub.add_parser(
+            verb, help=f"SSH remote end: {what} on stdin/stdout",
+            description=f"The remote end of an SSH session (what casync's '{verb}' does): {what} over the "
+                        "casync protocol on stdin/stdout. casync and desync clients start it through ssh; "
+                        "set CASYNC_REMOTE_PATH=desync on the client. Arguments given as '-' are absent; "
+                        "WSTORE and RSTOREs are local store directories.")
+        p.add_argument("--log-level", type=log_level, default=LOG_INFO, metavar="LEVEL",
+                       help="stderr verbosity, 0-7 or emerg..debug (default info)")
+        p.add_argument("--rate-limit-bps", type=byte_rate, default=0, metavar="N",
+                       help="limit what is sent to N bytes per second")
+        p.add_argument("--verify", action="store_true",
+                       help="check chunks against their IDs before sending, as casync does (clients verify "
+                            "anyway; a corrupt chunk is then reported missing)")
+        p.add_argument("base", metavar="BASE", help="must be '-'")
+        p.add_argument("archive", metavar="ARCHIVE", help="archive file (.catar) or '-'")
+        p.add_argument("index", metavar="INDEX", help="index file (.caibx/.caidx) or '-'")
+        p.add_argument("write_store", metavar="WSTORE", help="store directory or '-'")
+        p.add_argument("read_stores", metavar="RSTORE", nargs="*", help="further store directories")
+        p.set_defaults(func=run_server, verb=verb)
+
+
+def _given(value: str) -> str:
+    return "" if value in ("-", "") else value
+
+
+def config_from(args: argparse.Namespace) -> ServerConfig:
+    verb: str = args.verb
+    if _given(args.base):
+        raise DesyncError(f"{verb} {'from' if verb == 'pull' else 'to'} a base is not supported")
+    config = ServerConfig(
+        verb=verb, archive=_given(args.archive), index=_given(args.index), write_store=_given(args.write_store),
+        read_stores=[s for s in args.read_stores if _given(s)], digest=digest_mod.by_name(args.digest),
+        log_level=args.log_level, rate_limit=args.rate_limit_bps, verify=args.verify)
+    if not config.flags():
+        raise DesyncError("nothing to do: no archive, index or store given")
+    return config
+
+
+def run_server(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    in_fd, out_fd = _protocol_descriptors()
+    try:
+        serve(config, in_fd, out_fd)
+    finally:
+        os.close(in_fd)
+        os.close(out_fd)
+    return 0
+
+
+def _protocol_descriptors() -> tuple[int, int]:
+    """Take over stdin/stdout for the protocol; stray prints then go to stderr, not into the stream."""
+    try:
+        in_fd = os.dup(0)
+        out_fd = os.dup(1)
+        os.dup2(2, 1)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    except OSError as exc:
+        raise UsageError(f"stdin and stdout must be open for the protocol: {exc.strerror}") from None
+    return in_fd, out_fd

@@ -1,0 +1,166 @@
+"""Server commands: chunk-server and index-server."""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import IO, Any
+
+from .. import digest as digest_mod
+from ..constants import CHUNK_SIZE_LIMIT
+from ..errors import DesyncError, UsageError
+from ..server.chunks import ChunkService
+from ..server.httpd import HTTPServer, RequestLog, Service, server_tls
+from ..server.indexes import IndexService
+from ..stores import CachedStore, Store, StoreRouter
+from . import common
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-l", "--listen", action="append", default=[], metavar="ADDR:PORT",
+                   help="address to listen on (repeatable; default :http, port 0 picks a free port)")
+    p.add_argument("-w", "--writable", action="store_true", help="accept uploads (PUT)")
+    p.add_argument("--cert", default="", metavar="FILE", help="serve HTTPS with this certificate")
+    p.add_argument("--key", default="", metavar="FILE", help="private key of --cert")
+    p.add_argument("--mutual-tls", action="store_true", help="require client certificates")
+    p.add_argument("--client-ca", default="", metavar="FILE", help="CA that signs the client certificates")
+    p.add_argument("--authorization", default="", metavar="VALUE",
+                   help="required Authorization header value (default $DESYNC_HTTP_AUTH)")
+    p.add_argument("--log", default="", metavar="FILE", help="request log file ('-' for stdout)")
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    p = sub.add_parser("chunk-server", help="serve chunk stores over HTTP(S)",
+                       description="Serve the chunks of the stores (-s, chained; '|' for failover groups) "
+                                   "over HTTP(S), optionally with a cache (-c). Chunks are served in the "
+                                   "stores' own form without verification (clients verify); uploads (-w) "
+                                   "are verified. With --store-file, stores come from a JSON file "
+                                   '({"stores": [...], "cache": "..."}) that SIGHUP reloads.')
+    common.add_store_options(p, cache=True, uncompressed_help="serve and accept uncompressed chunks (no .cacnk)")
+    _add_server_options(p)
+    p.add_argument("--store-file", default="", metavar="FILE", help="JSON file listing stores and cache")
+    p.set_defaults(func=run_chunk_server)
+
+    p = sub.add_parser("index-server", help="serve index files over HTTP(S)",
+                       description="Serve the index files of a directory over HTTP(S); with -w, accept "
+                                   "uploads (validated, written atomically).")
+    p.add_argument("-s", "--store", required=True, metavar="DIR", dest="index_dir", help="index directory")
+    _add_server_options(p)
+    p.set_defaults(func=run_index_server)
+
+
+def _stores_from_file(path: str) -> tuple[list[str], str]:
+    """The stores and cache of a --store-file (the Go desync's format)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as os_error:
+        raise DesyncError(f"cannot read store file {path}: {os_error.strerror}") from None
+    except ValueError as bad:
+        raise DesyncError(f"store file {path}: invalid JSON: {bad}") from None
+    stores = doc.get("stores") if isinstance(doc, dict) else None
+    cache = doc.get("cache", "") if isinstance(doc, dict) else None
+    if not isinstance(stores, list) or not stores or not all(isinstance(s, str) and s for s in stores) \
+            or not isinstance(cache, str):
+        raise DesyncError(f"store file {path}: expected {{\"stores\": [\"LOCATION\", ...], \"cache\": \"LOCATION\"}}")
+    return stores, cache
+
+
+def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Store:
+    """The served store: reads unverified, each location with its own (config) options.
+
+    ``-u`` is the server's wire format, not a property of the upstream stores.
+    """
+    upstream = argparse.Namespace(**vars(args))
+    upstream.uncompressed = False
+    upstream.skip_verify = True
+    digest = digest_mod.by_name(args.digest)
+    stores = [common.open_location(loc, upstream, digest, writable=args.writable) for loc in locations]
+    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
+    if cache:
+        store = CachedStore(store, common.open_location(cache, upstream, digest, writable=True))
+    return store
+
+
+def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int) -> HTTPServer:
+    if args.mutual_tls and not args.client_ca:
+        raise UsageError("--mutual-tls needs --client-ca")
+    if bool(args.cert) != bool(args.key):
+        raise UsageError("--cert and --key go together")
+    if (args.mutual_tls or args.client_ca) and not args.cert:
+        raise UsageError("client certificates need HTTPS (--cert and --key)")
+    try:
+        tls = server_tls(args.cert, args.key, args.client_ca if args.mutual_tls else "") if args.cert else None
+    except OSError as exc:
+        raise DesyncError(f"cannot load TLS certificate: {exc.strerror or exc}") from None
+    log: RequestLog | None = None
+    if args.log:
+        stream: IO[str]
+        if args.log == "-":
+            stream = sys.stdout
+        else:
+            try:
+                stream = open(args.log, "a", encoding="utf-8")
+            except OSError as exc:
+                raise DesyncError(f"cannot open log {args.log}: {exc.strerror}") from None
+        log = RequestLog(stream)
+    auth = args.authorization or os.environ.get("DESYNC_HTTP_AUTH", "")
+    server = HTTPServer(service, tls=tls, authorization=auth, log=log, max_body=max_body)
+    for spec in args.listen or [":http"]:
+        try:
+            url = server.listen(spec)
+        except ValueError as bad_address:
+            raise UsageError(str(bad_address)) from None
+        except OSError as os_error:
+            raise DesyncError(f"cannot listen on {spec}: {os_error.strerror or os_error}") from None
+        sys.stderr.write(f"desync: {what} listening on {url}\n")
+    sys.stderr.flush()
+    server.start()
+    return server
+
+
+def run_chunk_server(args: argparse.Namespace) -> int:
+    if args.store_file:
+        if args.stores or args.cache:
+            raise UsageError("use either --store-file or -s/-c, not both")
+        locations, cache = _stores_from_file(args.store_file)
+    else:
+        if not args.stores:
+            raise UsageError("no store given (use -s STORE or --store-file FILE)")
+        locations, cache = list(args.stores), args.cache
+    service = ChunkService(_upstream(args, locations, cache), digest_mod.by_name(args.digest),
+                           writable=args.writable, uncompressed=args.uncompressed)
+    server = _serve(args, service, "chunk-server", 2 * CHUNK_SIZE_LIMIT)
+
+    reloading = threading.Lock()
+
+    def reload() -> None:
+        with reloading:
+            try:
+                new_locations, new_cache = _stores_from_file(args.store_file)
+                service.store = _upstream(args, new_locations, new_cache)
+            except DesyncError as exc:
+                sys.stderr.write(f"desync: reload failed, keeping the current stores: {exc}\n")
+                return
+        # The old stores are not closed: requests still running on them finish normally.
+        sys.stderr.write(f"desync: reloaded stores from {args.store_file}\n")
+        sys.stderr.flush()
+
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        if args.store_file:
+            threading.Thread(target=reload, name="desync-reload", daemon=True).start()
+
+    signal.signal(signal.SIGHUP, on_hangup)
+    server.wait()
+    return 0
+
+
+def run_index_server(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.index_dir):
+        raise DesyncError(f"index directory {args.index_dir} does not exist")
+    server = _serve(args, IndexService(args.index_dir, writable=args.writable), "index-server", 1 << 30)
+    server.wait()
+    return 0

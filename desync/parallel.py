@@ -1,0 +1,180 @@
+"""Thread pools for per-chunk work, lighter than concurrent.futures.
+
+Thousands of small chunks make the per-item cost of a pool matter, and the
+command start-up pays for every import; these helpers use a C queue, no
+futures, and daemon threads so an interrupted command exits at once.
+"""
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Job = Callable[[], None]
+
+
+class Workers:
+    """Fixed worker threads running submitted jobs in any order.
+
+    ``submit`` blocks while ``backlog`` jobs are queued or running, which
+    bounds the memory the jobs hold.  The first failing job stops the rest;
+    its exception is raised by the next ``submit`` or by ``join``.
+    """
+
+    def __init__(self, count: int, backlog: int = 0) -> None:
+        self._jobs: "queue.SimpleQueue[Job | None]" = queue.SimpleQueue()
+        self._slots = threading.Semaphore(backlog or max(1, count) * 4)
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._threads = [threading.Thread(target=self._loop, daemon=True, name="desync-worker")
+                         for _ in range(max(1, count))]
+        for t in self._threads:
+            t.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                if not self._stop.is_set():
+                    job()
+            except BaseException as failure:
+                self._errors.append(failure)
+                self._stop.set()
+            finally:
+                self._slots.release()
+
+    def _check(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    def submit(self, job: Job) -> None:
+        self._check()
+        self._slots.acquire()
+        self._jobs.put(job)
+
+    def join(self) -> None:
+        """Wait for all jobs; raise the first failure."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        try:
+            for t in self._threads:
+                t.join()
+        except BaseException:
+            self.abort()
+            raise
+        self._check()
+
+    def abort(self) -> None:
+        """Stop running further jobs; give running ones a moment, abandon any stuck in I/O."""
+        self._stop.set()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            t.join(timeout=2.0)
+
+
+class _Slot(Generic[R]):
+    __slots__ = ("done", "value", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: R | None = None
+        self.error: BaseException | None = None
+
+
+class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
+    """Like ``map`` on ``workers`` threads running at most ``ahead`` items ahead; results in order.
+
+    An iterator class rather than a generator: mypyc-compiled generators
+    mishandle ``yield`` inside ``try``/``finally``.
+    """
+
+    def __init__(self, fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int = 0) -> None:
+        self._fn = fn
+        self._items = iter(items)
+        self._limit = ahead or max(1, workers) * 2
+        self._pool = Workers(workers, backlog=self._limit + max(1, workers))
+        self._pending: deque[_Slot[R]] = deque()
+        self._exhausted = False
+
+    def __iter__(self) -> "ordered_map[T, R]":
+        return self
+
+    def _job(self, item: T, slot: _Slot[R]) -> Job:
+        fn = self._fn
+
+        def run() -> None:
+            try:
+                slot.value = fn(item)
+            except BaseException as failure:
+                slot.error = failure
+            finally:
+                slot.done.set()
+        return run
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self._pending) < self._limit:
+            try:
+                item = next(self._items)
+            except StopIteration:
+                self._exhausted = True
+                break
+            slot: _Slot[R] = _Slot()
+            self._pending.append(slot)
+            self._pool.submit(self._job(item, slot))
+
+    def __next__(self) -> R:
+        try:
+            self._fill()
+            if not self._pending:
+                self.close()
+                raise StopIteration
+            slot = self._pending.popleft()
+            slot.done.wait()
+        except BaseException:
+            self.close()
+            raise
+        if slot.error is not None:
+            self.close()
+            raise slot.error
+        return slot.value  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the workers (also when the consumer stops early)."""
+        self._exhausted = True
+        self._pending.clear()
+        self._pool.abort()
+
+
+def run_all(fn: Callable[[T], None], items: Iterable[T], workers: int) -> None:
+    """Apply ``fn`` to every item on ``workers`` threads; the first exception stops the rest and is raised."""
+    pool = Workers(workers)
+
+    def job_for(item: T) -> Job:
+        return lambda: fn(item)
+
+    try:
+        for item in items:
+            pool.submit(job_for(item))
+        pool.join()
+    except BaseException:
+        pool.abort()
+        raise
+
+
+class Counter:
+    """A thread-safe counter for workers to report what they did."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.value += n

@@ -1,0 +1,184 @@
+"""One casync protocol session pulling chunks from a remote ``pull`` server.
+
+Requests are pipelined: any number of threads ask for chunks, each REQUEST
+goes out at once, and a reading thread hands every CHUNK or MISSING to the
+thread waiting for it.  A casync server answers each ID at most once per
+session, so a session never asks twice for the same ID; the caller picks
+another session for a repeat (see :meth:`PullSession.can_ask`).
+"""
+
+import threading
+import time
+from typing import Final
+
+from ..errors import StoreError
+from . import messages as m
+from .stream import MessageReader, MessageWriter
+from .transport import SSHProcess
+
+_CLOSE_GRACE: Final = 5.0
+
+
+class SessionFailed(StoreError):
+    """The session ended before the answer came (ssh died, protocol error, no answer in time)."""
+
+
+class Answer:
+    """What a waiting thread receives: chunk bytes, or ``missing``."""
+
+    __slots__ = ("event", "answered", "missing", "compressed", "data")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.answered = False
+        self.missing = False
+        self.compressed = False
+        self.data = b""
+
+
+class PullSession:
+    def __init__(self, argv: list[str], label: str) -> None:
+        self.label = label
+        self.process = SSHProcess(argv, label)
+        self.writer = MessageWriter(self.process.out_fd)
+        self.reader = MessageReader(self.process.in_fd)
+        self.lock = threading.Lock()
+        self.pending: dict[bytes, Answer] = {}
+        self.asked: set[bytes] = set()
+        self.failure: SessionFailed | None = None
+        self.retiring = False
+        self.closed = False
+        self.last_heard = time.monotonic()
+        try:
+            self.writer.send(m.hello(m.PULL_CHUNKS))
+        except m.ProtocolError:
+            pass  # the reading thread reports why the process went away
+        self.reading = threading.Thread(target=self._read_loop, name="desync-ssh-reader", daemon=True)
+        self.reading.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and not self.closed
+
+    @property
+    def load(self) -> int:
+        return len(self.pending)
+
+    def waiting_for(self, chunk_id: bytes) -> Answer | None:
+        with self.lock:
+            return self.pending.get(chunk_id)
+
+    def can_ask(self, chunk_id: bytes) -> bool:
+        return self.alive and not self.retiring and chunk_id not in self.asked
+
+    def ask(self, chunk_id: bytes) -> Answer:
+        """Send a REQUEST (or join the one in flight) and return what to wait on."""
+        with self.lock:
+            found = self.pending.get(chunk_id)
+            if found is not None:
+                return found
+            if self.failure is not None:
+                raise self.failure
+            answer = Answer()
+            self.pending[chunk_id] = answer
+            self.asked.add(chunk_id)
+        try:
+            self.writer.send(m.request([chunk_id], True))
+        except m.ProtocolError:
+            pass  # the reading thread sees the end and fails every pending answer
+        return answer
+
+    def wait(self, answer: Answer, timeout: float) -> Answer:
+        """Block until answered; fails when the session dies or stays silent for ``timeout`` seconds."""
+        while not answer.event.wait(min(timeout, 1.0) if timeout > 0 else 1.0):
+            if timeout > 0 and time.monotonic() - self.last_heard > timeout:
+                self._fail(SessionFailed(f"{self.label}: no answer from the remote for {timeout:g} s"))
+        if not answer.answered:
+            raise self.failure or SessionFailed(f"{self.label}: the session was closed")
+        return answer
+
+    def _read_loop(self) -> None:
+        try:
+            msg = self.reader.read()
+            if msg is None:
+                raise SessionFailed(f"{self.label}: the remote side ended: {self.process.explain()}")
+            if msg.type != m.HELLO:
+                raise m.ProtocolError(f"expected HELLO, got {m.type_name(msg.type)}")
+            theirs = m.parse_hello(msg.body)
+            m.check_exchange(m.PULL_CHUNKS, theirs)
+            while True:
+                msg = self.reader.read()
+                if msg is None:
+                    if self.closed:
+                        return
+                    raise SessionFailed(f"{self.label}: the remote side ended: {self.process.explain()}")
+                self.last_heard = time.monotonic()
+                if msg.type == m.CHUNK:
+                    compressed, chunk_id = m.parse_chunk_flags(msg.body)
+                    self._deliver(chunk_id, False, compressed, msg.data)
+                elif msg.type == m.MISSING:
+                    self._deliver(msg.body, True, False, b"")
+                elif msg.type == m.ABORT:
+                    error, reason = m.parse_abort(msg.body)
+                    raise SessionFailed(f"{self.label}: the remote aborted: {reason or f'error {error}'}")
+                elif msg.type == m.GOODBYE:
+                    raise SessionFailed(f"{self.label}: the remote ended the session")
+                else:
+                    raise m.ProtocolError(f"unexpected {m.type_name(msg.type)} message")
+        except SessionFailed as ended:
+            self._fail(ended)
+        except m.ProtocolError as bad:
+            self._fail(SessionFailed(f"{self.label}: {bad}"))
+        except BaseException as bug:
+            self._fail(SessionFailed(f"{self.label}: {type(bug).__name__}: {bug}"))
+        finally:
+            self.process.close_output()
+
+    def _deliver(self, chunk_id: bytes, missing: bool, compressed: bool, data: bytes) -> None:
+        with self.lock:
+            answer = self.pending.pop(chunk_id, None)
+            idle = self.retiring and not self.pending
+        if answer is not None:  # a duplicate answer (casync clients tolerate them) is dropped
+            answer.missing, answer.compressed, answer.data = missing, compressed, data
+            answer.answered = True
+            answer.event.set()
+        if idle:
+            self.close()
+
+    def _fail(self, exc: SessionFailed) -> None:
+        with self.lock:
+            if self.failure is None and not self.closed:
+                self.failure = exc
+            waiting = list(self.pending.values())
+            self.pending.clear()
+        for answer in waiting:
+            answer.event.set()
+        self.process.close_input()
+
+    def retire(self) -> None:
+        """Take no new requests; close once the outstanding ones are answered."""
+        with self.lock:
+            self.retiring = True
+            idle = not self.pending
+        if idle:
+            self.close()
+
+    def close(self) -> None:
+        """Say GOODBYE and close our end; never blocks (see :meth:`reap`)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            failed = self.failure is not None
+        if not failed:
+            try:
+                self.writer.send(m.goodbye())
+            except m.ProtocolError:
+                pass
+        self.process.close_input()
+
+    def reap(self) -> None:
+        """Close, then wait for ssh to exit (killing it after a grace period)."""
+        self.close()
+        self.process.wait(_CLOSE_GRACE)
+        self.reading.join(timeout=_CLOSE_GRACE)

@@ -1,0 +1,455 @@
+"""The remote end of a casync SSH session: ``desync pull`` / ``desync push`` (layout.md 1.3).
+
+stdin and stdout carry the protocol and nothing else; problems go to stderr
+as one line.  A thread reads the client's messages while worker threads
+answer chunk requests (looking up, verifying and sending chunks in
+parallel); the session ends on GOODBYE, on EOF from a pulling client, or
+on the first error.
+"""
+
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Final
+
+from .. import compression
+from .. import digest as digest_mod
+from .. import index as index_mod
+from ..chunk import Chunk
+from ..constants import ZSTD_MAGIC
+from ..digest import Digest
+from ..errors import ChunkInvalid, ChunkMissing, DesyncError
+from ..stores.base import Store, StoreOptions
+from ..stores.local import LocalStore
+from . import messages as m
+from .scheduler import RequestScheduler
+from .stream import ConnectionClosed, Message, MessageReader, MessageWriter, prepare_pipe
+
+LOG_ERR: Final = 3
+LOG_WARNING: Final = 4
+LOG_INFO: Final = 6
+LOG_DEBUG: Final = 7
+SERVER_WORKERS: Final = 2
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """What the argv asked for; empty strings are arguments given as ``-``."""
+
+    verb: str
+    archive: str = ""
+    index: str = ""
+    write_store: str = ""
+    read_stores: list[str] = field(default_factory=list)
+    digest: Digest = digest_mod.DEFAULT
+    log_level: int = LOG_INFO
+    rate_limit: int = 0
+    verify: bool = False
+    workers: int = SERVER_WORKERS
+
+    def flags(self) -> int:
+        """Our HELLO: what the argv makes available (A4, "Flags the casync server sends")."""
+        stores = bool(self.write_store or self.read_stores)
+        if self.verb == "pull":
+            return ((m.READABLE_STORE if stores else 0) | (m.READABLE_INDEX if self.index else 0)
+                    | (m.READABLE_ARCHIVE if self.archive else 0))
+        return ((m.WRITABLE_STORE if self.write_store else 0) | (m.WRITABLE_INDEX if self.index else 0)
+                | (m.WRITABLE_ARCHIVE if self.archive else 0))
+
+
+@dataclass(slots=True)
+class ServerStats:
+    sent: int = 0
+    missing: int = 0
+    received: int = 0
+
+
+class _Log:
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def __call__(self, level: int, text: str) -> None:
+        if level <= self.level:
+            sys.stderr.write(f"desync: {'warning: ' if level == LOG_WARNING else ''}{text}\n")
+            sys.stderr.flush()
+
+
+def serve(config: ServerConfig, in_fd: int, out_fd: int) -> ServerStats:
+    """Run one session on the given descriptors; raises DesyncError on failure."""
+    prepare_pipe(in_fd)
+    prepare_pipe(out_fd)
+    session: _Session = _PullSession(config, in_fd, out_fd) if config.verb == "pull" else \
+        _PushSession(config, in_fd, out_fd)
+    return session.run()
+
+
+def _existing_stores(config: ServerConfig, options: StoreOptions, log: _Log) -> list[LocalStore]:
+    """The store directories that exist; casync answers MISSING for a store that does not."""
+    stores: list[LocalStore] = []
+    for path in ([config.write_store] if config.write_store else []) + config.read_stores:
+        if os.path.isdir(path):
+            stores.append(LocalStore(path, options))
+        else:
+            log(LOG_DEBUG, f"store {path} does not exist; its chunks are reported missing")
+    return stores
+
+
+def _verify_any(chunk: Chunk, preferred: Digest, store: str) -> None:
+    """Check a chunk against its ID with either digest, as casync's server does."""
+    try:
+        chunk.verify(preferred, store)
+    except ChunkInvalid:
+        other = digest_mod.SHA256_DIGEST if preferred is digest_mod.SHA512_256_DIGEST \
+            else digest_mod.SHA512_256_DIGEST
+        chunk.verify(other, store)
+
+
+class _Session:
+    """HELLO exchange, the reading thread, and orderly shutdown shared by pull and push."""
+
+    def __init__(self, config: ServerConfig, in_fd: int, out_fd: int) -> None:
+        self.config = config
+        self.log = _Log(config.log_level)
+        self.reader = MessageReader(in_fd)
+        self.writer = MessageWriter(out_fd, config.rate_limit)
+        self.ours = config.flags()
+        self.theirs = 0
+        self.stats = ServerStats()
+        self.done = threading.Event()
+        self.failure: BaseException | None = None
+        self.lock = threading.Lock()
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.failure is None:
+                self.failure = exc
+        self.done.set()
+
+    def finish(self) -> None:
+        self.done.set()
+
+    def run(self) -> ServerStats:
+        self.prepare()
+        try:
+            self.writer.send(m.hello(self.ours))
+        except ConnectionClosed:
+            return self.stats
+        reading = threading.Thread(target=self._read_loop, name="desync-protocol-reader", daemon=True)
+        reading.start()
+        self.done.wait()
+        self.shutdown()
+        failure = self.failure
+        if failure is not None and not isinstance(failure, ConnectionClosed):
+            raise failure
+        return self.stats
+
+    def _read_loop(self) -> None:
+        try:
+            while not self.done.is_set():
+                msg = self.reader.read()
+                if msg is None:
+                    self.on_eof()
+                    return
+                if not self.theirs:
+                    if msg.type != m.HELLO:
+                        raise m.ProtocolError(f"invalid exchange: {m.type_name(msg.type)} before HELLO")
+                    self.theirs = m.parse_hello(msg.body)
+                    m.check_exchange(self.ours, self.theirs)
+                    self.on_hello()
+                elif msg.type == m.HELLO:
+                    raise m.ProtocolError("invalid exchange: second HELLO")
+                elif msg.type == m.GOODBYE:
+                    self.finish()
+                    return
+                elif msg.type == m.ABORT:
+                    error, reason = m.parse_abort(msg.body)
+                    raise DesyncError(f"client aborted the session: {reason or os.strerror(error)}")
+                else:
+                    self.on_message(msg)
+        except BaseException as exc:
+            self.fail(exc)
+
+    def prepare(self) -> None:
+        """Open files and stores before HELLO, so bad arguments fail before the client waits."""
+
+    def on_hello(self) -> None:
+        """The client's HELLO arrived and is compatible."""
+
+    def on_message(self, msg: Message) -> None:
+        raise m.ProtocolError(f"invalid exchange: unexpected {m.type_name(msg.type)} message")
+
+    def on_eof(self) -> None:
+        self.finish()
+
+    def shutdown(self) -> None:
+        """Stop workers and release resources once the session is over."""
+
+
+class _PullSession(_Session):
+    def __init__(self, config: ServerConfig, in_fd: int, out_fd: int) -> None:
+        super().__init__(config, in_fd, out_fd)
+        self.options = StoreOptions(digest=config.digest, skip_verify=True)
+        self.stores: list[LocalStore] = []
+        self.index_data = b""
+        self.archive_fd = -1
+        self.scheduler = RequestScheduler()
+        self.workers: list[threading.Thread] = []
+
+    def prepare(self) -> None:
+        cfg = self.config
+        if cfg.index:
+            self.index_data = _read_file(cfg.index, "index")
+        if cfg.archive:
+            try:
+                self.archive_fd = os.open(cfg.archive, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise DesyncError(f"cannot open archive {cfg.archive}: {exc.strerror}") from None
+        self.stores = _existing_stores(cfg, self.options, self.log)
+
+    def on_hello(self) -> None:
+        if self.theirs & m.PULL_INDEX:
+            for piece in m.file_pieces(m.INDEX, self.index_data):
+                self.writer.send(piece)
+        if self.theirs & m.PULL_ARCHIVE:
+            self._send_archive()
+        if self.ours & m.READABLE_STORE:
+            for n in range(max(1, self.config.workers)):
+                t = threading.Thread(target=self._answer_loop, name=f"desync-pull-{n}", daemon=True)
+                t.start()
+                self.workers.append(t)
+
+    def _send_archive(self) -> None:
+        while True:
+            piece = os.read(self.archive_fd, m.FILE_PIECE_SIZE)
+            if not piece:
+                break
+            self.writer.send(m.frame(m.ARCHIVE, piece))
+        self.writer.send(m.frame(m.ARCHIVE_EOF))
+
+    def on_message(self, msg: Message) -> None:
+        if msg.type == m.REQUEST and self.ours & m.READABLE_STORE:
+            high, ids = m.parse_request(msg.body)
+            self.scheduler.add(ids, high)
+        else:
+            super().on_message(msg)
+
+    def _answer_loop(self) -> None:
+        try:
+            while True:
+                chunk_id = self.scheduler.take()
+                if chunk_id is None:
+                    return
+                self._answer(chunk_id)
+        except BaseException as exc:
+            self.fail(exc)
+
+    def _answer(self, chunk_id: bytes) -> None:
+        for store in self.stores:
+            if (self._send_stored(store, chunk_id) if self.config.verify else self._send_file(store, chunk_id)):
+                with self.lock:
+                    self.stats.sent += 1
+                return
+        self.writer.send(m.missing(chunk_id))
+        with self.lock:
+            self.stats.missing += 1
+
+    def _send_file(self, store: LocalStore, chunk_id: bytes) -> bool:
+        """Send a zstd chunk file as it is stored, without reading it into memory."""
+        h = chunk_id.hex()
+        path = os.path.join(store.path, h[:4], h + store.suffix)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self._send_stored(store, chunk_id)
+        except OSError as exc:
+            raise DesyncError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            if os.pread(fd, len(ZSTD_MAGIC), 0) != ZSTD_MAGIC:
+                return self._send_stored(store, chunk_id)
+            size = os.fstat(fd).st_size
+            self.writer.send_file(m.chunk_header(chunk_id, size, True), fd, size)
+        finally:
+            os.close(fd)
+        return True
+
+    def _send_stored(self, store: LocalStore, chunk_id: bytes) -> bool:
+        """Send a chunk read through the store (verified if asked; plain files get compressed)."""
+        try:
+            chunk = store.get_chunk(chunk_id)
+            if self.config.verify:
+                _verify_any(chunk, self.config.digest, str(store))
+        except ChunkMissing:
+            return False
+        except ChunkInvalid as exc:
+            self.log(LOG_WARNING, f"{exc}; reported as missing")
+            return False
+        data = chunk.compressed()
+        if not data.startswith(ZSTD_MAGIC):  # xz or gzip from casync: Go desync clients read only zstd
+            data = compression.compress(chunk.data())
+        self.writer.send(m.chunk_header(chunk_id, len(data), True), data)
+        return True
+
+    def shutdown(self) -> None:
+        self.scheduler.close()
+        if self.archive_fd >= 0:
+            os.close(self.archive_fd)
+        self.log(LOG_DEBUG, f"pull session over: {self.stats.sent} chunks sent, {self.stats.missing} missing")
+
+
+class _PushSession(_Session):
+    """Receives an index and/or archive and the chunks the index needs."""
+
+    def __init__(self, config: ServerConfig, in_fd: int, out_fd: int) -> None:
+        super().__init__(config, in_fd, out_fd)
+        self.options = StoreOptions(digest=config.digest)
+        self.store: Store | None = None
+        self.read_stores: list[LocalStore] = []
+        self.index_file: _Incoming | None = None
+        self.archive_file: _Incoming | None = None
+        self.index_done = False
+        self.archive_done = False
+        self.outstanding: set[bytes] = set()
+
+    def prepare(self) -> None:
+        cfg = self.config
+        if cfg.write_store:
+            try:
+                os.mkdir(cfg.write_store)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise DesyncError(f"cannot create store {cfg.write_store}: {exc.strerror}") from None
+            self.store = LocalStore(cfg.write_store, self.options)
+        self.read_stores = _existing_stores(ServerConfig("push", read_stores=cfg.read_stores), self.options,
+                                            self.log)
+        if cfg.index:
+            self.index_file = _Incoming(cfg.index)
+        if cfg.archive:
+            self.archive_file = _Incoming(cfg.archive)
+
+    def on_hello(self) -> None:
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        """Install the index once it and every chunk it needs are here, then say GOODBYE."""
+        if self.theirs & m.PUSH_INDEX:
+            if not self.index_done or self.outstanding:
+                return
+            if self.index_file is not None and not self.index_file.installed:
+                self.index_file.install()
+        if self.theirs & m.PUSH_ARCHIVE and not self.archive_done:
+            return
+        self.writer.send(m.goodbye())
+        self.finish()
+
+    def on_message(self, msg: Message) -> None:
+        t = msg.type
+        if t in (m.INDEX, m.INDEX_EOF) and self.index_file is not None and not self.index_done:
+            if t == m.INDEX:
+                self.index_file.write(msg.body)
+            else:
+                self._index_complete(self.index_file)
+        elif t in (m.ARCHIVE, m.ARCHIVE_EOF) and self.archive_file is not None and not self.archive_done:
+            if t == m.ARCHIVE:
+                self.archive_file.write(msg.body)
+            else:
+                self.archive_file.install()
+                self.archive_done = True
+                self._maybe_done()
+        elif t == m.CHUNK and self.store is not None:
+            self._store_chunk(msg)
+        elif t == m.MISSING and self.store is not None:
+            raise DesyncError(f"the client does not have chunk {msg.body.hex()}, which the index needs")
+        else:
+            super().on_message(msg)
+
+    def _index_complete(self, incoming: "_Incoming") -> None:
+        data = incoming.contents()
+        index = index_mod.parse(data, self.config.index)
+        if self.theirs & m.PUSH_INDEX_CHUNKS and self.store is not None:
+            stores = [self.store, *self.read_stores]
+            wanted = [cid for cid in dict.fromkeys(c.id for c in index.chunks)
+                      if not any(s.has_chunk(cid) for s in stores)]
+            self.outstanding.update(wanted)
+            for i in range(0, len(wanted), m.MAX_REQUEST_IDS):
+                self.writer.send(m.request(wanted[i:i + m.MAX_REQUEST_IDS], False))
+        self.options.digest = index.digest
+        self.index_done = True
+        self._maybe_done()
+
+    def _store_chunk(self, msg: Message) -> None:
+        assert self.store is not None
+        compressed, chunk_id = m.parse_chunk_flags(msg.body)
+        chunk = Chunk(chunk_id, compressed=msg.data) if compressed else Chunk(chunk_id, data=msg.data)
+        _verify_any(chunk, self.options.digest, "sent by the client")
+        self.store.put_chunk(chunk)
+        self.outstanding.discard(chunk_id)
+        self.stats.received += 1
+        if self.index_done:
+            self._maybe_done()
+
+    def on_eof(self) -> None:
+        if self.done.is_set():
+            return
+        raise DesyncError("the client closed the connection before the transfer was complete")
+
+    def shutdown(self) -> None:
+        for incoming in (self.index_file, self.archive_file):
+            if incoming is not None:
+                incoming.discard()
+        self.log(LOG_DEBUG, f"push session over: {self.stats.received} chunks received")
+
+
+class _Incoming:
+    """A file being received: a temp file beside the target, renamed into place when complete."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        directory = os.path.dirname(os.path.abspath(target))
+        self.tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.tmp")
+        try:
+            self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise DesyncError(f"cannot write {target}: {exc.strerror}") from None
+        self.installed = False
+
+    def write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise DesyncError(f"cannot write {self.target}: {exc.strerror}") from None
+
+    def contents(self) -> bytes:
+        return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+
+    def install(self) -> None:
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            os.rename(self.tmp, self.target)
+        except OSError as exc:
+            raise DesyncError(f"cannot write {self.target}: {exc.strerror}") from None
+        self.installed = True
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if not self.installed:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise DesyncError(f"cannot read {what} {path}: {exc.strerror}") from None

@@ -1,0 +1,1 @@
+"""HTTP servers for chunk stores and index stores (``chunk-server``, ``index-server``)."""

@@ -1,0 +1,112 @@
+"""HTTP(S) chunk stores and index stores (protocol.md B1, B2, B4).
+
+Chunks live at ``BASE/<id[:4]>/<id>.cacnk`` (no suffix for uncompressed
+stores), so any static web server in front of a local store directory is a
+read-only store, and ``desync chunk-server`` or any server that accepts PUT
+is a writable one.  A 404 is a miss (the next store is asked); anything else
+that is not a success is an error, after retries for the transient ones.
+"""
+
+import urllib.parse
+from collections.abc import Iterator
+
+from ..chunk import Chunk
+from ..constants import COMPRESSED_CHUNK_SUFFIX
+from ..errors import ChunkMissing, DesyncError, StoreError
+from .base import Store, StoreOptions
+from .httpclient import HTTPClient
+
+_PUT_OK = (200, 201, 204)
+
+
+class HTTPStore(Store):
+    def __init__(self, location: str, options: StoreOptions) -> None:
+        self.client = HTTPClient(location, options)
+        self.location = self.client.url
+        self.options = options
+        self.suffix = "" if options.uncompressed else COMPRESSED_CHUNK_SUFFIX
+
+    def _name(self, chunk_id: bytes) -> str:
+        h = chunk_id.hex()
+        return f"{h[:4]}/{h}{self.suffix}"
+
+    def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
+        resp = self.client.request("GET", self._name(chunk_id))
+        if resp.status == 404:
+            raise ChunkMissing(chunk_id, self.location)
+        if resp.status != 200:
+            raise StoreError(f"store {self.location}: chunk {chunk_id.hex()}: {resp.reason()}")
+        if self.options.uncompressed:
+            chunk = Chunk(chunk_id, data=resp.body)
+        else:
+            chunk = Chunk(chunk_id, compressed=resp.body)
+        if not self.options.skip_verify:
+            chunk.verify(self.options.digest, self.location, size_hint)
+        return chunk
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        resp = self.client.request("HEAD", self._name(chunk_id))
+        if resp.status == 200:
+            return True
+        if resp.status == 404:
+            return False
+        raise StoreError(f"store {self.location}: chunk {chunk_id.hex()}: {resp.reason()}")
+
+    @property
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def parallelism(self) -> int:
+        return max(1, self.options.workers)
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        body = chunk.stored_form(self.options.uncompressed)
+        resp = self.client.request("PUT", self._name(chunk.id), body)
+        if resp.status not in _PUT_OK:
+            raise StoreError(f"store {self.location}: cannot store chunk {chunk.id.hex()}: {resp.reason()}")
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        raise StoreError(f"store {self.location}: HTTP stores cannot list their chunks")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_http_store(location: str, options: StoreOptions, writable: bool) -> Store:
+    """Factory for ``http://`` and ``https://`` store locations."""
+    return HTTPStore(location, options)
+
+
+def _split_index_url(location: str) -> tuple[str, str]:
+    """``http://h/p/name.caibx`` -> (``http://h/p/``, ``name.caibx``)."""
+    parts = urllib.parse.urlsplit(location)
+    base, _, name = parts.path.rpartition("/")
+    if not name:
+        raise DesyncError(f"index location {location!r} does not name an index file")
+    return f"{parts.scheme}://{parts.netloc}{base}/", name
+
+
+def read_http_index(location: str, options: StoreOptions) -> bytes:
+    base, name = _split_index_url(location)
+    client = HTTPClient(base, options)
+    try:
+        resp = client.request("GET", name)
+    finally:
+        client.close()
+    if resp.status == 404:
+        raise DesyncError(f"index {location} not found")
+    if resp.status != 200:
+        raise DesyncError(f"cannot read index {location}: {resp.reason()}")
+    return resp.body
+
+
+def write_http_index(location: str, data: bytes, options: StoreOptions) -> None:
+    base, name = _split_index_url(location)
+    client = HTTPClient(base, options)
+    try:
+        resp = client.request("PUT", name, data)
+    finally:
+        client.close()
+    if resp.status not in _PUT_OK:
+        raise DesyncError(f"cannot write index {location}: {resp.reason()}")

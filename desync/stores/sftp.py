@@ -1,0 +1,220 @@
+"""``sftp://[USER@]HOST[:PORT]/PATH`` stores and index files, over ``ssh -s HOST sftp``.
+
+The same layout as a local store (``PATH/<id[:4]>/<id>.cacnk``), so a
+directory can be served by sshd and used locally alike.  Chunks are
+uploaded to a temp name and renamed into place (``posix-rename@openssh.com``
+when the server offers it, as plain SFTP v3 RENAME will not replace a
+file), so readers never see a partial chunk.  Up to ``-n`` sessions
+(capped) share the work; each carries many requests at once.
+"""
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from typing import Final
+
+from ..chunk import Chunk
+from ..constants import COMPRESSED_CHUNK_SUFFIX
+from ..errors import ChunkMissing, DesyncError, StoreError
+from ..protocol import sftp as s
+from ..protocol.sftp_client import SFTPSession
+from ..protocol.transport import RemoteTarget, parse_remote_url, sftp_command
+from .base import Store, StoreOptions
+from .local import TMP_PREFIX
+
+MAX_SESSIONS: Final = 8
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+def _open_session(target: RemoteTarget, label: str, options: StoreOptions) -> SFTPSession:
+    return SFTPSession(sftp_command(target), label, options.timeout)
+
+
+class SFTPStore(Store):
+    def __init__(self, location: str, options: StoreOptions, create: bool = False) -> None:
+        self.location = location
+        self.options = options
+        self.target = parse_remote_url(location, "sftp")
+        self.path = self.target.path.rstrip("/") or "/"
+        self.suffix = os.environ.get("CASYNC_COMPRESSED_CHUNK_SUFFIX", COMPRESSED_CHUNK_SUFFIX)
+        self.limit = max(1, min(options.workers, MAX_SESSIONS))
+        self.sessions: list[SFTPSession] = []
+        self.lock = threading.Lock()
+        self.dirs: set[str] = set()
+        session = self._session()
+        attrs = session.stat(self.path)
+        if attrs is None and create:
+            self._makedirs(session, self.path)
+        elif attrs is None:
+            raise StoreError(f"store {location} does not exist")
+
+    def _session(self) -> SFTPSession:
+        """The least busy live session, or a new one while all are busy and the cap allows."""
+        with self.lock:
+            self.sessions = [x for x in self.sessions if x.alive]
+            best = min(self.sessions, key=lambda x: x.load) if self.sessions else None
+            if best is not None and (best.load == 0 or len(self.sessions) >= self.limit):
+                return best
+        fresh = _open_session(self.target, f"store {self.location}", self.options)
+        with self.lock:
+            self.sessions.append(fresh)
+        return fresh
+
+    def _makedirs(self, session: SFTPSession, path: str) -> None:
+        parts = path.strip("/").split("/")
+        current = ""
+        for part in parts:
+            current += "/" + part
+            if session.stat(current) is None:
+                try:
+                    session.mkdir(current)
+                except s.StatusError:
+                    if session.stat(current) is None:
+                        raise
+
+    def _paths(self, chunk_id: bytes) -> tuple[str, str]:
+        h = chunk_id.hex()
+        base = f"{self.path}/{h[:4]}/{h}"
+        compressed = base + self.suffix
+        return (base, compressed) if self.options.uncompressed else (compressed, base)
+
+    def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
+        session = self._session()
+        for path in self._paths(chunk_id):
+            try:
+                raw = session.read_file(path)
+            except s.StatusError as exc:
+                if exc.code == s.FX_NO_SUCH_FILE:
+                    continue
+                raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {exc}") from None
+            compressed = path.endswith(self.suffix)
+            chunk = Chunk(chunk_id, compressed=raw) if compressed else Chunk(chunk_id, data=raw)
+            if not self.options.skip_verify:
+                chunk.verify(self.options.digest, self.location, size_hint)
+            return chunk
+        raise ChunkMissing(chunk_id, self.location)
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        session = self._session()
+        return any(session.stat(path) is not None for path in self._paths(chunk_id))
+
+    @property
+    def writable(self) -> bool:
+        return True
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        session = self._session()
+        h = chunk.id.hex()
+        prefix = f"{self.path}/{h[:4]}"
+        if self.options.uncompressed:
+            payload, final = chunk.data(), f"{prefix}/{h}"
+        else:
+            payload, final = chunk.compressed(), f"{prefix}/{h}{self.suffix}"
+        if prefix not in self.dirs:
+            if session.stat(prefix) is None:
+                try:
+                    session.mkdir(prefix)
+                except s.StatusError:
+                    if session.stat(prefix) is None:
+                        raise
+            self.dirs.add(prefix)
+        tmp = f"{prefix}/{TMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            session.write_file(tmp, payload, 0o444)
+            session.rename_over(tmp, final)
+        except StoreError as exc:
+            try:
+                session.remove(tmp)
+            except StoreError:
+                pass
+            raise StoreError(f"store {self.location}: cannot write chunk {h}: {exc}") from None
+
+    def remove_chunk(self, chunk_id: bytes) -> None:
+        session = self._session()
+        removed = False
+        for path in self._paths(chunk_id):
+            removed = session.remove(path) or removed
+        if not removed:
+            raise ChunkMissing(chunk_id, self.location)
+        prefix = f"{self.path}/{chunk_id.hex()[:4]}"
+        try:
+            session.rmdir(prefix)
+            self.dirs.discard(prefix)
+        except s.StatusError:
+            pass
+
+    def touch_chunk(self, chunk_id: bytes) -> None:
+        session = self._session()
+        now = int(time.time())
+        for path in self._paths(chunk_id):
+            try:
+                session.set_times(path, now)
+                return
+            except s.StatusError:
+                continue
+
+    def _prefixes(self, session: SFTPSession) -> list[str]:
+        return sorted(n for n in session.listdir(self.path) if len(n) == 4 and all(c in _HEX for c in n))
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        session = self._session()
+        for prefix in self._prefixes(session):
+            seen: set[str] = set()
+            for name in session.listdir(f"{self.path}/{prefix}"):
+                if name.endswith(self.suffix):
+                    name = name[: -len(self.suffix)]
+                if len(name) == 64 and name.startswith(prefix) and all(c in _HEX for c in name) \
+                        and name not in seen:
+                    seen.add(name)
+                    yield bytes.fromhex(name)
+
+    def remove_stray_files(self) -> int:
+        session = self._session()
+        count = 0
+        for prefix in self._prefixes(session):
+            for name in session.listdir(f"{self.path}/{prefix}"):
+                if name.startswith(TMP_PREFIX) or name.endswith(".tmp"):
+                    count += session.remove(f"{self.path}/{prefix}/{name}")
+        return count
+
+    def close(self) -> None:
+        with self.lock:
+            sessions, self.sessions = self.sessions, []
+        for session in sessions:
+            session.close()
+
+
+def open_sftp_store(location: str, options: StoreOptions, writable: bool) -> Store:
+    return SFTPStore(location, options, create=writable)
+
+
+def read_sftp_index(location: str, options: StoreOptions) -> bytes:
+    target = parse_remote_url(location, "sftp")
+    session = _open_session(target, f"index {location}", options)
+    try:
+        return session.read_file(target.path)
+    except s.StatusError as exc:
+        raise DesyncError(f"cannot read index {location}: {exc}") from None
+    finally:
+        session.close()
+
+
+def write_sftp_index(location: str, data: bytes, options: StoreOptions) -> None:
+    """Upload to a temp name beside the index, then rename over it."""
+    target = parse_remote_url(location, "sftp")
+    directory, _, name = target.path.rpartition("/")
+    tmp = f"{directory}/.{name}.{secrets.token_hex(6)}.tmp"
+    session = _open_session(target, f"index {location}", options)
+    try:
+        session.write_file(tmp, data, 0o644)
+        session.rename_over(tmp, target.path)
+    except s.StatusError as exc:
+        try:
+            session.remove(tmp)
+        except StoreError:
+            pass
+        raise DesyncError(f"cannot write index {location}: {exc}") from None
+    finally:
+        session.close()

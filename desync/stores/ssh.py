@@ -1,0 +1,104 @@
+"""``ssh://[USER@]HOST[:PORT]/PATH`` stores: chunks from a remote ``casync pull`` or ``desync pull``.
+
+Read-only, like the Go desync's.  Each session carries many requests at
+once; another session is opened only when all have ``PIPELINE_DEPTH`` in
+flight, up to ``-n`` sessions (capped at ``MAX_SESSIONS``), because each one
+costs an ssh connection, a login shell and a server process.  Decompression
+and verification happen in the calling worker threads.  A failed session is replaced and the request
+retried (``--error-retry`` times).
+"""
+
+import threading
+from collections.abc import Iterator
+from typing import Final
+
+from ..chunk import Chunk
+from ..errors import ChunkMissing, StoreError
+from ..protocol.client import Answer, PullSession, SessionFailed
+from ..protocol.transport import parse_remote_url, pull_command
+from .base import Store, StoreOptions
+
+MAX_SESSIONS: Final = 8
+# Requests in flight on one session before another session is worth its start-up cost
+# (a login shell and a server process on the far end, a key exchange in between).
+PIPELINE_DEPTH: Final = 16
+
+
+class SSHStore(Store):
+    def __init__(self, location: str, options: StoreOptions) -> None:
+        self.location = location
+        self.options = options
+        self.target = parse_remote_url(location, "ssh")
+        self.argv = pull_command(self.target)
+        self.limit = max(1, min(options.workers, MAX_SESSIONS))
+        self.sessions: list[PullSession] = []
+        self.retired: list[PullSession] = []
+        self.lock = threading.Lock()
+
+    def _new_session(self) -> PullSession:
+        session = PullSession(self.argv, f"store {self.location}")
+        self.sessions.append(session)
+        return session
+
+    def _ask(self, chunk_id: bytes) -> tuple[PullSession, Answer]:
+        """A session to ask (one that has not been asked for this ID) and the answer to wait for."""
+        with self.lock:
+            dead = [s for s in self.sessions if not s.alive]
+            for s in dead:
+                self.sessions.remove(s)
+                self.retired.append(s)
+            for s in self.sessions:
+                found = s.waiting_for(chunk_id)
+                if found is not None:
+                    return s, found
+            candidates = [s for s in self.sessions if s.can_ask(chunk_id)]
+            best = min(candidates, key=lambda s: s.load) if candidates else None
+            if best is None or (best.load >= PIPELINE_DEPTH and len(self.sessions) < self.limit):
+                if len(self.sessions) >= self.limit:
+                    # Every session was asked for this ID once; a casync server would not answer again.
+                    oldest = self.sessions.pop(0)
+                    oldest.retire()
+                    self.retired.append(oldest)
+                best = self._new_session()
+            return best, best.ask(chunk_id)
+
+    def _fetch(self, chunk_id: bytes) -> Answer:
+        attempts = max(0, self.options.error_retry) + 1
+        for attempt in range(attempts):
+            session, answer = self._ask(chunk_id)
+            try:
+                return session.wait(answer, self.options.timeout)
+            except SessionFailed:
+                if attempt + 1 == attempts:
+                    raise
+        raise StoreError(f"store {self.location}: no attempt made")
+
+    def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
+        answer = self._fetch(chunk_id)
+        if answer.missing:
+            raise ChunkMissing(chunk_id, self.location)
+        chunk = Chunk(chunk_id, compressed=answer.data) if answer.compressed else Chunk(chunk_id, data=answer.data)
+        if not self.options.skip_verify:
+            chunk.verify(self.options.digest, self.location, size_hint)
+        return chunk
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """The protocol has no "do you have"; like the Go desync, fetch the chunk."""
+        return not self._fetch(chunk_id).missing
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        raise StoreError(f"store {self.location}: the casync protocol cannot list chunks (use sftp:// for that)")
+
+    def close(self) -> None:
+        with self.lock:
+            sessions = self.sessions + self.retired
+            self.sessions, self.retired = [], []
+        for s in sessions:
+            s.close()
+        for s in sessions:
+            s.reap()
+
+
+def open_ssh_store(location: str, options: StoreOptions, writable: bool) -> Store:
+    """Read-only whatever ``writable`` says; writers check :attr:`Store.writable` and refuse."""
+    return SSHStore(location, options)

@@ -41,7 +41,12 @@ def extensions() -> list[Extension]:
         sources=["desync/_accel/chunker.c"],
         extra_compile_args=["-O3", "-std=c11"],
     )
-    return [accel, *mypycify(compiled_modules(), opt_level="3", debug_level="0")]
+    fileio = Extension(
+        "desync._accel._fileio",
+        sources=["desync/_accel/fileio.c"],
+        extra_compile_args=["-O3", "-std=c11", "-D_GNU_SOURCE"],
+    )
+    return [accel, fileio, *mypycify(compiled_modules(), opt_level="3", debug_level="0")]
 
 
 setup(ext_modules=extensions())

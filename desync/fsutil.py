@@ -7,6 +7,10 @@ never a partial one.
 
 import os
 import secrets
+import sys
+from typing import BinaryIO
+
+from .errors import DesyncError
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -45,3 +49,10 @@ def write_file_atomic(path: str, data: bytes | bytearray | memoryview, mode: int
         except OSError:
             pass
         raise
+
+
+def stdin_binary() -> "BinaryIO":
+    """Standard input as bytes; a clear error when the process has none (closed or detached)."""
+    if sys.stdin is None:
+        raise DesyncError("standard input is not available")
+    return sys.stdin.buffer

@@ -35,7 +35,12 @@ def gen_inputs() -> ModuleType:
 
 
 def desync_env(**extra: str) -> dict[str, str]:
+    """The environment for CLI subprocesses: they import the same desync as the tests."""
+    import desync
+
     env = dict(os.environ)
+    home = str(Path(desync.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH", "")) if p)
     env.pop("DESYNC_PROGRESSBAR_ENABLED", None)
     env.pop("DESYNC_ENABLE_PARSABLE_PROGRESS", None)
     env.update(extra)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from .. import digest as digest_mod
+from .. import fsutil
 from .. import featureflags as ff
 from ..catar import (
     DirEnd,
@@ -125,7 +126,7 @@ def archive_flags(args: argparse.Namespace, digest: Digest) -> int:
 
 def _open_input(path: str) -> IO[bytes]:
     if path == "-":
-        return sys.stdin.buffer
+        return fsutil.stdin_binary()
     try:
         return open(path, "rb")
     except OSError as exc:
@@ -138,7 +139,7 @@ def _archive_stream(args: argparse.Namespace, flags: int) -> Iterator[bytes]:
         try:
             yield from tar_to_catar(f, flags)
         finally:
-            if f is not sys.stdin.buffer:
+            if args.source != "-":
                 f.close()
         return
     if not os.path.isdir(args.source):

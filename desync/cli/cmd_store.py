@@ -98,7 +98,7 @@ def run_prune(args: argparse.Namespace) -> int:
     location = common.single_store_location(args)
     store = common.write_store(location, args, indexes[0].digest)
     if not args.yes:
-        if not sys.stdin.isatty():
+        if sys.stdin is None or not sys.stdin.isatty():
             raise UsageError("prune needs confirmation: run it in a terminal or pass -y")
         sys.stderr.write(f"Warning: The store {location} will be pruned; chunks not referenced by the given "
                          f"indexes are deleted. Continue? [y/N] ")

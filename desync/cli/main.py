@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .._accel import fileio_module
 from .._version import __version__
 from ..errors import DesyncError, UsageError
 from .common import HelpFormatter, add_global_options
@@ -118,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list, server = prepare_argv(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args_list or "-v" in args_list
     try:
+        if fileio_module is not None:
+            fileio_module.tune_allocator()
         parser = build_parser(args_list)
         args = parser.parse_args(args_list)
         if not getattr(args, "func", None):

@@ -22,6 +22,10 @@ from ..stores.base import Store
 from ..parallel import run_all
 
 
+# Distinct chunks per worker job: enough to batch the store's I/O, few enough to spread the work.
+BATCH = 16
+
+
 @dataclass(slots=True)
 class ExtractStats:
     chunks: int = 0
@@ -56,29 +60,34 @@ def write_chunks(fd: int, index: Index, store: Store, *, workers: int, fresh: bo
     counters = ExtractStats(chunks=len(index.chunks))
     lock = threading.Lock()
 
-    def work(item: tuple[bytes, int, list[int]]) -> None:
-        chunk_id, size, offsets = item
-        if chunk_id == null_id and size == index.max_size:
-            with lock:
-                counters.zero += len(offsets)
-        else:
+    def work(batch: list[tuple[bytes, int, list[int]]]) -> None:
+        fetch: list[tuple[bytes, int, list[int]]] = []
+        for chunk_id, size, offsets in batch:
+            if chunk_id == null_id and size == index.max_size:
+                with lock:
+                    counters.zero += len(offsets)
+                continue
             todo = offsets
             if not fresh:
                 todo = [o for o in offsets if not _matches(fd, o, size, chunk_id, digest.sum)]
                 with lock:
                     counters.skipped_in_place += len(offsets) - len(todo)
             if todo:
-                data = store.get_chunk(chunk_id, size).data(size)
-                if len(data) != size:
-                    raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
-                for off in todo:
-                    pwrite_all(fd, data, off)
-                with lock:
-                    counters.fetched += 1
+                fetch.append((chunk_id, size, todo))
+        chunks = store.get_chunks([(chunk_id, size) for chunk_id, size, _ in fetch]) if fetch else []
+        for (chunk_id, size, todo), chunk in zip(fetch, chunks):
+            data = chunk.data(size)
+            if len(data) != size:
+                raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
+            for off in todo:
+                pwrite_all(fd, data, off)
+        with lock:
+            counters.fetched += len(fetch)
         if progress is not None:
-            progress.add(size * len(offsets))
+            progress.add(sum(size * len(offsets) for _, size, offsets in batch))
 
-    run_all(work, [(cid, size, offsets) for cid, (size, offsets) in groups.items()], workers)
+    items = [(cid, size, offsets) for cid, (size, offsets) in groups.items()]
+    run_all(work, [items[i:i + BATCH] for i in range(0, len(items), BATCH)], workers)
     if stats is not None:
         stats.chunks, stats.fetched = counters.chunks, counters.fetched
         stats.skipped_in_place, stats.zero = counters.skipped_in_place, counters.zero

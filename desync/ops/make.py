@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
+from .. import fsutil
 from ..chunk import Chunk
 from ..chunker import Chunker
 from ..digest import Digest, with_digest_flag
@@ -188,7 +189,7 @@ def make_blob_index(path: str, chunker: Chunker, digest: Digest, store: Store | 
     import sys
 
     if path == "-":
-        return chunk_file(sys.stdin.buffer, chunker, digest, store, workers=workers, progress=progress,
+        return chunk_file(fsutil.stdin_binary(), chunker, digest, store, workers=workers, progress=progress,
                           stats=stats)
     try:
         f = open(path, "rb", buffering=0)

@@ -44,6 +44,13 @@ class Store(ABC):
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         """Return the chunk (verified unless the store skips verification) or raise ChunkMissing."""
 
+    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+        """Several chunks (ID, size hint) at once, failing like get_chunk on the first problem.
+
+        Backends that can batch their I/O override this; the default asks one by one.
+        """
+        return [self.get_chunk(chunk_id, size_hint) for chunk_id, size_hint in requests]
+
     @abstractmethod
     def has_chunk(self, chunk_id: bytes) -> bool:
         """Whether the chunk is present, without transferring it."""

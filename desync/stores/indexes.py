@@ -56,7 +56,7 @@ def read_index_bytes(location: str, options: StoreOptions | None = None) -> byte
         assert isinstance(data, bytes)
         return data
     if location == "-":
-        return sys.stdin.buffer.read()
+        return fsutil.stdin_binary().read()
     path = _local_path(location)
     try:
         with open(path, "rb") as f:

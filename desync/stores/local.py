@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from .. import fsutil
+from .._accel import fileio_module
 from ..chunk import Chunk
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..errors import ChunkMissing, StoreError
@@ -70,6 +71,25 @@ class LocalStore(Store):
         if not self.options.skip_verify:
             chunk.verify(self.options.digest, self.path, size_hint)
         return chunk
+
+    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+        if fileio_module is None or len(requests) < 2:
+            return [self.get_chunk(cid, hint) for cid, hint in requests]
+        preferred = [self._paths(cid)[0] for cid, _ in requests]
+        compressed = not self.options.uncompressed
+        raws: list[bytes | int] = fileio_module.read_files([os.fsencode(p) for p in preferred])
+        chunks: list[Chunk] = []
+        for (cid, hint), raw in zip(requests, raws):
+            if isinstance(raw, int):
+                if raw != errno.ENOENT:
+                    raise StoreError(f"store {self.path}: cannot read chunk {cid.hex()}: {os.strerror(raw)}")
+                chunks.append(self.get_chunk(cid, hint))  # the other form, or a clean ChunkMissing
+                continue
+            chunk = Chunk(cid, compressed=raw) if compressed else Chunk(cid, data=raw)
+            if not self.options.skip_verify:
+                chunk.verify(self.options.digest, self.path, hint)
+            chunks.append(chunk)
+        return chunks
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         first, second = self._paths(chunk_id)

@@ -14,7 +14,7 @@ from ..chunk import Chunk
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..errors import ChunkMissing, DesyncError, StoreError
 from .base import Store, StoreOptions
-from .httpclient import HTTPClient
+from .httpclient import HTTPClient, Response
 
 _PUT_OK = (200, 201, 204)
 
@@ -31,7 +31,20 @@ class HTTPStore(Store):
         return f"{h[:4]}/{h}{self.suffix}"
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
-        resp = self.client.request("GET", self._name(chunk_id))
+        return self._chunk_from(chunk_id, size_hint, self.client.request("GET", self._name(chunk_id)))
+
+    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+        names = [self._name(cid) for cid, _ in requests]
+        answered = self.client.get_many(names) if len(requests) > 1 else []
+        chunks: list[Chunk] = []
+        for i, (cid, hint) in enumerate(requests):
+            resp = answered[i] if i < len(answered) and answered[i].status < 500 else None
+            if resp is None:  # not answered, or a server error: the retrying path decides
+                resp = self.client.request("GET", names[i])
+            chunks.append(self._chunk_from(cid, hint, resp))
+        return chunks
+
+    def _chunk_from(self, chunk_id: bytes, size_hint: int, resp: Response) -> Chunk:
         if resp.status == 404:
             raise ChunkMissing(chunk_id, self.location)
         if resp.status != 200:

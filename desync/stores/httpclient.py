@@ -71,6 +71,10 @@ class Connection:
 
     def exchange(self, head: bytes, body: bytes | None, method: str) -> Response:
         self.sock.sendall(head + body if body else head)
+        return self.read_response(method)
+
+    def read_response(self, method: str) -> Response:
+        """Read the next response on the connection (requests may be pipelined ahead of it)."""
         while True:
             status, headers = self._read_head()
             if status >= 200:
@@ -261,10 +265,43 @@ class HTTPClient:
             self.conns.set(None)
             raise
 
-    def _exchange(self, conn: Connection, method: str, path: str, body: bytes | None) -> Response:
+    def get_many(self, names: list[str]) -> list[Response]:
+        """GET several names pipelined on this thread's connection: one send, responses in order.
+
+        Fewer system calls and thread hand-offs than one request at a time.
+        Returns the responses read before anything went wrong (possibly none);
+        the caller asks for the rest with :meth:`request`, which retries.
+        """
+        got: list[Response] = []
+        conn = self.conns.get()
+        try:
+            if conn is None:
+                conn = self._connect()
+                self.conns.set(conn)
+            heads = b"".join((self._head("GET", self.base_path + n, None) + "\r\n").encode("latin-1")
+                             for n in names)
+            conn.sock.sendall(heads)
+            for _ in names:
+                got.append(conn.read_response("GET"))
+                if not conn.open:
+                    break
+            if not conn.open:
+                self.conns.set(None)
+        except (OSError, NetworkError):
+            self.conns.set(None)
+        except BaseException:
+            self.conns.set(None)
+            raise
+        return got
+
+    def _head(self, method: str, path: str, body: bytes | None) -> str:
         head = f"{method} {urllib.parse.quote(path, safe='/%:@!$&()*+,;=~-._')} HTTP/1.1\r\n{self.header_lines}"
         if body is not None:
             head += f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+        return head
+
+    def _exchange(self, conn: Connection, method: str, path: str, body: bytes | None) -> Response:
+        head = self._head(method, path, body)
         response = conn.exchange((head + "\r\n").encode("latin-1"), body, method)
         if not conn.open:
             self.conns.set(None)

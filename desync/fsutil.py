@@ -8,6 +8,7 @@ never a partial one.
 import os
 import secrets
 import sys
+from collections.abc import Iterable
 from typing import BinaryIO
 
 from .errors import DesyncError
@@ -33,13 +34,20 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
 def write_file_atomic(path: str, data: bytes | bytearray | memoryview, mode: int = 0o666,
                       tmp_name: str = "") -> None:
     """Replace ``path`` with ``data`` via a temp file beside it; raises OSError, leaves no temp file."""
+    write_pieces_atomic(path, (data,), mode, tmp_name)
+
+
+def write_pieces_atomic(path: str, pieces: Iterable[bytes | bytearray | memoryview], mode: int = 0o666,
+                        tmp_name: str = "") -> None:
+    """Like :func:`write_file_atomic` for content produced piece by piece (a stream)."""
     directory = os.path.dirname(os.path.abspath(path))
     name = tmp_name or f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
     tmp = os.path.join(directory, name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            write_all(fd, data)
+            for piece in pieces:
+                write_all(fd, piece)
         finally:
             os.close(fd)
         os.rename(tmp, path)

@@ -13,7 +13,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -172,31 +171,9 @@ def run_tar(args: argparse.Namespace) -> int:
             out.write(piece)
         out.flush()
         return 0
-    _write_atomic(args.archive, stream)
+    fsutil.write_pieces_atomic(args.archive, stream)
     return 0
 
-
-def _write_atomic(path: str, pieces: Iterator[bytes]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".desync-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for piece in pieces:
-                f.write(piece)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    old = os.umask(0)
-    os.umask(old)
-    return old
 
 
 class IndexReader(io.RawIOBase):

@@ -46,7 +46,12 @@ def extensions() -> list[Extension]:
         sources=["desync/_accel/fileio.c"],
         extra_compile_args=["-O3", "-std=c11", "-D_GNU_SOURCE"],
     )
-    return [accel, fileio, *mypycify(compiled_modules(), opt_level="3", debug_level="0")]
+    siphash = Extension(
+        "desync._accel._siphash",
+        sources=["desync/_accel/siphash.c"],
+        extra_compile_args=["-O3", "-std=c11"],
+    )
+    return [accel, fileio, siphash, *mypycify(compiled_modules(), opt_level="3", debug_level="0")]
 
 
 setup(ext_modules=extensions())

@@ -5,13 +5,19 @@ directory and renamed into place, so readers see the old or the new file,
 never a partial one.
 """
 
+import errno
 import os
 import secrets
 import sys
-from collections.abc import Iterable
-from typing import BinaryIO
+from collections.abc import Callable, Iterable
+from typing import BinaryIO, Final
 
+from ._accel import fileio_module
 from .errors import DesyncError
+
+_FILEIO: Final = fileio_module
+# copy_file_range refusals that mean "not between these files" (pipes, other file systems): copy through a buffer.
+NO_COPY_RANGE: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -40,14 +46,27 @@ def write_file_atomic(path: str, data: bytes | bytearray | memoryview, mode: int
 def write_pieces_atomic(path: str, pieces: Iterable[bytes | bytearray | memoryview], mode: int = 0o666,
                         tmp_name: str = "") -> None:
     """Like :func:`write_file_atomic` for content produced piece by piece (a stream)."""
+    write_atomic_with(path, _PieceWriter(pieces), mode, tmp_name)
+
+
+class _PieceWriter:
+    def __init__(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.pieces = pieces
+
+    def __call__(self, fd: int) -> None:
+        for piece in self.pieces:
+            write_all(fd, piece)
+
+
+def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o666, tmp_name: str = "") -> None:
+    """Create ``path`` from what ``produce(fd)`` writes, via a temp file beside it renamed into place."""
     directory = os.path.dirname(os.path.abspath(path))
     name = tmp_name or f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
     tmp = os.path.join(directory, name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            for piece in pieces:
-                write_all(fd, piece)
+            produce(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -57,6 +76,56 @@ def write_pieces_atomic(path: str, pieces: Iterable[bytes | bytearray | memoryvi
         except OSError:
             pass
         raise
+
+
+def write_items(fd: int, items: list[bytes | tuple[int, int]]) -> tuple[int, int] | None:
+    """Append ``items`` to ``fd``: bytes as they are, ``(src_fd, size)`` as the next ``size`` bytes of src_fd.
+
+    Every ``src_fd`` is closed, whatever happens.  Returns None, or
+    ``(index, errno)`` of the first item that failed (errno 0: its source
+    ended early); nothing after it is written.  The C helper does the batch
+    with the GIL released once.
+    """
+    if _FILEIO is not None:
+        failed: tuple[int, int] | None = _FILEIO.write_items(fd, items)
+        return failed
+    return _write_items_py(fd, items)
+
+
+def _write_items_py(fd: int, items: list[bytes | tuple[int, int]]) -> tuple[int, int] | None:
+    failed: tuple[int, int] | None = None
+    use_kernel = True
+    for i, item in enumerate(items):
+        if failed is not None:
+            break
+        try:
+            if isinstance(item, bytes):
+                write_all(fd, item)
+                continue
+            src, left = item
+            while left > 0:
+                if use_kernel:
+                    try:
+                        n = os.copy_file_range(src, fd, left)
+                    except OSError as exc:
+                        if exc.errno not in NO_COPY_RANGE:
+                            raise
+                        use_kernel = False
+                        continue
+                else:
+                    block = os.read(src, min(left, 1 << 20))
+                    write_all(fd, block)
+                    n = len(block)
+                if n == 0:
+                    failed = (i, 0)
+                    break
+                left -= n
+        except OSError as exc:
+            failed = (i, exc.errno or errno.EIO)
+    for item in items:
+        if not isinstance(item, bytes):
+            os.close(item[0])
+    return failed
 
 
 def stdin_binary() -> "BinaryIO":

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+import desync.catar.format
 import desync.chunker
 import desync.index
 
@@ -14,9 +15,11 @@ MODE = os.environ.get("DESYNC_TEST_MODE", "")
 def test_compiled_run_uses_mypyc_modules_and_the_c_chunker() -> None:
     assert not desync.index.__file__.endswith(".py"), desync.index.__file__
     assert desync.chunker.ACCELERATED
+    assert desync.catar.format.ACCELERATED
 
 
 @pytest.mark.skipif(MODE != "pure", reason="only meaningful in the pure-Python run of scripts/test")
 def test_pure_run_uses_python_sources_and_the_fallback_chunker() -> None:
     assert desync.index.__file__.endswith(".py")
     assert not desync.chunker.ACCELERATED
+    assert not desync.catar.format.ACCELERATED

@@ -18,6 +18,7 @@ from desync.catar.format import (
     goodbye_hash,
     resolve_flags,
     siphash24,
+    siphash24_py,
 )
 from desync.constants import GOODBYE_HASH_KEY
 from desync.errors import DesyncError, UsageError
@@ -204,3 +205,16 @@ def test_siphash_is_a_64bit_function(data: bytes) -> None:
     h = goodbye_hash(data)
     assert 0 <= h < 2**64
     assert h == siphash24(GOODBYE_HASH_KEY, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=16, max_size=16), st.binary(max_size=80))
+def test_siphash_accelerator_agrees_with_the_python_code(key: bytes, data: bytes) -> None:
+    assert siphash24(key, data) == siphash24_py(key, data)
+
+
+def test_siphash_rejects_a_key_of_the_wrong_size() -> None:
+    with pytest.raises(ValueError):
+        siphash24(bytes(15), b"x")
+    with pytest.raises(ValueError):
+        siphash24_py(bytes(17), b"x")

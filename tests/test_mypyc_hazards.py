@@ -55,3 +55,13 @@ def test_no_side_effecting_calls_in_slice_bounds(path: Path) -> None:
                 calls = [n for n in ast.walk(part) if isinstance(n, ast.Call)] if part is not None else []
                 names = {ast.unparse(c.func) for c in calls}
                 assert names <= {"len", "min", "max", "int"}, f"{path}:{node.lineno} {ast.unparse(node)}"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_no_dataclass_field_annotated_object(path: Path) -> None:
+    """A compiled dataclass with a field annotated ``object`` fails at import (KeyError: 'object'); use Any."""
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.ClassDef) and any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign):
+                    assert ast.unparse(stmt.annotation) != "object", f"{path}:{stmt.lineno}"

@@ -1,6 +1,6 @@
 """Optional C accelerators.
 
-The compiled ``_chunker`` and ``_fileio`` modules are missing from source checkouts and from
+The compiled ``_chunker``, ``_fileio`` and ``_siphash`` modules are missing from source checkouts and from
 the zipapp, and ``DESYNC_NO_ACCEL=1`` hides it on purpose (to test or
 benchmark the pure-Python path); users of :data:`chunker_module` fall back
 to Python code with identical results when it is ``None``.
@@ -22,3 +22,4 @@ def _load(name: str) -> ModuleType | None:
 
 chunker_module: ModuleType | None = _load("_chunker")
 fileio_module: ModuleType | None = _load("_fileio")
+siphash_module: ModuleType | None = _load("_siphash")

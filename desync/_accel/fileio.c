@@ -10,7 +10,9 @@
 #include <Python.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -128,6 +130,312 @@ done:
     return result;
 }
 
+#define COPY_BUFFER (1 << 20)
+
+/* Copies n bytes from src's position to out: in the kernel when the pair allows, else through buf.
+ * Returns 0, an errno, or -1 when src ended early. */
+static int copy_fd(int src, int out, off_t n, char *buf, size_t bufsize, int *kernel)
+{
+    while (n > 0) {
+        ssize_t r;
+        if (*kernel) {
+            r = copy_file_range(src, NULL, out, NULL, (size_t)n, 0);
+            if (r < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP ||
+                          errno == EBADF)) {
+                *kernel = 0;
+                continue;
+            }
+        } else {
+            r = read(src, buf, (size_t)(n < (off_t)bufsize ? n : (off_t)bufsize));
+            if (r > 0) {
+                ssize_t left = r;
+                char *p = buf;
+                while (left > 0) {
+                    ssize_t w = write(out, p, (size_t)left);
+                    if (w < 0) {
+                        if (errno == EINTR)
+                            continue;
+                        return errno;
+                    }
+                    p += w;
+                    left -= w;
+                }
+            }
+        }
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (r == 0)
+            return -1;
+        n -= r;
+    }
+    return 0;
+}
+
+/* write_items(out_fd: int, items: list[bytes | tuple[int, int]]) -> tuple[int, int] | None
+ * Appends the items to out_fd in order: bytes as they are, (fd, size) as the
+ * next size bytes of fd, which is then closed.  Every descriptor given is
+ * closed, whatever happens.  The GIL is released once for the whole batch.
+ * Returns None, or (index, errno) of the first item that failed, errno 0
+ * meaning its source ended early; nothing after it is written. */
+static PyObject *write_items(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int out;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "iO!", &out, &PyList_Type, &list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    const char **data = PyMem_Calloc((size_t)(n ? n : 1), sizeof(char *));
+    Py_ssize_t *lens = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_ssize_t));
+    int *fds = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int));
+    if (!data || !lens || !fds) {
+        PyMem_Free(data);
+        PyMem_Free(lens);
+        PyMem_Free(fds);
+        return PyErr_NoMemory();
+    }
+    int parse_error = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        fds[i] = -1;
+        if (PyBytes_Check(item)) {
+            data[i] = PyBytes_AS_STRING(item);
+            lens[i] = PyBytes_GET_SIZE(item);
+        } else if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2) {
+            long fd = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+            long long size = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 1));
+            if ((fd == -1 || size == -1) && PyErr_Occurred()) {
+                parse_error = 1;
+                continue;
+            }
+            fds[i] = (int)fd;
+            lens[i] = (Py_ssize_t)size;
+        } else if (!parse_error) {
+            PyErr_SetString(PyExc_TypeError, "write_items expects bytes or (fd, size) tuples");
+            parse_error = 1;
+        }
+    }
+    Py_ssize_t failed = -1;
+    int failed_errno = 0;
+    char *buf = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    int kernel = 1;
+    for (Py_ssize_t i = 0; i < n && !parse_error; i++) {
+        if (failed >= 0)
+            break;
+        if (fds[i] < 0) {
+            const char *p = data[i];
+            Py_ssize_t left = lens[i];
+            while (left > 0) {
+                ssize_t w = write(out, p, (size_t)left);
+                if (w < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    failed = i;
+                    failed_errno = errno;
+                    break;
+                }
+                p += w;
+                left -= w;
+            }
+            continue;
+        }
+        if (!buf)
+            buf = malloc(COPY_BUFFER);
+        if (!buf) {
+            failed = i;
+            failed_errno = ENOMEM;
+            break;
+        }
+        int rc = copy_fd(fds[i], out, (off_t)lens[i], buf, COPY_BUFFER, &kernel);
+        if (rc == 0)
+            continue;
+        failed = i;
+        failed_errno = rc < 0 ? 0 : rc;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(buf);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(data);
+    PyMem_Free(lens);
+    PyMem_Free(fds);
+    if (parse_error)
+        return NULL;
+    if (failed < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(ni)", failed, failed_errno);
+}
+
+struct finish_job {
+    int fd;
+    PyObject *blocks; /* list of bytes, borrowed from the job tuple */
+    int src_fd;
+    long long src_offset, src_size;
+    long long uid, gid;
+    int mode;
+    int set_times;
+    long long mtime_ns;
+};
+
+static int write_fully(int fd, const char *p, Py_ssize_t left)
+{
+    while (left > 0) {
+        ssize_t w = write(fd, p, (size_t)left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += w;
+        left -= w;
+    }
+    return 0;
+}
+
+/* Copies src_size bytes at src_offset of src to fd's position, without moving src's position.
+ * Returns 0, an errno, or -1 when the source ended early. */
+static int copy_range(int src, long long offset, long long size, int fd, char **buf, int *kernel)
+{
+    off_t off = (off_t)offset;
+    while (size > 0) {
+        ssize_t r;
+        if (*kernel) {
+            r = copy_file_range(src, &off, fd, NULL, (size_t)size, 0);
+            if (r < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP ||
+                          errno == EBADF)) {
+                *kernel = 0;
+                continue;
+            }
+        } else {
+            if (!*buf && !(*buf = malloc(COPY_BUFFER)))
+                return ENOMEM;
+            r = pread(src, *buf, (size_t)(size < COPY_BUFFER ? size : COPY_BUFFER), off);
+            if (r > 0) {
+                int rc = write_fully(fd, *buf, r);
+                if (rc)
+                    return rc;
+                off += r;
+            }
+        }
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (r == 0)
+            return -1;
+        size -= r;
+    }
+    return 0;
+}
+
+/* finish_files(jobs: list[tuple]) -> tuple[int, int, str] | None
+ * Each job is (fd, blocks, src_fd, src_offset, src_size, uid, gid, mode, set_times, mtime_ns):
+ * write the blocks, then src_size bytes of src_fd from src_offset (src_fd < 0: none), chown to
+ * uid/gid (uid < 0: leave), chmod, set atime and mtime (when set_times), close fd.  Every job's
+ * fd is closed whatever happens; the GIL is released once for the batch.  Returns None, or
+ * (index, errno, step) of the first failure (errno 0: the source ended early); later jobs are
+ * only closed. */
+static PyObject *finish_files(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "finish_files expects a list of job tuples");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    struct finish_job *jobs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(struct finish_job));
+    if (!jobs)
+        return PyErr_NoMemory();
+    int parse_error = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct finish_job *j = &jobs[i];
+        PyObject *t = PyList_GET_ITEM(arg, i);
+        j->fd = -1;
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 10 || !PyList_Check(PyTuple_GET_ITEM(t, 1))) {
+            if (!parse_error)
+                PyErr_SetString(PyExc_TypeError, "finish_files: malformed job");
+            parse_error = 1;
+            continue;
+        }
+        j->fd = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0));
+        j->blocks = PyTuple_GET_ITEM(t, 1);
+        j->src_fd = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 2));
+        j->src_offset = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 3));
+        j->src_size = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 4));
+        j->uid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 5));
+        j->gid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 6));
+        j->mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 7));
+        j->set_times = PyObject_IsTrue(PyTuple_GET_ITEM(t, 8));
+        j->mtime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 9));
+        for (Py_ssize_t b = 0; b < PyList_GET_SIZE(j->blocks); b++)
+            if (!PyBytes_Check(PyList_GET_ITEM(j->blocks, b)) && !parse_error) {
+                PyErr_SetString(PyExc_TypeError, "finish_files: blocks must be bytes");
+                parse_error = 1;
+            }
+        if (PyErr_Occurred())
+            parse_error = 1;
+    }
+    Py_ssize_t failed = -1;
+    int failed_errno = 0;
+    const char *step = "";
+    char *buf = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    int kernel = 1;
+    for (Py_ssize_t i = 0; i < n && !parse_error && failed < 0; i++) {
+        struct finish_job *j = &jobs[i];
+        int rc = 0;
+        for (Py_ssize_t b = 0; b < PyList_GET_SIZE(j->blocks) && !rc; b++) {
+            PyObject *block = PyList_GET_ITEM(j->blocks, b);
+            rc = write_fully(j->fd, PyBytes_AS_STRING(block), PyBytes_GET_SIZE(block));
+        }
+        if (rc) {
+            step = "write";
+        } else if (j->src_fd >= 0 && (rc = copy_range(j->src_fd, j->src_offset, j->src_size, j->fd, &buf, &kernel))) {
+            step = "copy";
+        } else if (j->uid >= 0 && fchown(j->fd, (uid_t)j->uid, (gid_t)j->gid) != 0) {
+            rc = errno;
+            step = "chown";
+        } else if (fchmod(j->fd, (mode_t)j->mode) != 0) {
+            rc = errno;
+            step = "chmod";
+        } else if (j->set_times) {
+            struct timespec ts[2];
+            long long sec = j->mtime_ns / 1000000000LL, nsec = j->mtime_ns % 1000000000LL;
+            if (nsec < 0) {
+                nsec += 1000000000LL;
+                sec -= 1;
+            }
+            ts[0].tv_sec = ts[1].tv_sec = (time_t)sec;
+            ts[0].tv_nsec = ts[1].tv_nsec = (long)nsec;
+            if (futimens(j->fd, ts) != 0) {
+                rc = errno;
+                step = "utimes";
+            }
+        }
+        if (rc) {
+            failed = i;
+            failed_errno = rc < 0 ? 0 : rc;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (jobs[i].fd >= 0)
+            close(jobs[i].fd);
+    free(buf);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(jobs);
+    if (parse_error)
+        return NULL;
+    if (failed < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(nis)", failed, failed_errno, step);
+}
+
 /* tune_allocator() -> bool
  * Chunk buffers (64 KiB - 256 KiB) and segments (8 MiB) come and go by the
  * thousand; glibc would mmap and unmap many of them, paying page faults each
@@ -148,6 +456,8 @@ static PyObject *tune_allocator(PyObject *self, PyObject *unused)
 static PyMethodDef methods[] = {
     {"tune_allocator", tune_allocator, METH_NOARGS, "Keep chunk-sized buffers in the heap (glibc)."},
     {"read_files", read_files, METH_O, "Read whole files; each result is bytes or an errno."},
+    {"finish_files", finish_files, METH_O, "Write, chown, chmod, set times of and close created files, GIL released."},
+    {"write_items", write_items, METH_VARARGS, "Append bytes and file contents to a descriptor, GIL released."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -25,9 +25,11 @@ Public API: ``decode``, ``Node``, ``DirEnd``, ``Payload``,
 
 from __future__ import annotations
 
+import io
+import os
 import stat
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .. import featureflags as ff
 from ..constants import (
@@ -90,10 +92,68 @@ from .format import (
 from .model import Acl, AclDefault, AclEntry, Meta
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+READ_AHEAD = 4096
 
 
 class ByteSource(Protocol):
     def read(self, n: int, /) -> bytes: ...
+
+
+def _regular_file_fd(source: io.BufferedIOBase | io.RawIOBase) -> int:
+    """The descriptor behind a seekable regular-file source, else -1."""
+    try:
+        if not source.seekable():
+            return -1
+        fd = source.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else -1
+    except (OSError, ValueError):
+        return -1
+
+
+class _FileReader:
+    """Reads an archive file with pread and a small read-ahead, and passes over file contents unread.
+
+    Records are read a few KiB at a time; file contents beyond the
+    read-ahead are skipped by moving the offset (no system call), so they
+    can be copied file to file later.
+    """
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self.fd = fd
+        self.offset = offset  # file offset just past self.buf
+        self.buf = b""
+        self.bpos = 0
+
+    def buffered(self) -> int:
+        return len(self.buf) - self.bpos
+
+    def read(self, n: int, /) -> bytes:
+        avail = len(self.buf) - self.bpos
+        if not avail:
+            if n >= READ_AHEAD:
+                data = os.pread(self.fd, n, self.offset)
+                self.offset += len(data)
+                return data
+            self.buf = os.pread(self.fd, READ_AHEAD, self.offset)
+            self.offset += len(self.buf)
+            self.bpos = 0
+            avail = len(self.buf)
+        take = n if n < avail else avail
+        start = self.bpos
+        self.bpos = start + take
+        return self.buf[start:start + take]
+
+    def skip(self, n: int) -> int:
+        """Pass over ``n`` bytes; returns the file offset where they start."""
+        avail = len(self.buf) - self.bpos
+        at = self.offset - avail
+        if n <= avail:
+            self.bpos += n
+        else:
+            self.offset += n - avail
+            self.buf = b""
+            self.bpos = 0
+        return at
 
 
 class IterableReader:
@@ -254,6 +314,22 @@ class Payload:
         while self.remaining > 0:
             self.read(min(self.remaining, DEFAULT_BLOCK_SIZE))
 
+    def file_range(self) -> tuple[int, int, int] | None:
+        """``(fd, offset, size)`` of the unread contents inside the archive file, passed over.
+
+        Lets a consumer copy the bytes file-to-file in the kernel (and on
+        another thread) instead of reading them through Python; ``None`` when
+        the archive is not a seekable regular file, or the contents were
+        already read ahead with the records.  A copy that comes up short
+        means the archive was truncated.
+        """
+        return self._decoder.detach(self)
+
+    @property
+    def source(self) -> object:
+        """The archive source; whoever copies a file_range later keeps it (and so its descriptor) alive."""
+        return self._decoder.owner
+
 
 @dataclass
 class _Dir:
@@ -284,12 +360,29 @@ def decode(
 
 class _Decoder:
     def __init__(self, source: ByteSource, expected_flags: int | None, strict_order: bool, numeric_names: bool) -> None:
+        self.owner: Any = source
         self.src = source
+        self.file: _FileReader | None = None
+        if isinstance(source, (io.BufferedIOBase, io.RawIOBase)):
+            fd = _regular_file_fd(source)
+            if fd >= 0:
+                self.file = _FileReader(fd, source.tell())
+                self.src = self.file
         self.numeric_names = numeric_names
         self.pos = 0
         self.flags = -1 if expected_flags is None else expected_flags
         self.strict_order = strict_order
         self._pending: tuple[int, int, int] | None = None  # (offset, size, type)
+
+    def detach(self, payload: Payload) -> tuple[int, int, int] | None:
+        n = payload.remaining
+        f = self.file
+        if f is None or n <= f.buffered():
+            return None
+        at = f.skip(n)
+        self.pos += n
+        payload.remaining = 0
+        return f.fd, at, n
 
     def fail(self, offset: int, msg: str) -> FormatError:
         return FormatError(f"catar offset {offset}: {msg}")

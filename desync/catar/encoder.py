@@ -1,7 +1,10 @@
 """Encode a directory tree into a catar stream, byte-identical to ``casync make``.
 
 ``encode_tree(path, flags, options) -> Iterator[bytes]`` yields the archive
-in pieces of roughly ``options.block_size`` bytes.  It walks the tree
+in pieces of roughly ``options.block_size`` bytes.  ``encode_items`` yields
+the same archive with the contents of larger files left in the files, as
+:class:`FileSlice` items, so a writer can copy them in the kernel (and on
+another thread) instead of passing them through Python.  It walks the tree
 iteratively in casync order (children sorted by raw name bytes), reads file
 contents in blocks and never follows symlinks below the root.  Memory is
 bounded by the name lists of the directories on the current path; only the
@@ -32,6 +35,8 @@ from .fsread import FS_NODUMP_FL, VIRTUAL_FS_MAGICS, FsReader, fs_magic, raw_cha
 from .writer import ArchiveWriter
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+# Files up to this size are read inline by encode_items: one read is cheaper than a separate copy item.
+INLINE_LIMIT = 16 << 10
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
 
 
@@ -56,27 +61,63 @@ class _Frame:
 
 
 @dataclass
+class FileSlice:
+    """The next ``size`` bytes of the open file ``fd``: a file's contents not yet read.
+
+    Whoever receives a slice owns ``fd`` and must close it; fewer than
+    ``size`` bytes means the file shrank while it was archived.
+    """
+
+    fd: int
+    size: int
+    path: bytes
+
+    def read_all(self) -> bytes:
+        """The contents (closing the descriptor), or DesyncError if the file shrank."""
+        try:
+            parts: list[bytes] = []
+            left = self.size
+            while left > 0:
+                block = os.read(self.fd, min(left, DEFAULT_BLOCK_SIZE))
+                if not block:
+                    raise shrank(self.path)
+                parts.append(block)
+                left -= len(block)
+            return b"".join(parts)
+        except OSError as e:
+            raise DesyncError(f"cannot read {os.fsdecode(self.path)}: {e.strerror}") from None
+        finally:
+            os.close(self.fd)
+
+
+def shrank(path: bytes) -> DesyncError:
+    return DesyncError(f"{os.fsdecode(path)}: file shrank while it was archived")
+
+
+@dataclass
 class _Out:
-    """Coalesces small records into pieces of about ``limit`` bytes."""
+    """Coalesces small records into pieces of about ``limit`` bytes (one copy each)."""
 
     limit: int
-    buf: bytearray = field(default_factory=bytearray)
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
 
     def add(self, data: bytes) -> bytes | None:
-        if not self.buf and len(data) >= self.limit:
+        if not self.parts and len(data) >= self.limit:
             return data
-        self.buf += data
-        if len(self.buf) >= self.limit:
-            out = bytes(self.buf)
-            self.buf.clear()
-            return out
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= self.limit:
+            return self.take()
         return None
 
     def flush(self) -> bytes | None:
-        if not self.buf:
-            return None
-        out = bytes(self.buf)
-        self.buf.clear()
+        return self.take() if self.parts else None
+
+    def take(self) -> bytes:
+        out = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        self.parts = []
+        self.size = 0
         return out
 
 
@@ -94,6 +135,33 @@ def encode_tree(
     path: str | bytes, flags: int = ff.DESYNC_TAR_FLAGS, options: EncodeOptions | None = None
 ) -> Iterator[bytes]:
     """Yield the catar of the directory ``path`` with feature ``flags``."""
+    return _Materialized(encode_items(path, flags, options, inline_limit=-1))
+
+
+class _Materialized:
+    """Items with every FileSlice read into bytes (an iterator class: see tests/test_mypyc_hazards.py)."""
+
+    def __init__(self, items: Iterator[bytes | FileSlice]) -> None:
+        self._items = items
+
+    def __iter__(self) -> "_Materialized":
+        return self
+
+    def __next__(self) -> bytes:
+        item = next(self._items)
+        return item if isinstance(item, bytes) else item.read_all()
+
+
+def encode_items(
+    path: str | bytes,
+    flags: int = ff.DESYNC_TAR_FLAGS,
+    options: EncodeOptions | None = None,
+    inline_limit: int = INLINE_LIMIT,
+) -> Iterator[bytes | FileSlice]:
+    """The catar of ``path`` as bytes and FileSlice items (files bigger than ``inline_limit``).
+
+    A negative ``inline_limit`` reads every file inline.
+    """
     opts = options or EncodeOptions()
     flags = ff.normalize(flags)
     reader = FsReader(flags)
@@ -131,7 +199,7 @@ def encode_tree(
                 continue
             name = fr.names[fr.idx]
             fr.idx += 1
-            yield from _encode_child(fr, name, flags, reader, writer, out, stack, opts)
+            yield from _encode_child(fr, name, flags, reader, writer, out, stack, opts, inline_limit)
         piece = out.flush()
         if piece is not None:
             yield piece
@@ -159,7 +227,8 @@ def _encode_child(
     out: _Out,
     stack: list[_Frame],
     opts: EncodeOptions,
-) -> Iterator[bytes]:
+    inline_limit: int,
+) -> Iterator[bytes | FileSlice]:
     rel = _join(fr.path, name)
     try:
         st = os.stat(name, dir_fd=fr.fd, follow_symlinks=False)
@@ -213,12 +282,20 @@ def _encode_child(
             fr.fd = -1
             fd = -1
             return
-        if is_reg:
+        if is_reg and 0 <= inline_limit < meta.size:
+            writer.payload_bytes(meta.size)
+            piece = out.flush()
+            if piece is not None:
+                yield piece
+            item = FileSlice(fd, meta.size, rel)
+            fd = -1
+            yield item
+        elif is_reg:
             left = meta.size
             while left > 0:
                 block = os.read(fd, min(left, opts.block_size))
                 if not block:
-                    raise DesyncError(f"{os.fsdecode(rel)}: file shrank while it was archived")
+                    raise shrank(rel)
                 writer.payload_bytes(len(block))
                 left -= len(block)
                 piece = out.add(block)

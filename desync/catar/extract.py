@@ -37,17 +37,21 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .. import featureflags as ff
+from .. import fsutil
 from ..errors import DesyncError
 from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
 from .decoder import ByteSource, DirEnd, Node, decode
 from .format import valid_filename
 from .fsread import CHATTR_MAP
 from .model import AclEntry, Meta
+from .writeback import FileJob, Writeback, copy_range
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
 _UIDS = ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS
 _REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EROFS})
+# Files up to this size are buffered for the writeback thread; bigger ones are written in place.
+_BUFFER_LIMIT = 8 << 20
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -72,6 +76,7 @@ class _Frame:
     fd: int
     dev: int
     ino: int
+    fresh: bool  # created by us: names in it are free (archives hold no duplicates)
 
 
 def extract_stream(source: ByteSource, target_dir: str | bytes, options: ExtractOptions | None = None) -> None:
@@ -100,6 +105,7 @@ class _Extractor:
         self.flags = 0
         self._uids: dict[bytes, int | None] = {}
         self._gids: dict[bytes, int | None] = {}
+        self.writeback: Writeback | None = None
 
     def warn(self, msg: str) -> None:
         if self.opts.on_warning is not None:
@@ -107,6 +113,8 @@ class _Extractor:
 
     def run(self, events: Iterable[Node | DirEnd], target_dir: str | bytes) -> None:
         stack: list[_Frame] = []
+        self.writeback = Writeback()
+        finished = False
         try:
             for ev in events:
                 if isinstance(ev, DirEnd):
@@ -120,16 +128,22 @@ class _Extractor:
                     self.node(stack, ev)
             if stack:
                 raise DesyncError("archive ended inside a directory")
+            finished = True
         finally:
+            if finished:
+                self.writeback.close()
+            else:
+                self.writeback.abort()
             for fr in stack:
                 if fr.fd >= 0:
                     os.close(fr.fd)
 
     def open_target(self, target_dir: str | bytes, node: Node) -> _Frame:
+        fresh = True
         try:
             os.mkdir(target_dir, 0o700)
         except FileExistsError:
-            pass
+            fresh = False
         except OSError as e:
             raise DesyncError(f"cannot create {os.fsdecode(target_dir)}: {e.strerror}") from None
         try:
@@ -137,7 +151,7 @@ class _Extractor:
         except OSError as e:
             raise DesyncError(f"cannot open {os.fsdecode(target_dir)}: {e.strerror}") from None
         st = os.fstat(fd)
-        return _Frame((), node.meta, fd, st.st_dev, st.st_ino)
+        return _Frame((), node.meta, fd, st.st_dev, st.st_ino, fresh)
 
     def node(self, stack: list[_Frame], ev: Node) -> None:
         parent = stack[-1]
@@ -147,15 +161,17 @@ class _Extractor:
             raise DesyncError(f"unsafe file name {name!r} in archive")
         meta = ev.meta
         try:
-            self.clear_slot(pfd, name, meta.is_dir, ev.path)
+            if not parent.fresh:
+                self.clear_slot(pfd, name, meta.is_dir, ev.path)
             if meta.is_dir:
+                fresh = True
                 try:
                     os.mkdir(name, 0o700, dir_fd=pfd)
                 except FileExistsError:
-                    pass
+                    fresh = False
                 fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
                 st = os.fstat(fd)
-                stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino))
+                stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino, fresh))
                 os.close(pfd)
                 parent.fd = -1
             elif meta.is_reg:
@@ -187,17 +203,58 @@ class _Extractor:
         os.unlink(name, dir_fd=pfd)
 
     def regular(self, pfd: int, name: bytes, ev: Node) -> None:
+        """Create the file; the writeback thread writes it and sets its owner, mode and times.
+
+        Contents go over as a range of the archive file when it is one, else
+        as buffered blocks; files too big to buffer, and files with metadata
+        beyond owner/mode/times, are finished here.
+        """
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        meta = ev.meta
+        job = FileJob(fd, ev.path)
+        payload = ev.payload
+        writeback = self.writeback
+        assert writeback is not None
+        handed_over = False
         try:
-            if ev.payload is not None:
-                for block in ev.payload.blocks(self.opts.block_size):
-                    view = memoryview(block)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-            self.fd_metadata(fd, ev.meta, ev.path)
+            here = not self.plain_metadata(meta)
+            if payload is not None and payload.remaining:
+                found = payload.file_range()
+                if found is not None:
+                    job.src_fd, job.src_offset, job.src_size = found
+                    job.src_owner = payload.source
+                elif payload.remaining <= _BUFFER_LIMIT and not here:
+                    job.blocks = list(payload.blocks(self.opts.block_size))
+                else:
+                    for block in payload.blocks(self.opts.block_size):
+                        fsutil.write_all(fd, block)
+            if here:
+                if job.src_fd >= 0:
+                    copy_range(job.src_fd, job.src_offset, job.src_size, fd, ev.path)
+                self.fd_metadata(fd, meta, ev.path)
+                return
+            ids = self.ids(meta)
+            if ids is not None:
+                job.uid, job.gid = ids
+            job.mode = self.mode_bits(meta)
+            job.set_times = ff.time_granularity(self.flags) != 0
+            job.mtime_ns = meta.mtime_ns
+            handed_over = True
+            writeback.submit(job)
         finally:
-            os.close(fd)
+            if not handed_over:
+                os.close(fd)
+
+    def plain_metadata(self, meta: Meta) -> bool:
+        """Whether owner, mode and times are all :meth:`fd_metadata` would set."""
+        opts = self.opts
+        return not (
+            (opts.xattrs and meta.xattrs)
+            or (opts.acls and meta.acl is not None and self.flags & ff.WITH_ACL)
+            or (opts.fcaps and meta.fcaps)
+            or (opts.selinux and meta.selinux)
+            or (opts.fsflags and meta.fsflags & ff.WITH_CHATTR)
+        )
 
     def special(self, pfd: int, name: bytes, ev: Node) -> None:
         meta = ev.meta

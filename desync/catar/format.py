@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final, Iterable, Sequence
 
 from .. import featureflags as ff
+from .._accel import siphash_module
 from ..constants import (
     CA_FORMAT_ACL_DEFAULT,
     CA_FORMAT_DEVICE,
@@ -80,12 +81,24 @@ _SIP_C2: Final = 0x6C7967656E657261
 _SIP_C3: Final = 0x7465646279746573
 
 
+_SIPHASH: Final = siphash_module
+ACCELERATED: Final = siphash_module is not None
+
+
 def _rotl(x: int, b: int) -> int:
     return ((x << b) | (x >> (64 - b))) & MASK64
 
 
 def siphash24(key: bytes, data: bytes) -> int:
-    """SipHash-2-4 with 64-bit output, as casync hashes GOODBYE names."""
+    """SipHash-2-4 with 64-bit output, as casync hashes GOODBYE names (C when available)."""
+    if _SIPHASH is not None:
+        value: int = _SIPHASH.siphash24(key, data)
+        return value
+    return siphash24_py(key, data)
+
+
+def siphash24_py(key: bytes, data: bytes) -> int:
+    """The pure-Python SipHash-2-4; the C accelerator must agree with it."""
     if len(key) != 16:
         raise ValueError("SipHash key must be 16 bytes")
     k0, k1 = TWO_U64.unpack(key)
@@ -155,7 +168,7 @@ def bst_order(n: int) -> list[int]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GoodbyeItem:
     """One directory item as the GOODBYE table records it."""
 

@@ -27,7 +27,6 @@ from ..catar import (
     catar_to_tar,
     decode,
     directory_events,
-    encode_tree,
     extract_events,
     list_lines,
     mtree_lines,
@@ -35,6 +34,8 @@ from ..catar import (
     tar_to_catar,
 )
 from ..catar.decoder import ByteSource
+from ..catar.encoder import INLINE_LIMIT, FileSlice, encode_items
+from ..catar.output import write_archive
 from ..digest import Digest
 from ..errors import DesyncError, UsageError
 from ..index import Index
@@ -132,7 +133,8 @@ def _open_input(path: str) -> IO[bytes]:
         raise DesyncError(f"cannot open {path}: {exc.strerror}") from None
 
 
-def _archive_stream(args: argparse.Namespace, flags: int) -> Iterator[bytes]:
+def _archive_stream(args: argparse.Namespace, flags: int, slices: bool = False) -> Iterator[bytes | FileSlice]:
+    """The archive's bytes; with ``slices``, larger files' contents stay in the files (see encode_items)."""
     if args.input_format == "tar":
         f = _open_input(args.source)
         try:
@@ -143,14 +145,20 @@ def _archive_stream(args: argparse.Namespace, flags: int) -> Iterator[bytes]:
         return
     if not os.path.isdir(args.source):
         raise DesyncError(f"{args.source} is not a directory")
-    yield from encode_tree(args.source, flags, EncodeOptions(excludes=args.exclude))
+    yield from encode_items(args.source, flags, EncodeOptions(excludes=args.exclude),
+                            inline_limit=INLINE_LIMIT if slices else -1)
+
+
+def _bytes_only(items: Iterator[bytes | FileSlice]) -> Iterator[bytes]:
+    for item in items:
+        yield item if isinstance(item, bytes) else item.read_all()
 
 
 def run_tar(args: argparse.Namespace) -> int:
     digest = digest_mod.by_name(args.digest)
     flags = archive_flags(args, digest)
-    stream = _archive_stream(args, flags)
     if args.index:
+        stream = _bytes_only(_archive_stream(args, flags))
         if args.archive == "-":
             raise UsageError("an archive index needs a file name")
         chunker = common.chunker_from(args)
@@ -165,13 +173,12 @@ def run_tar(args: argparse.Namespace) -> int:
                 store.close()
         common.save_index(args.archive, index, args)
         return 0
+    items = _archive_stream(args, flags, slices=True)
     if args.archive == "-":
-        out = sys.stdout.buffer
-        for piece in stream:
-            out.write(piece)
-        out.flush()
+        sys.stdout.flush()
+        write_archive(sys.stdout.buffer.fileno(), items)
         return 0
-    fsutil.write_pieces_atomic(args.archive, stream)
+    fsutil.write_atomic_with(args.archive, lambda fd: write_archive(fd, items))
     return 0
 
 

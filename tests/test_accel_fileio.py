@@ -47,3 +47,33 @@ def test_batched_get_matches_single_gets_and_falls_back(tmp_path: Path) -> None:
     assert [g.data() for g in got] == [c.data() for c in chunks] + [plain]
     with pytest.raises(ChunkMissing):
         store.get_chunks(requests + [(sha.sum(b"absent"), 6)])
+
+
+@pytest.mark.parametrize("accel", [True, False])
+def test_pwrite_many_writes_every_piece_at_its_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      accel: bool) -> None:
+    from desync import fsutil
+
+    if accel and fileio_module is None:
+        pytest.skip("C accelerator not built (pure-Python run)")
+    if not accel:
+        monkeypatch.setattr(fsutil, "_FILEIO", None)
+    target = tmp_path / "out"
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        big = os.urandom(200_000)
+        fsutil.pwrite_many(fd, [(b"tail", 300_000), (big, 10), (b"head", 0)])
+        fsutil.pwrite_many(fd, [])
+    finally:
+        os.close(fd)
+    data = target.read_bytes()
+    assert len(data) == 300_004
+    assert data[:4] == b"head" and data[10:200_010] == big and data[300_000:] == b"tail"
+    assert data[4:10] == bytes(6) and data[200_010:300_000] == bytes(99_990)
+    read_only = os.open(target, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as info:
+            fsutil.pwrite_many(read_only, [(b"x", 0)])
+        assert info.value.errno == errno.EBADF
+    finally:
+        os.close(read_only)

@@ -436,6 +436,68 @@ static PyObject *finish_files(PyObject *self, PyObject *arg)
     return Py_BuildValue("(nis)", failed, failed_errno, step);
 }
 
+/* pwrite_many(fd: int, pieces: list[tuple[bytes, int]]) -> int
+ * Writes each piece at its offset, all with the GIL released once.
+ * Returns 0, or the errno that stopped it. */
+static PyObject *pwrite_many(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int fd;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "iO!", &fd, &PyList_Type, &list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    Py_buffer *views = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    long long *offsets = PyMem_Calloc((size_t)(n ? n : 1), sizeof(long long));
+    if (!views || !offsets) {
+        PyMem_Free(views);
+        PyMem_Free(offsets);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t got = 0;
+    for (; got < n; got++) {
+        PyObject *item = PyList_GET_ITEM(list, got);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "pwrite_many expects (data, offset) tuples");
+            break;
+        }
+        offsets[got] = PyLong_AsLongLong(PyTuple_GET_ITEM(item, 1));
+        if (offsets[got] == -1 && PyErr_Occurred())
+            break;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &views[got], PyBUF_SIMPLE) != 0)
+            break;
+    }
+    int err = 0;
+    if (got == n) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n && !err; i++) {
+            const char *p = views[i].buf;
+            Py_ssize_t left = views[i].len;
+            off_t off = (off_t)offsets[i];
+            while (left > 0) {
+                ssize_t w = pwrite(fd, p, (size_t)left, off);
+                if (w < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    err = errno;
+                    break;
+                }
+                p += w;
+                off += w;
+                left -= w;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(offsets);
+    if (got != n)
+        return NULL;
+    return PyLong_FromLong(err);
+}
+
 /* tune_allocator() -> bool
  * Chunk buffers (64 KiB - 256 KiB) and segments (8 MiB) come and go by the
  * thousand; glibc would mmap and unmap many of them, paying page faults each
@@ -457,6 +519,7 @@ static PyMethodDef methods[] = {
     {"tune_allocator", tune_allocator, METH_NOARGS, "Keep chunk-sized buffers in the heap (glibc)."},
     {"read_files", read_files, METH_O, "Read whole files; each result is bytes or an errno."},
     {"finish_files", finish_files, METH_O, "Write, chown, chmod, set times of and close created files, GIL released."},
+    {"pwrite_many", pwrite_many, METH_VARARGS, "Write pieces at their offsets, GIL released once."},
     {"write_items", write_items, METH_VARARGS, "Append bytes and file contents to a descriptor, GIL released."},
     {NULL, NULL, 0, NULL},
 };

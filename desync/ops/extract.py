@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import DesyncError
-from ..fsutil import pwrite_all
+from ..fsutil import pwrite_many
 from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
@@ -75,12 +75,13 @@ def write_chunks(fd: int, index: Index, store: Store, *, workers: int, fresh: bo
             if todo:
                 fetch.append((chunk_id, size, todo))
         chunks = store.get_chunks([(chunk_id, size) for chunk_id, size, _ in fetch]) if fetch else []
+        pieces: list[tuple[bytes, int]] = []
         for (chunk_id, size, todo), chunk in zip(fetch, chunks):
             data = chunk.data(size)
             if len(data) != size:
                 raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
-            for off in todo:
-                pwrite_all(fd, data, off)
+            pieces.extend((data, off) for off in todo)
+        pwrite_many(fd, pieces)
         with lock:
             counters.fetched += len(fetch)
         if progress is not None:

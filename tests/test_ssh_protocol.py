@@ -312,3 +312,32 @@ def test_push_receives_an_index_and_requests_its_missing_chunks(store: tuple[Pat
     out = root / "out"
     run_desync("extract", "-s", target / "store", target / "b.caibx", out)
     assert out.read_bytes() == (root / "blob").read_bytes()
+
+
+def test_ssh_store_asks_for_a_whole_batch_in_one_request(store: tuple[Path, list[bytes]], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from desync.stores import StoreOptions, open_store
+
+    root, ids = store
+    unique = list(dict.fromkeys(ids))
+    ssh = tmp_path / "recording-ssh"
+    ssh.write_text('#!/bin/sh\nwhile [ "$1" != "--" ]; do shift; done; shift 2\n'
+                   f'tee {tmp_path}/sent.$$.bin | sh -c "$*"\n')
+    ssh.chmod(0o755)
+    for key, value in desync_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CASYNC_SSH_PATH", str(ssh))
+    monkeypatch.setenv("CASYNC_REMOTE_PATH", f"{sys.executable} -m desync")
+    monkeypatch.chdir(NEUTRAL_DIR)
+    s = open_store(f"ssh://127.0.0.1{root / 'store'}", StoreOptions(workers=4))
+    try:
+        got = s.get_chunks([(cid, 0) for cid in unique])
+        again = s.get_chunks([(unique[0], 0), (unique[-1], 0)])  # asked before: another session answers
+    finally:
+        s.close()
+    assert [c.id for c in got] == unique and len(unique) > 3
+    assert [c.id for c in again] == [unique[0], unique[-1]]
+    logs = sorted(tmp_path.glob("sent.*.bin"))
+    assert len(logs) == 2  # the repeat went to a second session
+    sizes = sorted(len(x.body) for log in logs for x in _read_all(log.read_bytes()) if x.type == m.REQUEST)
+    assert sizes == [8 + 32 * 2, 8 + 32 * len(unique)]  # one REQUEST per batch

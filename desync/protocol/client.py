@@ -23,17 +23,28 @@ class SessionFailed(StoreError):
     """The session ended before the answer came (ssh died, protocol error, no answer in time)."""
 
 
+class _Group:
+    """Answers asked for together: their thread sleeps until the last one arrives, not once per chunk."""
+
+    __slots__ = ("event", "left")
+
+    def __init__(self, count: int) -> None:
+        self.event = threading.Event()
+        self.left = count
+
+
 class Answer:
     """What a waiting thread receives: chunk bytes, or ``missing``."""
 
-    __slots__ = ("event", "answered", "missing", "compressed", "data")
+    __slots__ = ("event", "answered", "missing", "compressed", "data", "group")
 
-    def __init__(self) -> None:
+    def __init__(self, group: _Group | None = None) -> None:
         self.event = threading.Event()
         self.answered = False
         self.missing = False
         self.compressed = False
         self.data = b""
+        self.group = group
 
 
 class PullSession:
@@ -87,6 +98,41 @@ class PullSession:
         except m.ProtocolError:
             pass  # the reading thread sees the end and fails every pending answer
         return answer
+
+    def ask_many(self, chunk_ids: list[bytes]) -> list[Answer]:
+        """Ask for several chunks in one REQUEST; IDs already in flight here join their request."""
+        group = _Group(0)
+        answers: list[Answer] = []
+        fresh: list[bytes] = []
+        with self.lock:
+            if self.failure is not None:
+                raise self.failure
+            for chunk_id in chunk_ids:
+                found = self.pending.get(chunk_id)
+                if found is None:
+                    found = Answer(group)
+                    group.left += 1
+                    self.pending[chunk_id] = found
+                    self.asked.add(chunk_id)
+                    fresh.append(chunk_id)
+                answers.append(found)
+        try:
+            for i in range(0, len(fresh), m.MAX_REQUEST_IDS):
+                self.writer.send(m.request(fresh[i:i + m.MAX_REQUEST_IDS], True))
+        except m.ProtocolError:
+            pass  # the reading thread sees the end and fails every pending answer
+        return answers
+
+    def wait_many(self, answers: list[Answer], timeout: float) -> list[Answer]:
+        """Wait for every answer (one wake-up for those asked together); fails like :meth:`wait`."""
+        groups = {id(a.group): a.group for a in answers if a.group is not None}
+        for group in groups.values():
+            while not group.event.wait(min(timeout, 1.0) if timeout > 0 else 1.0):
+                if self.failure is not None or self.closed:
+                    break
+                if timeout > 0 and time.monotonic() - self.last_heard > timeout:
+                    self._fail(SessionFailed(f"{self.label}: no answer from the remote for {timeout:g} s"))
+        return [self.wait(a, timeout) for a in answers]
 
     def wait(self, answer: Answer, timeout: float) -> Answer:
         """Block until answered; fails when the session dies or stays silent for ``timeout`` seconds."""
@@ -142,6 +188,13 @@ class PullSession:
             answer.missing, answer.compressed, answer.data = missing, compressed, data
             answer.answered = True
             answer.event.set()
+            group = answer.group
+            if group is not None:
+                with self.lock:
+                    group.left -= 1
+                    last = group.left == 0
+                if last:
+                    group.event.set()
         if idle:
             self.close()
 
@@ -153,6 +206,8 @@ class PullSession:
             self.pending.clear()
         for answer in waiting:
             answer.event.set()
+            if answer.group is not None:
+                answer.group.event.set()
         self.process.close_input()
 
     def retire(self) -> None:

@@ -40,13 +40,16 @@ class SSHStore(Store):
         self.sessions.append(session)
         return session
 
+    def _drop_dead(self) -> None:
+        dead = [s for s in self.sessions if not s.alive]
+        for s in dead:
+            self.sessions.remove(s)
+            self.retired.append(s)
+
     def _ask(self, chunk_id: bytes) -> tuple[PullSession, Answer]:
         """A session to ask (one that has not been asked for this ID) and the answer to wait for."""
         with self.lock:
-            dead = [s for s in self.sessions if not s.alive]
-            for s in dead:
-                self.sessions.remove(s)
-                self.retired.append(s)
+            self._drop_dead()
             for s in self.sessions:
                 found = s.waiting_for(chunk_id)
                 if found is not None:
@@ -73,8 +76,35 @@ class SSHStore(Store):
                     raise
         raise StoreError(f"store {self.location}: no attempt made")
 
+    def _batch_session(self, chunk_ids: list[bytes]) -> PullSession | None:
+        """The least busy session never asked for any of these IDs (a new one while the cap allows)."""
+        with self.lock:
+            self._drop_dead()
+            candidates = [s for s in self.sessions
+                          if s.alive and not s.retiring and not any(c in s.asked for c in chunk_ids)]
+            best = min(candidates, key=lambda s: s.load) if candidates else None
+            if (best is None or best.load >= PIPELINE_DEPTH) and len(self.sessions) < self.limit:
+                best = self._new_session()
+            return best
+
+    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+        """One REQUEST for the whole batch on one session, and one wake-up when it is all here."""
+        ids = [chunk_id for chunk_id, _ in requests]
+        answers: list[Answer] | None = None
+        session = self._batch_session(ids) if len(ids) > 1 else None
+        if session is not None:
+            try:
+                answers = session.wait_many(session.ask_many(ids), self.options.timeout)
+            except SessionFailed:
+                answers = None  # asked again one by one, on other sessions, with retries
+        if answers is None:
+            answers = [self._fetch(chunk_id) for chunk_id in ids]
+        return [self._chunk(chunk_id, hint, a) for (chunk_id, hint), a in zip(requests, answers)]
+
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
-        answer = self._fetch(chunk_id)
+        return self._chunk(chunk_id, size_hint, self._fetch(chunk_id))
+
+    def _chunk(self, chunk_id: bytes, size_hint: int, answer: Answer) -> Chunk:
         if answer.missing:
             raise ChunkMissing(chunk_id, self.location)
         chunk = Chunk(chunk_id, compressed=answer.data) if answer.compressed else Chunk(chunk_id, data=answer.data)

@@ -58,6 +58,18 @@ class Config:
                               + ", ".join(sorted(matches)))
         return dict(self.store_options[matches[0]]) if matches else {}
 
+    def s3_credentials_for(self, endpoint: str) -> dict[str, Any]:
+        """The s3-credentials entry for ``endpoint`` ("http://host:port", as the Go tool keys them).
+
+        Keys may be globs; an ``s3+`` in front of a key is ignored.  Two matches are an error.
+        """
+        matches = [key for key in self.s3_credentials
+                   if location_matches(key[3:] if key.lower().startswith("s3+") else key, endpoint)]
+        if len(matches) > 1:
+            raise DesyncError(f"config {self.path}: several s3-credentials entries match {endpoint!r}: "
+                              + ", ".join(sorted(matches)))
+        return dict(self.s3_credentials[matches[0]]) if matches else {}
+
 
 def location_matches(pattern: str, location: str) -> bool:
     """Glob match segment by segment, ignoring a trailing ``/`` on either side."""
@@ -133,6 +145,8 @@ def parse_config(text: str, path: str) -> Config:
 
 
 _cache: dict[str, Config] = {}
+# The config a command loaded last (``--config`` or the default); see current_config.
+_current: list[Config] = []
 
 
 def load_config(path: str | None = None, required: bool | None = None) -> Config:
@@ -146,6 +160,7 @@ def load_config(path: str | None = None, required: bool | None = None) -> Config
     must_exist = bool(path) if required is None else required
     found = _cache.get(where)
     if found is not None:
+        _current[:] = [found]
         return found
     try:
         with open(where, encoding="utf-8") as f:
@@ -160,7 +175,18 @@ def load_config(path: str | None = None, required: bool | None = None) -> Config
         raise DesyncError(f"config {where}: not UTF-8 text") from None
     cfg = parse_config(text, where)
     _cache[where] = cfg
+    _current[:] = [cfg]
     return cfg
+
+
+def current_config() -> Config:
+    """The config the command line chose, for settings a store needs beyond its store options.
+
+    Stores are opened from a location and StoreOptions only; S3 credentials
+    live in the config file that ``--config`` named, which the command
+    loaded before opening any store.  Without one, the default file.
+    """
+    return _current[0] if _current else load_config()
 
 
 def save_config(cfg: Config, path: str) -> None:

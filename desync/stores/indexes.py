@@ -95,3 +95,5 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o666) -> None:
 register_index_scheme("http", "desync.stores.http:read_http_index", "desync.stores.http:write_http_index")
 register_index_scheme("https", "desync.stores.http:read_http_index", "desync.stores.http:write_http_index")
 register_index_scheme("sftp", "desync.stores.sftp:read_sftp_index", "desync.stores.sftp:write_sftp_index")
+register_index_scheme("s3+http", "desync.stores.s3:read_s3_index", "desync.stores.s3:write_s3_index")
+register_index_scheme("s3+https", "desync.stores.s3:read_s3_index", "desync.stores.s3:write_s3_index")

@@ -1,0 +1,351 @@
+"""S3 chunk stores and index stores: ``s3+http://HOST[:PORT]/BUCKET[/PREFIX]`` and ``s3+https://``.
+
+The object layout is the Go desync's, so both tools share buckets: chunk
+``PREFIX/<id[:4]>/<id>.cacnk`` (zstd), or without the suffix for an
+uncompressed (``-u``) store.  ``?lookup=path|dns|auto`` picks path-style or
+virtual-host addressing (auto: virtual host for AWS and Google endpoints,
+path style elsewhere).  An S3 PUT replaces an object whole, so writers need
+no temp names and several clients may store the same chunk at once.
+
+boto3 is an optional dependency, imported when the first S3 location is
+opened.  One client serves all threads; botocore retries throttling, 5xx
+answers and connection failures ("standard" mode), ``--error-retry`` times.
+"""
+
+import os
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+from .._version import __version__
+from ..chunk import Chunk
+from ..constants import COMPRESSED_CHUNK_SUFFIX
+from ..errors import ChunkMissing, DesyncError, StoreError, UsageError
+from .base import Store, StoreOptions
+from .s3auth import S3Credentials, credentials_for
+
+LOOKUPS: Final = ("auto", "dns", "path")
+_HEX: Final = frozenset("0123456789abcdef")
+_MISSING: Final = ("NoSuchKey", "404", "NotFound")
+# Keeps botocore from reading ~/.aws/config or AWS_PROFILE: credentials come from s3auth only.
+_ISOLATED: Final = {"profile": (None, None, None, None), "config_file": (None, None, os.devnull, None)}
+
+# The lazily imported boto3 pieces, filled by _boto() on first use.
+_MODULES: dict[str, Any] = {}
+
+
+def _boto() -> dict[str, Any]:
+    if not _MODULES:
+        try:
+            import boto3  # noqa: F401  (what the s3 extra installs; botocore, its base, does the work)
+            import botocore
+            import botocore.config
+            import botocore.exceptions
+            import botocore.session
+        except ImportError:
+            raise DesyncError("S3 stores need boto3, which is not installed: pip install desync[s3]") from None
+        _MODULES.update(Config=botocore.config.Config, UNSIGNED=botocore.UNSIGNED,
+                        ClientError=botocore.exceptions.ClientError,
+                        BotoCoreError=botocore.exceptions.BotoCoreError,
+                        session=botocore.session.Session(session_vars=dict(_ISOLATED)))
+    return _MODULES
+
+
+@dataclass(slots=True)
+class S3Location:
+    location: str
+    endpoint: str  # "http://host:port": the server, and the key of s3-credentials entries
+    bucket: str
+    prefix: str  # "" or "dir/sub/"
+    lookup: str
+
+
+def parse_location(location: str) -> S3Location:
+    parts = urllib.parse.urlsplit(location)
+    scheme = parts.scheme.lower()
+    if scheme not in ("s3+http", "s3+https"):
+        raise UsageError(f"invalid S3 location {location!r}: expected s3+http:// or s3+https://")
+    if not parts.netloc:
+        raise UsageError(f"invalid S3 location {location!r}: no host")
+    path = parts.path.strip("/")
+    if not path:
+        raise UsageError(f"invalid S3 location {location!r}: no bucket in the path")
+    bucket, _, prefix = path.partition("/")
+    query = urllib.parse.parse_qs(parts.query)
+    lookup = (query.get("lookup") or [""])[-1] or "auto"
+    if lookup not in LOOKUPS:
+        raise UsageError(f"unknown S3 bucket lookup type {lookup!r} in {location} (use dns, path or auto)")
+    return S3Location(location, f"{scheme[3:]}://{parts.netloc}", bucket, f"{prefix}/" if prefix else "", lookup)
+
+
+def addressing_style(loc: S3Location) -> str:
+    """botocore's name for the bucket lookup: virtual host for AWS and Google Cloud Storage under auto."""
+    if loc.lookup != "auto":
+        return "virtual" if loc.lookup == "dns" else "path"
+    host = (urllib.parse.urlsplit(loc.endpoint).hostname or "").lower()
+    virtual = host.endswith("amazonaws.com") or host == "storage.googleapis.com"
+    return "virtual" if virtual else "path"
+
+
+def make_client(loc: S3Location, creds: S3Credentials, options: StoreOptions) -> Any:
+    """A thread-safe boto3 S3 client for the location's endpoint."""
+    mods = _boto()
+    client_cert: str | tuple[str, str] | None = None
+    if options.client_cert:
+        client_cert = (options.client_cert, options.client_key) if options.client_key else options.client_cert
+    config = mods["Config"](
+        region_name=creds.region,
+        signature_version=mods["UNSIGNED"] if creds.anonymous else None,
+        retries={"mode": "standard", "total_max_attempts": options.error_retry + 1},
+        connect_timeout=options.timeout,
+        read_timeout=options.timeout,
+        max_pool_connections=max(10, options.workers),
+        s3={"addressing_style": addressing_style(loc)},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        client_cert=client_cert,
+        user_agent_extra=f"desync/{__version__}",
+    )
+    verify: bool | str = True
+    if options.trust_insecure:
+        verify = False
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    elif options.ca_cert:
+        verify = options.ca_cert
+    # Anonymous requests go unsigned; placeholder keys keep botocore from searching for credentials.
+    try:
+        return mods["session"].create_client(
+            "s3", region_name=creds.region, endpoint_url=loc.endpoint, verify=verify, config=config,
+            aws_access_key_id=creds.access_key or "anonymous", aws_secret_access_key=creds.secret_key or "anonymous",
+            aws_session_token=creds.session_token or None)
+    except Exception as exc:
+        raise DesyncError(f"S3 location {loc.location}: {_describe(exc)}") from None
+
+
+@dataclass(slots=True)
+class _Failure:
+    code: str
+    status: int
+    message: str
+
+
+def _failure(exc: BaseException) -> _Failure | None:
+    """What a boto3 error says, on one line; None for anything that is not a boto3 error."""
+    mods = _MODULES
+    if not mods:
+        return None
+    if isinstance(exc, mods["ClientError"]):
+        response: dict[str, Any] = getattr(exc, "response", {}) or {}
+        error: dict[str, Any] = response.get("Error", {}) or {}
+        status = int((response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode", 0) or 0)
+        code = str(error.get("Code", "") or status)
+        text = " ".join(str(error.get("Message", "") or "").split())
+        message = f"HTTP {status} {text}" if code.isdigit() else f"{code}: {text}"
+        if status == 403:
+            message += " (check the S3 credentials)"
+        return _Failure(code, status, message.strip())
+    if isinstance(exc, mods["BotoCoreError"]):
+        return _Failure(type(exc).__name__, 0, " ".join(str(exc).split()))
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    found = _failure(exc)
+    return found.message if found is not None else f"{type(exc).__name__}: {exc}"
+
+
+class S3Store(Store):
+    def __init__(self, location: str, options: StoreOptions) -> None:
+        self.loc = parse_location(location)
+        self.location = location
+        self.options = options
+        self.bucket = self.loc.bucket
+        self.prefix = self.loc.prefix
+        self.suffix = "" if options.uncompressed else COMPRESSED_CHUNK_SUFFIX
+        self.client = make_client(self.loc, credentials_for(self.loc.endpoint), options)
+
+    def key(self, chunk_id: bytes) -> str:
+        h = chunk_id.hex()
+        return f"{self.prefix}{h[:4]}/{h}{self.suffix}"
+
+    def fail(self, exc: Exception, what: str) -> NoReturn:
+        """Raise ``exc`` as a one-line StoreError naming the store (anything not from boto3 unchanged)."""
+        found = _failure(exc)
+        if found is None:
+            raise exc
+        if found.code == "NoSuchBucket":
+            raise StoreError(f"store {self.location}: bucket {self.bucket} does not exist")
+        raise StoreError(f"store {self.location}: {what}: {found.message}")
+
+    def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
+        raw = self._download(chunk_id)
+        chunk = Chunk(chunk_id, data=raw) if self.options.uncompressed else Chunk(chunk_id, compressed=raw)
+        if not self.options.skip_verify:
+            chunk.verify(self.options.digest, self.location, size_hint)
+        return chunk
+
+    def _download(self, chunk_id: bytes) -> bytes:
+        """GET the object; a body cut short is fetched again (botocore retries only the request itself)."""
+        key = self.key(chunk_id)
+        attempt = 0
+        while True:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except Exception as exc:
+                found = _failure(exc)
+                if found is not None and found.code in _MISSING:
+                    raise ChunkMissing(chunk_id, self.location) from None
+                self.fail(exc, f"chunk {chunk_id.hex()}")
+            try:
+                data: bytes = body.read()
+                return data
+            except Exception as read_error:
+                if _failure(read_error) is None or attempt >= self.options.error_retry:
+                    self.fail(read_error, f"chunk {chunk_id.hex()}")
+            finally:
+                body.close()
+            time.sleep(self.options.error_retry_base_interval * (2 ** attempt))
+            attempt += 1
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(chunk_id))
+        except Exception as exc:
+            found = _failure(exc)
+            if found is not None and found.code in _MISSING:
+                return False
+            self.fail(exc, f"chunk {chunk_id.hex()}")
+        return True
+
+    @property
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def parallelism(self) -> int:
+        return max(1, self.options.workers)
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        body = chunk.stored_form(self.options.uncompressed)
+        kind = "application/octet-stream" if self.options.uncompressed else "application/zstd"
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(chunk.id), Body=body, ContentType=kind)
+        except Exception as exc:
+            self.fail(exc, f"cannot store chunk {chunk.id.hex()}")
+
+    def remove_chunk(self, chunk_id: bytes) -> None:
+        """Delete the object; S3 answers a delete of a missing object with success too."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(chunk_id))
+        except Exception as exc:
+            self.fail(exc, f"cannot remove chunk {chunk_id.hex()}")
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        return _ChunkListing(self)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def chunk_id_from_key(name: str, suffix: str) -> bytes | None:
+    """``<id[:4]>/<id><suffix>`` (a key with the store prefix removed) to the ID; None for other keys."""
+    if len(name) != 69 + len(suffix) or name[4] != "/" or not name.endswith(suffix):
+        return None
+    hex_id = name[5:69]
+    if not hex_id.startswith(name[:4]) or not all(c in _HEX for c in hex_id):
+        return None
+    return bytes.fromhex(hex_id)
+
+
+class _ChunkListing:
+    """Chunk IDs of a store, a page of the bucket listing at a time; other objects are skipped.
+
+    An iterator class rather than a generator: listing errors are turned into
+    StoreErrors inside the loop, which compiled generators get wrong.
+    """
+
+    def __init__(self, store: S3Store) -> None:
+        self.store = store
+        paginator = store.client.get_paginator("list_objects_v2")
+        self.pages: Iterator[Any] = iter(paginator.paginate(Bucket=store.bucket, Prefix=store.prefix))
+        self.ids: list[bytes] = []
+        self.pos = 0
+
+    def __iter__(self) -> "_ChunkListing":
+        return self
+
+    def __next__(self) -> bytes:
+        while self.pos >= len(self.ids):
+            try:
+                page = next(self.pages)
+            except StopIteration:
+                raise
+            except Exception as exc:
+                self.store.fail(exc, "cannot list chunks")
+            self.ids = []
+            self.pos = 0
+            skip = len(self.store.prefix)
+            for obj in page.get("Contents", []) or []:
+                key: str = obj["Key"]
+                found = chunk_id_from_key(key[skip:], self.store.suffix) if key.startswith(self.store.prefix) else None
+                if found is not None:
+                    self.ids.append(found)
+        self.pos += 1
+        return self.ids[self.pos - 1]
+
+
+def open_s3_store(location: str, options: StoreOptions, writable: bool) -> Store:
+    """Factory for ``s3+http://`` and ``s3+https://`` store locations (buckets are never created)."""
+    return S3Store(location, options)
+
+
+def _index_object(location: str) -> tuple[S3Location, str]:
+    """``s3+http://h/bucket/dir/name.caibx`` -> (location, ``dir/name.caibx``)."""
+    loc = parse_location(location)
+    key = loc.prefix[:-1]
+    if not key or urllib.parse.urlsplit(location).path.endswith("/"):
+        raise DesyncError(f"index location {location!r} does not name an index file")
+    return loc, key
+
+
+def read_s3_index(location: str, options: StoreOptions) -> bytes:
+    loc, key = _index_object(location)
+    client = make_client(loc, credentials_for(loc.endpoint), options)
+    try:
+        body = client.get_object(Bucket=loc.bucket, Key=key)["Body"]
+        try:
+            data: bytes = body.read()
+        finally:
+            body.close()
+        return data
+    except Exception as exc:
+        found = _failure(exc)
+        if found is None:
+            raise
+        if found.code in _MISSING:
+            raise DesyncError(f"index {location} not found") from None
+        if found.code == "NoSuchBucket":
+            raise DesyncError(f"cannot read index {location}: bucket {loc.bucket} does not exist") from None
+        raise DesyncError(f"cannot read index {location}: {found.message}") from None
+    finally:
+        client.close()
+
+
+def write_s3_index(location: str, data: bytes, options: StoreOptions) -> None:
+    loc, key = _index_object(location)
+    client = make_client(loc, credentials_for(loc.endpoint), options)
+    try:
+        client.put_object(Bucket=loc.bucket, Key=key, Body=data, ContentType="application/octet-stream")
+    except Exception as exc:
+        found = _failure(exc)
+        if found is None:
+            raise
+        if found.code == "NoSuchBucket":
+            raise DesyncError(f"cannot write index {location}: bucket {loc.bucket} does not exist") from None
+        raise DesyncError(f"cannot write index {location}: {found.message}") from None
+    finally:
+        client.close()

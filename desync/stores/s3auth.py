@@ -1,0 +1,95 @@
+"""Where an S3 store's credentials and region come from, by the Go desync's rules.
+
+First the environment: ``S3_ACCESS_KEY``/``S3_SECRET_KEY``/``S3_SESSION_TOKEN``,
+or failing those ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``.
+Then the config file's ``s3-credentials`` entry for the endpoint, keyed
+like ``http://host:port`` (the location without ``s3+`` and without the
+bucket): ``access-key``/``secret-key``/``session-token``, or an
+``aws-credentials-file`` with an ``aws-profile``.  Nothing found means
+anonymous requests, as with the Go tool; the user's own ``~/.aws`` files
+are read only when a config entry names them, so a store never picks up
+credentials nobody pointed it at.
+"""
+
+import configparser
+import os
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..config import Config, current_config
+from ..errors import DesyncError
+
+DEFAULT_REGION: Final = "us-east-1"
+
+
+@dataclass(slots=True)
+class S3Credentials:
+    access_key: str = ""
+    secret_key: str = ""
+    session_token: str = ""
+    region: str = ""
+
+    @property
+    def anonymous(self) -> bool:
+        return not self.access_key and not self.secret_key
+
+
+def credentials_for(endpoint: str, config: Config | None = None) -> S3Credentials:
+    """Credentials and region for ``endpoint`` ("http://host:port" or "https://host")."""
+    env = os.environ
+    creds = S3Credentials(env.get("S3_ACCESS_KEY", ""), env.get("S3_SECRET_KEY", ""), env.get("S3_SESSION_TOKEN", ""))
+    if creds.anonymous:
+        creds = S3Credentials(env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", ""),
+                              env.get("AWS_SESSION_TOKEN", ""))
+    cfg = config if config is not None else current_config()
+    entry = cfg.s3_credentials_for(endpoint)
+    fields = _fields(entry, endpoint, cfg.path)
+    if creds.anonymous:
+        if fields.get("access-key") or fields.get("secret-key"):
+            creds = S3Credentials(fields.get("access-key", ""), fields.get("secret-key", ""),
+                                  fields.get("session-token", ""))
+        elif fields.get("aws-credentials-file"):
+            profile = fields.get("aws-profile") or env.get("AWS_PROFILE") or "default"
+            creds = read_aws_credentials(fields["aws-credentials-file"], profile)
+    creds.region = (env.get("S3_REGION") or fields.get("aws-region") or env.get("AWS_REGION")
+                    or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION)
+    return creds
+
+
+_KNOWN: Final = ("access-key", "secret-key", "session-token", "aws-credentials-file", "aws-profile", "aws-region")
+
+
+def _fields(entry: dict[str, Any], endpoint: str, path: str) -> dict[str, str]:
+    """The entry's known fields, each checked to be a string."""
+    fields: dict[str, str] = {}
+    for name in _KNOWN:
+        value = entry.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise DesyncError(f"config {path}: s3-credentials entry for {endpoint}: {name} must be a string")
+        fields[name] = value
+    return fields
+
+
+def read_aws_credentials(path: str, profile: str) -> S3Credentials:
+    """One profile of an AWS shared credentials file (INI: ``[profile]`` with ``aws_access_key_id`` ...)."""
+    parser = configparser.RawConfigParser(default_section="\x00")
+    expanded = os.path.expanduser(path)
+    try:
+        with open(expanded, encoding="utf-8") as f:
+            parser.read_file(f, expanded)
+    except OSError as exc:
+        raise DesyncError(f"cannot read AWS credentials file {path}: {exc.strerror}") from None
+    except (configparser.Error, UnicodeDecodeError) as bad:
+        raise DesyncError(f"AWS credentials file {path} is not valid: {' '.join(str(bad).split())}") from None
+    section = profile if parser.has_section(profile) else f"profile {profile}"
+    if not parser.has_section(section):
+        raise DesyncError(f"AWS credentials file {path} has no profile {profile!r}")
+    values = dict(parser.items(section))
+    access_key = values.get("aws_access_key_id", "").strip()
+    secret_key = values.get("aws_secret_access_key", "").strip()
+    if not access_key or not secret_key:
+        raise DesyncError(f"profile {profile!r} in AWS credentials file {path} lacks aws_access_key_id "
+                          "or aws_secret_access_key")
+    return S3Credentials(access_key, secret_key, values.get("aws_session_token", "").strip())

@@ -1,0 +1,110 @@
+"""mount-index: FUSE-mount a blob index as one read-only file, or an archive as a read-only tree.
+
+A blob index (.caibx) appears as a single file named like the index
+without its extension (as the Go desync names it); an archive index
+(.caidx) or a catar file appears as the directory tree it holds.  Reads
+fetch only the chunks they touch (see :mod:`desync.mount.blob`).  The
+command stays in the foreground until the mount is unmounted (fusermount3
+-u) or it gets SIGINT/SIGTERM, then unmounts and exits 0.
+"""
+
+import argparse
+import os
+import threading
+from typing import Any
+
+from ..errors import UsageError
+from ..mount import fuselib
+from ..mount.blob import BlobReader
+from ..mount.fs import BlobFS, MountOperations, TreeFS
+from ..mount.source import FileSource
+from ..mount.sparse import SparseFile
+from ..mount.tree import ArchiveTree
+from ..parallel import run_all
+from ..stores import Store
+from . import common
+
+
+def register(sub: "argparse._SubParsersAction[Any]") -> None:
+    p = sub.add_parser("mount-index", help="FUSE-mount a blob index as a file, or an archive as a tree",
+                       description="Mount the blob of INDEX read-only at MOUNTPOINT as one file named like the "
+                                   "index without its extension; reads fetch only the chunks they need. An "
+                                   "archive index (.caidx) or a catar file (.catar) is mounted as the directory "
+                                   "tree it holds. Runs until unmounted (fusermount3 -u MOUNTPOINT) or "
+                                   "interrupted (SIGINT/SIGTERM), then unmounts and exits 0. "
+                                   "With --cor-file, chunks read are also written to that sparse file, which "
+                                   "serves them from then on; --cor-state-save records which chunks it holds so "
+                                   "a later mount can reuse it without the store.")
+    common.add_store_options(p, cache=True)
+    p.add_argument("--cor-file", "--sparse-file", dest="cor_file", default="", metavar="FILE",
+                   help="copy-on-read sparse file used as a persistent cache of the blob")
+    p.add_argument("--cor-state-save", default="", metavar="FILE",
+                   help="file recording which chunks the copy-on-read file holds (written on unmount)")
+    p.add_argument("--cor-state-init", default="", metavar="FILE",
+                   help="state file whose chunks are loaded into a new copy-on-read file in the background")
+    p.add_argument("--cor-init-n", type=common.positive_int, default=10, metavar="N",
+                   help="parallel loads for --cor-state-init (default 10)")
+    p.add_argument("index", help="blob index (.caibx), archive index (.caidx) or catar file; '-' for stdin")
+    p.add_argument("mountpoint", help="directory to mount on")
+    p.set_defaults(func=run_mount_index)
+
+
+def blob_file_name(location: str) -> str:
+    """The Go desync's rule: the index's base name without its extension."""
+    base = os.path.basename(location.rstrip("/")) or location
+    stem, _ = os.path.splitext(base)
+    return stem or base
+
+
+def run_mount_index(args: argparse.Namespace) -> int:
+    if (args.cor_state_save or args.cor_state_init) and not args.cor_file:
+        raise UsageError("--cor-state-save and --cor-state-init need --cor-file")
+    library = fuselib.load_library()
+    fuselib.check_environment(args.mountpoint)
+    if args.index.endswith(".catar"):
+        if args.cor_file:
+            raise UsageError("--cor-file needs an index; a catar file is read directly")
+        source = FileSource(args.index)
+        try:
+            ops: MountOperations = TreeFS(ArchiveTree(source))
+            fuselib.serve(library, ops, args.mountpoint, f"desync:{os.path.basename(args.index)}")
+        finally:
+            source.close()
+        return 0
+    index = common.load_index(args.index, args)
+    store = common.read_store(args, index.digest)
+    sparse: SparseFile | None = None
+    reader: BlobReader | None = None
+    preload: threading.Thread | None = None
+    try:
+        if args.cor_file:
+            sparse = SparseFile(args.cor_file, index, args.cor_state_save, args.cor_state_init)
+        reader = BlobReader(index, store, workers=common.cpu_workers(args, store), sparse=sparse)
+        if sparse is not None and sparse.preload:
+            preload = _start_preload(reader, sparse.preload, args.cor_init_n)
+        name = blob_file_name(args.index)
+        if args.index.endswith(".caidx"):
+            ops = TreeFS(ArchiveTree(reader, expected_flags=index.flags))
+        else:
+            ops = BlobFS(reader, name)
+        fuselib.serve(library, ops, args.mountpoint, f"desync:{name}")
+    finally:
+        if reader is not None:
+            reader.close()
+        if preload is not None:
+            preload.join(timeout=10.0)
+        if sparse is not None:
+            try:
+                sparse.save_state()
+            finally:
+                sparse.close()
+        store.close()
+    return 0
+
+
+def _start_preload(reader: BlobReader, chunks: list[int], workers: int) -> threading.Thread:
+    """Fill the copy-on-read file from an init state while the mount serves reads (as the Go tool does)."""
+    thread = threading.Thread(target=run_all, args=(reader.preload, chunks, workers), daemon=True,
+                              name="desync-preload")
+    thread.start()
+    return thread

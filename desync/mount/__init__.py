@@ -1,0 +1,1 @@
+"""Read-only FUSE views of an index: a blob as one file, an archive as a tree."""

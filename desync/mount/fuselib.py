@@ -1,0 +1,122 @@
+"""Loading the FUSE binding (mfusepy, else fusepy) and serving a mount until it is unmounted.
+
+The binding is optional (``pip install desync[fuse]``) and imported only
+here, when a mount is made.  :func:`serve` runs libfuse's loop in the
+foreground; libfuse handles SIGINT, SIGTERM and SIGHUP by leaving the loop
+and unmounting, after which :func:`serve` returns normally.
+"""
+
+import errno
+import importlib
+import os
+import shutil
+import tempfile
+from ctypes.util import find_library
+from types import ModuleType
+from typing import Any
+
+from ..errors import DesyncError
+from .fs import MountOperations
+
+# Attribute/entry caching: the content never changes while mounted.
+CACHE_SECONDS = 3600.0
+
+
+def load_library() -> ModuleType:
+    """The FUSE binding: mfusepy, or fusepy (module ``fuse``) when mfusepy is absent.
+
+    mfusepy takes libfuse 2 when both are installed (casync pulls it in), but
+    unprivileged libfuse 2 mounts need the v2 ``fusermount``, which the
+    ``fuse3`` package replaces: so libfuse 3 is chosen unless
+    ``FUSE_LIBRARY_NAME`` says otherwise.
+    """
+    if find_library("fuse3"):
+        os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    missing_lib = ""
+    for name in ("mfusepy", "fuse"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        except OSError as lib_error:
+            # The binding is there but libfuse is not (the bindings raise this at import).
+            missing_lib = str(lib_error)
+            continue
+        if hasattr(module, "FUSE"):
+            return module
+    if missing_lib:
+        raise DesyncError(f"libfuse not found ({missing_lib}); install it (apt-get install fuse3)")
+    raise DesyncError("mounting needs the mfusepy package: pip install desync[fuse]")
+
+
+def check_environment(mountpoint: str) -> None:
+    """Fail with one clear line where libfuse would fail with several."""
+    if not os.path.exists("/dev/fuse"):
+        raise DesyncError("/dev/fuse is missing: this system cannot mount FUSE file systems")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise DesyncError("no permission to use /dev/fuse")
+    if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
+        raise DesyncError("fusermount3 is missing (apt-get install fuse3)")
+    if not os.path.isdir(mountpoint):
+        what = "is not a directory" if os.path.exists(mountpoint) else "does not exist"
+        raise DesyncError(f"mount point {mountpoint} {what}")
+
+
+def _fusepy_operations(ops: object) -> object:
+    """fusepy calls ``operations(name, *args)``; mfusepy looks methods up by name, which this keeps working."""
+
+    def call(self: object, op: str, *args: Any) -> Any:
+        method = getattr(ops, op, None)
+        if method is None:
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+        return method(*args)
+
+    names = [n for n in dir(ops) if not n.startswith("_")]
+    members: dict[str, Any] = {n: getattr(ops, n) for n in names}
+    members["__call__"] = call
+    members["use_ns"] = True
+    return type("Operations", (), members)()
+
+
+def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: str) -> None:
+    """Mount ``ops`` read-only at ``mountpoint`` and serve requests until unmounted.
+
+    Until the mount is up, libfuse's stderr goes to a temp file: a failure
+    then becomes one error line with libfuse's reason, and the noise libfuse
+    3.14 prints on every start is dropped.  Stopped by a signal, libfuse
+    reports a failure although it unmounted cleanly; a mount that had
+    started counts as a success.
+    """
+    options: dict[str, Any] = {
+        "foreground": True,
+        "ro": True,
+        "fsname": fsname,
+        "subtype": "desync",
+        "kernel_cache": True,
+        "use_ino": True,
+        "attr_timeout": CACHE_SECONDS,
+        "entry_timeout": CACHE_SECONDS,
+        "negative_timeout": CACHE_SECONDS,
+    }
+    target = ops if library.__name__ == "mfusepy" else _fusepy_operations(ops)
+    capture = tempfile.TemporaryFile()
+    saved = os.dup(2)
+    os.dup2(capture.fileno(), 2)
+
+    def restore_stderr() -> None:
+        os.dup2(saved, 2)
+
+    ops.on_start = restore_stderr
+    try:
+        library.FUSE(target, mountpoint, **options)
+    except RuntimeError:
+        if not ops.started:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines()
+            reason = "; ".join(line.strip() for line in lines if line.strip() and "max threads" not in line)
+            raise DesyncError(f"cannot mount {mountpoint}: {reason or 'libfuse failed'}") from None
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        capture.close()

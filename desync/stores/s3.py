@@ -15,6 +15,7 @@ answers and connection failures ("standard" mode), ``--error-retry`` times.
 import os
 import time
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
@@ -111,9 +112,8 @@ def make_client(loc: S3Location, creds: S3Credentials, options: StoreOptions) ->
     verify: bool | str = True
     if options.trust_insecure:
         verify = False
-        import urllib3
-
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        # urllib3 warns on every unverified request; -t asked for exactly that.
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request")
     elif options.ca_cert:
         verify = options.ca_cert
     # Anonymous requests go unsigned; placeholder keys keep botocore from searching for credentials.

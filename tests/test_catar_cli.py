@@ -99,3 +99,47 @@ def test_archive_errors_are_one_line(tmp_path: Path) -> None:
     proc = run_desync("tar", "--with=nonsense", tmp_path / "x.catar", tmp_path, check=False)
     assert "unknown archive feature" in assert_one_line_error(proc, status=2)
     assert not (tmp_path / "x.catar").exists()
+
+
+def _small_tree(root: Path) -> None:
+    (root / "sub").mkdir(parents=True)
+    for i in range(30):
+        (root / "sub" / f"f{i}").write_bytes(bytes([i]) * (5000 + 997 * i))
+    (root / "top").write_bytes(b"top")
+
+
+def test_failed_untar_into_a_new_directory_leaves_nothing(tmp_path: Path) -> None:
+    _small_tree(tmp_path / "src")
+    run_desync("tar", tmp_path / "a.catar", tmp_path / "src")
+    data = (tmp_path / "a.catar").read_bytes()
+    (tmp_path / "cut.catar").write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "out"
+    proc = run_desync("untar", tmp_path / "cut.catar", out, check=False)
+    assert "truncated" in assert_one_line_error(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.catar", "cut.catar", "src"]  # no out, no temp
+    run_desync("untar", tmp_path / "a.catar", out)
+    assert (out / "sub" / "f29").read_bytes() == (tmp_path / "src" / "sub" / "f29").read_bytes()
+
+
+def test_failed_untar_into_an_existing_directory_keeps_it(tmp_path: Path) -> None:
+    _small_tree(tmp_path / "src")
+    run_desync("tar", tmp_path / "a.catar", tmp_path / "src")
+    data = (tmp_path / "a.catar").read_bytes()
+    (tmp_path / "cut.catar").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine").write_bytes(b"kept")
+    proc = run_desync("untar", tmp_path / "cut.catar", out, check=False)
+    assert "truncated" in assert_one_line_error(proc)
+    assert (out / "mine").read_bytes() == b"kept"
+
+
+def test_failed_untar_to_a_tar_file_leaves_no_file(tmp_path: Path) -> None:
+    _small_tree(tmp_path / "src")
+    run_desync("tar", tmp_path / "a.catar", tmp_path / "src")
+    data = (tmp_path / "a.catar").read_bytes()
+    (tmp_path / "cut.catar").write_bytes(data[: len(data) // 2])
+    proc = run_desync("untar", "--output-format", "gnu-tar", tmp_path / "cut.catar", tmp_path / "out.tar",
+                      check=False)
+    assert "truncated" in assert_one_line_error(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.catar", "cut.catar", "src"]

@@ -31,6 +31,8 @@ import fcntl
 import grp
 import os
 import pwd
+import secrets
+import shutil
 import stat
 import struct
 from dataclasses import dataclass
@@ -87,8 +89,40 @@ def extract_stream(source: ByteSource, target_dir: str | bytes, options: Extract
 def extract_events(
     events: Iterable[Node | DirEnd], target_dir: str | bytes, options: ExtractOptions | None = None
 ) -> None:
-    """Extract decoded events into ``target_dir`` (created if missing)."""
-    _Extractor(options or ExtractOptions()).run(events, target_dir)
+    """Extract decoded events into ``target_dir``.
+
+    A missing ``target_dir`` appears only complete: the tree is built in a
+    temporary directory beside it and renamed into place at the end, and a
+    failure removes it.  An existing directory is extracted into in place,
+    as casync does (a failure leaves what was written so far).
+    """
+    opts = options or ExtractOptions()
+    path = os.fsdecode(target_dir)
+    if os.path.lexists(path):
+        _Extractor(opts).run(events, path)
+        return
+    parent, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(parent, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+        _Extractor(opts).run(events, tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            raise DesyncError(f"cannot move the extracted tree to {path}: {e.strerror}") from None
+    except BaseException:
+        _remove_tree(tmp, opts)
+        raise
+
+
+def _remove_tree(path: str, opts: ExtractOptions) -> None:
+    """Remove an unfinished tree (rmtree never follows its symlinks); a failure is a warning beside the error."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if opts.on_warning is not None:
+            opts.on_warning(f"cannot remove the unfinished extraction {path}: {e.strerror}")
 
 
 def _show(path: tuple[bytes, ...]) -> str:

@@ -232,8 +232,11 @@ def run_untar(args: argparse.Namespace) -> int:
                 catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=_warn)
                 sys.stdout.buffer.flush()
             else:
-                with open(args.target, "wb") as out:
-                    catar_to_tar(events, out, fmt, on_warning=_warn)
+                def write_tar(fd: int) -> None:
+                    with open(fd, "wb", closefd=False) as out:
+                        catar_to_tar(events, out, fmt, on_warning=_warn)
+
+                fsutil.write_atomic_with(args.target, write_tar)
     finally:
         if store is not None:
             store.close()

@@ -1,8 +1,17 @@
-"""Chunk compression: every format casync writes is readable, bad frames are refused."""
+"""Chunk compression: every format casync writes is readable, bad frames are refused.
+
+Both zstd bindings (``zstandard``, and the standard library's ``compression.zstd``
+that the zipapp falls back to) must write frames the other reads and agree on
+which frames are bad.
+"""
 
 import gzip
+import importlib
 import lzma
 import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 import pytest
 import zstandard
@@ -10,6 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from desync import compression
+from desync.constants import CHUNK_SIZE_LIMIT
+from desync.errors import DesyncError
 
 
 @given(st.binary(min_size=1, max_size=200_000))
@@ -44,3 +55,116 @@ def test_xz_and_gzip_chunks_are_read() -> None:
 def test_damaged_or_unknown_data_is_refused(raw: bytes) -> None:
     with pytest.raises(compression.CompressionError):
         compression.decompress(raw)
+
+
+def _stdlib_zstd() -> ModuleType | None:
+    """``compression.zstd`` (Python 3.14+), or the backport of exactly that API standing in for it on 3.11–3.13."""
+    for name in ("compression.zstd", "backports.zstd"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+STDLIB_ZSTD = _stdlib_zstd()
+requires_stdlib_zstd = pytest.mark.skipif(
+    STDLIB_ZSTD is None, reason="neither compression.zstd (Python 3.14+) nor backports.zstd is installed")
+BINDING_NAMES = ["zstandard", pytest.param("stdlib", marks=requires_stdlib_zstd)]
+
+
+def _binding(name: str) -> compression.ZstdBinding:
+    if name == "zstandard":
+        return compression.ZstandardBinding(zstandard)
+    assert STDLIB_ZSTD is not None
+    return compression.StdlibBinding(STDLIB_ZSTD)
+
+
+def test_zstandard_is_preferred_and_the_stdlib_module_is_the_fallback() -> None:
+    stand_in = ModuleType("compression.zstd")  # never touched while zstandard is there
+    assert isinstance(compression.choose_binding(zstandard, stand_in), compression.ZstandardBinding)
+    assert isinstance(compression.binding(), compression.ZstandardBinding)  # the compiled build's hot path
+
+
+@requires_stdlib_zstd
+def test_stdlib_module_is_used_without_zstandard() -> None:
+    assert isinstance(compression.choose_binding(None, STDLIB_ZSTD), compression.StdlibBinding)
+
+
+def test_no_zstd_library_is_a_one_line_error_naming_the_package() -> None:
+    with pytest.raises(DesyncError, match=r"^zstd compression needs the zstandard package.*pip install zstandard$"):
+        compression.choose_binding(None, None)
+
+
+@pytest.mark.parametrize("name", BINDING_NAMES)
+@given(data=st.binary(max_size=200_000))
+@settings(max_examples=30, deadline=None)
+def test_each_binding_round_trips_and_writes_what_zstandard_reads(name: str, data: bytes) -> None:
+    ours = _binding(name)
+    raw = ours.compress(data)
+    assert raw.startswith(b"\x28\xb5\x2f\xfd")
+    assert zstandard.get_frame_parameters(raw).content_size == len(data)
+    assert ours.decompress(raw, 0) == data
+    assert zstandard.ZstdDecompressor().decompress(raw) == data
+
+
+@requires_stdlib_zstd
+@given(data=st.binary(max_size=200_000))
+@settings(max_examples=30, deadline=None)
+def test_stdlib_binding_reads_what_zstandard_writes(data: bytes) -> None:
+    assert _binding("stdlib").decompress(_binding("zstandard").compress(data), 0) == data
+
+
+@requires_stdlib_zstd
+def test_both_bindings_write_the_same_bytes_on_the_same_libzstd() -> None:
+    assert STDLIB_ZSTD is not None
+    if tuple(STDLIB_ZSTD.zstd_version_info) != tuple(int(x) for x in zstandard.ZSTD_VERSION):
+        pytest.skip(f"different libzstd versions: {STDLIB_ZSTD.zstd_version_info} and {zstandard.ZSTD_VERSION}")
+    data = os.urandom(20_000) * 3 + b"casync" * 5000
+    assert _binding("stdlib").compress(data) == _binding("zstandard").compress(data)
+
+
+@pytest.mark.parametrize("name", BINDING_NAMES)
+def test_contexts_are_per_thread(name: str) -> None:
+    ours = _binding(name)
+    inputs = [os.urandom(1000) * (i + 1) for i in range(64)]
+    with ThreadPoolExecutor(8) as pool:
+        frames = list(pool.map(ours.compress, inputs))
+        back = list(pool.map(lambda raw: ours.decompress(raw, 0), frames))
+    assert back == inputs
+
+
+_CASYNC_DATA = b"casync" * 10000
+_CASYNC_FRAME = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(_CASYNC_DATA)
+_SIZED = zstandard.ZstdCompressor(level=3).compress(os.urandom(5000))
+_CHECKED = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(_CASYNC_DATA)
+# A header declaring one byte more than a chunk may hold.
+_HUGE = b"\x28\xb5\x2f\xfd\xe0" + struct.pack("<Q", CHUNK_SIZE_LIMIT + 1) + b"\x01\x00\x00"
+
+
+@pytest.mark.parametrize("name", BINDING_NAMES)
+@pytest.mark.parametrize("raw, size_hint, expected", [
+    (_CASYNC_FRAME, 0, len(_CASYNC_DATA)),
+    (_CASYNC_FRAME, len(_CASYNC_DATA), len(_CASYNC_DATA)),
+    (_CASYNC_FRAME + b"junk", 0, len(_CASYNC_DATA)),
+    (_SIZED + _SIZED, 0, 5000),
+    (_CHECKED, 0, len(_CASYNC_DATA)),
+    (zstandard.ZstdCompressor().compress(b""), 0, 0),
+    (_CASYNC_FRAME, 5000, None),
+    (_CASYNC_FRAME[:-5], 0, None),
+    (_CASYNC_FRAME[:-5], len(_CASYNC_DATA), None),
+    (_SIZED[:-5], 0, None),
+    (_CHECKED[:-1] + bytes([_CHECKED[-1] ^ 1]), 0, None),
+    (_HUGE, 0, None),
+    (b"\x28\xb5\x2f\xfd", 0, None),
+    (b"\x28\xb5\x2f\xfd\x00\x01", 0, None),
+], ids=["casync", "casync-hint", "trailing", "two-frames", "checksum", "empty", "larger-than-hint", "truncated",
+        "truncated-hint", "truncated-sized", "bad-checksum", "too-large", "magic-only", "bad-header"])
+def test_bindings_accept_and_refuse_the_same_frames(name: str, raw: bytes, size_hint: int,
+                                                    expected: int | None) -> None:
+    ours = _binding(name)
+    if expected is None:
+        with pytest.raises(compression.CompressionError, match=r"^(zstd|truncated zstd|chunk too large)"):
+            ours.decompress(raw, size_hint)
+    else:
+        assert len(ours.decompress(raw, size_hint)) == expected

@@ -143,3 +143,31 @@ def test_failed_untar_to_a_tar_file_leaves_no_file(tmp_path: Path) -> None:
                       check=False)
     assert "truncated" in assert_one_line_error(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.catar", "cut.catar", "src"]
+
+
+def test_ctrl_c_during_untar_into_a_new_directory_leaves_nothing(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from conftest import NEUTRAL_DIR, desync_env
+
+    _small_tree(tmp_path / "src")
+    run_desync("tar", tmp_path / "a.catar", tmp_path / "src")
+    data = (tmp_path / "a.catar").read_bytes()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "desync", "untar", "-", str(out)], stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=NEUTRAL_DIR, env=desync_env())
+    assert proc.stdin is not None
+    proc.stdin.write(data[: len(data) // 2])  # the rest never comes: extraction waits mid-archive
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.catar", "src"]

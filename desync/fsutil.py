@@ -17,6 +17,7 @@ from .errors import DesyncError
 
 _FILEIO: Final = fileio_module
 # copy_file_range refusals that mean "not between these files" (pipes, other file systems): copy through a buffer.
+COPY_BLOCK: Final = 1 << 20
 NO_COPY_RANGE: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF})
 
 
@@ -50,6 +51,36 @@ def pwrite_many(fd: int, pieces: list[tuple[bytes, int]]) -> None:
         return
     for data, offset in pieces:
         pwrite_all(fd, data, offset)
+
+
+def copy_bytes(src: int, offset: int, dst: int, size: int, kernel: list[bool]) -> int:
+    """Append ``size`` bytes of ``src`` to ``dst``, from ``offset`` (-1: from src's position).
+
+    The pure-Python twin of the C helpers' copy: in the kernel with
+    copy_file_range while ``kernel[0]`` holds (cleared when a pair of files
+    refuses it), else through a buffer.  Returns the bytes copied; fewer
+    than ``size`` means ``src`` ended early.
+    """
+    done = 0
+    while done < size:
+        at = None if offset < 0 else offset + done
+        if kernel[0]:
+            try:
+                n = os.copy_file_range(src, dst, size - done, at)
+            except OSError as exc:
+                if exc.errno not in NO_COPY_RANGE:
+                    raise
+                kernel[0] = False
+                continue
+        else:
+            want = min(size - done, COPY_BLOCK)
+            block = os.read(src, want) if at is None else os.pread(src, want, at)
+            write_all(dst, block)
+            n = len(block)
+        if n == 0:
+            break
+        done += n
+    return done
 
 
 def write_file_atomic(path: str, data: bytes | bytearray | memoryview, mode: int = 0o666,
@@ -109,32 +140,15 @@ def write_items(fd: int, items: list[bytes | tuple[int, int]]) -> tuple[int, int
 
 def _write_items_py(fd: int, items: list[bytes | tuple[int, int]]) -> tuple[int, int] | None:
     failed: tuple[int, int] | None = None
-    use_kernel = True
+    kernel = [True]
     for i, item in enumerate(items):
         if failed is not None:
             break
         try:
             if isinstance(item, bytes):
                 write_all(fd, item)
-                continue
-            src, left = item
-            while left > 0:
-                if use_kernel:
-                    try:
-                        n = os.copy_file_range(src, fd, left)
-                    except OSError as exc:
-                        if exc.errno not in NO_COPY_RANGE:
-                            raise
-                        use_kernel = False
-                        continue
-                else:
-                    block = os.read(src, min(left, 1 << 20))
-                    write_all(fd, block)
-                    n = len(block)
-                if n == 0:
-                    failed = (i, 0)
-                    break
-                left -= n
+            elif copy_bytes(item[0], -1, fd, item[1], kernel) < item[1]:
+                failed = (i, 0)
         except OSError as exc:
             failed = (i, exc.errno or errno.EIO)
     for item in items:

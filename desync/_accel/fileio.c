@@ -132,34 +132,46 @@ done:
 
 #define COPY_BUFFER (1 << 20)
 
-/* Copies n bytes from src's position to out: in the kernel when the pair allows, else through buf.
- * Returns 0, an errno, or -1 when src ended early. */
-static int copy_fd(int src, int out, off_t n, char *buf, size_t bufsize, int *kernel)
+static int write_fully(int fd, const char *p, Py_ssize_t left)
+{
+    while (left > 0) {
+        ssize_t w = write(fd, p, (size_t)left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += w;
+        left -= w;
+    }
+    return 0;
+}
+
+/* Appends n bytes of src to out: from *offset (advanced) or, when offset is NULL, from src's
+ * position.  In the kernel while the pair allows (*kernel), else through *buf (allocated on
+ * first need).  Returns 0, an errno, or -1 when src ended early. */
+static int copy_bytes(int src, off_t *offset, int out, long long n, char **buf, int *kernel)
 {
     while (n > 0) {
         ssize_t r;
         if (*kernel) {
-            r = copy_file_range(src, NULL, out, NULL, (size_t)n, 0);
+            r = copy_file_range(src, offset, out, NULL, (size_t)n, 0);
             if (r < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP ||
                           errno == EBADF)) {
                 *kernel = 0;
                 continue;
             }
         } else {
-            r = read(src, buf, (size_t)(n < (off_t)bufsize ? n : (off_t)bufsize));
+            if (!*buf && !(*buf = malloc(COPY_BUFFER)))
+                return ENOMEM;
+            size_t want = (size_t)(n < COPY_BUFFER ? n : COPY_BUFFER);
+            r = offset ? pread(src, *buf, want, *offset) : read(src, *buf, want);
             if (r > 0) {
-                ssize_t left = r;
-                char *p = buf;
-                while (left > 0) {
-                    ssize_t w = write(out, p, (size_t)left);
-                    if (w < 0) {
-                        if (errno == EINTR)
-                            continue;
-                        return errno;
-                    }
-                    p += w;
-                    left -= w;
-                }
+                int rc = write_fully(out, *buf, r);
+                if (rc)
+                    return rc;
+                if (offset)
+                    *offset += r;
             }
         }
         if (r < 0) {
@@ -223,38 +235,13 @@ static PyObject *write_items(PyObject *self, PyObject *args)
     char *buf = NULL;
     Py_BEGIN_ALLOW_THREADS
     int kernel = 1;
-    for (Py_ssize_t i = 0; i < n && !parse_error; i++) {
-        if (failed >= 0)
-            break;
-        if (fds[i] < 0) {
-            const char *p = data[i];
-            Py_ssize_t left = lens[i];
-            while (left > 0) {
-                ssize_t w = write(out, p, (size_t)left);
-                if (w < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    failed = i;
-                    failed_errno = errno;
-                    break;
-                }
-                p += w;
-                left -= w;
-            }
-            continue;
-        }
-        if (!buf)
-            buf = malloc(COPY_BUFFER);
-        if (!buf) {
+    for (Py_ssize_t i = 0; i < n && !parse_error && failed < 0; i++) {
+        int rc = fds[i] < 0 ? write_fully(out, data[i], lens[i])
+                            : copy_bytes(fds[i], NULL, out, (long long)lens[i], &buf, &kernel);
+        if (rc) {
             failed = i;
-            failed_errno = ENOMEM;
-            break;
+            failed_errno = rc < 0 ? 0 : rc;
         }
-        int rc = copy_fd(fds[i], out, (off_t)lens[i], buf, COPY_BUFFER, &kernel);
-        if (rc == 0)
-            continue;
-        failed = i;
-        failed_errno = rc < 0 ? 0 : rc;
     }
     for (Py_ssize_t i = 0; i < n; i++)
         if (fds[i] >= 0)
@@ -281,58 +268,6 @@ struct finish_job {
     int set_times;
     long long mtime_ns;
 };
-
-static int write_fully(int fd, const char *p, Py_ssize_t left)
-{
-    while (left > 0) {
-        ssize_t w = write(fd, p, (size_t)left);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        p += w;
-        left -= w;
-    }
-    return 0;
-}
-
-/* Copies src_size bytes at src_offset of src to fd's position, without moving src's position.
- * Returns 0, an errno, or -1 when the source ended early. */
-static int copy_range(int src, long long offset, long long size, int fd, char **buf, int *kernel)
-{
-    off_t off = (off_t)offset;
-    while (size > 0) {
-        ssize_t r;
-        if (*kernel) {
-            r = copy_file_range(src, &off, fd, NULL, (size_t)size, 0);
-            if (r < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP ||
-                          errno == EBADF)) {
-                *kernel = 0;
-                continue;
-            }
-        } else {
-            if (!*buf && !(*buf = malloc(COPY_BUFFER)))
-                return ENOMEM;
-            r = pread(src, *buf, (size_t)(size < COPY_BUFFER ? size : COPY_BUFFER), off);
-            if (r > 0) {
-                int rc = write_fully(fd, *buf, r);
-                if (rc)
-                    return rc;
-                off += r;
-            }
-        }
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (r == 0)
-            return -1;
-        size -= r;
-    }
-    return 0;
-}
 
 /* finish_files(jobs: list[tuple]) -> tuple[int, int, str] | None
  * Each job is (fd, blocks, src_fd, src_offset, src_size, uid, gid, mode, set_times, mtime_ns):
@@ -389,6 +324,7 @@ static PyObject *finish_files(PyObject *self, PyObject *arg)
     int kernel = 1;
     for (Py_ssize_t i = 0; i < n && !parse_error && failed < 0; i++) {
         struct finish_job *j = &jobs[i];
+        off_t src_offset = (off_t)j->src_offset;
         int rc = 0;
         for (Py_ssize_t b = 0; b < PyList_GET_SIZE(j->blocks) && !rc; b++) {
             PyObject *block = PyList_GET_ITEM(j->blocks, b);
@@ -396,7 +332,7 @@ static PyObject *finish_files(PyObject *self, PyObject *arg)
         }
         if (rc) {
             step = "write";
-        } else if (j->src_fd >= 0 && (rc = copy_range(j->src_fd, j->src_offset, j->src_size, j->fd, &buf, &kernel))) {
+        } else if (j->src_fd >= 0 && (rc = copy_bytes(j->src_fd, &src_offset, j->fd, j->src_size, &buf, &kernel))) {
             step = "copy";
         } else if (j->uid >= 0 && fchown(j->fd, (uid_t)j->uid, (gid_t)j->gid) != 0) {
             rc = errno;

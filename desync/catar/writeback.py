@@ -23,7 +23,6 @@ from ..errors import DesyncError
 BATCH_JOBS: Final = 64
 BATCH_BYTES: Final = 4 << 20
 MAX_BATCHES: Final = 4
-_COPY_BLOCK: Final = 1 << 20
 _FILEIO: Final = fileio_module
 
 
@@ -106,7 +105,7 @@ def finish_batch(jobs: list[FileJob]) -> None:
 def _finish_py(jobs: list[FileJob]) -> tuple[int, int, str] | None:
     """What the C helper does, step for step."""
     failed: tuple[int, int, str] | None = None
-    use_kernel = [True]
+    kernel = [True]
     for i, job in enumerate(jobs):
         if failed is not None:
             break
@@ -115,7 +114,8 @@ def _finish_py(jobs: list[FileJob]) -> tuple[int, int, str] | None:
             for block in job.blocks:
                 fsutil.write_all(job.fd, block)
             step = "copy"
-            if job.src_fd >= 0 and not _copy_range(job.src_fd, job.src_offset, job.src_size, job.fd, use_kernel):
+            if job.src_fd >= 0 and fsutil.copy_bytes(job.src_fd, job.src_offset, job.fd, job.src_size,
+                                                     kernel) < job.src_size:
                 failed = (i, 0, step)
                 continue
             if job.uid >= 0:
@@ -135,27 +135,5 @@ def _finish_py(jobs: list[FileJob]) -> tuple[int, int, str] | None:
 
 def copy_range(src: int, offset: int, size: int, dst: int, path: tuple[bytes, ...]) -> None:
     """Append ``size`` bytes of ``src`` at ``offset`` to ``dst`` (in the kernel when possible)."""
-    if not _copy_range(src, offset, size, dst, [True]):
+    if fsutil.copy_bytes(src, offset, dst, size, [True]) < size:
         raise DesyncError(f"cannot extract {os.fsdecode(b'/'.join(path))}: archive truncated in file contents")
-
-
-def _copy_range(src: int, offset: int, size: int, dst: int, use_kernel: list[bool]) -> bool:
-    """Append ``size`` bytes of ``src`` at ``offset`` to ``dst``; False when the source ends early."""
-    while size > 0:
-        if use_kernel[0]:
-            try:
-                n = os.copy_file_range(src, dst, size, offset)
-            except OSError as exc:
-                if exc.errno not in fsutil.NO_COPY_RANGE:
-                    raise
-                use_kernel[0] = False
-                continue
-        else:
-            block = os.pread(src, min(size, _COPY_BLOCK), offset)
-            fsutil.write_all(dst, block)
-            n = len(block)
-        if n == 0:
-            return False
-        offset += n
-        size -= n
-    return True

@@ -8,6 +8,7 @@ never a partial one.
 import errno
 import os
 import secrets
+import stat
 import sys
 from collections.abc import Callable, Iterable
 from typing import BinaryIO, Final
@@ -162,3 +163,51 @@ def stdin_binary() -> "BinaryIO":
     if sys.stdin is None:
         raise DesyncError("standard input is not available")
     return sys.stdin.buffer
+
+
+class UnreadableFile(DesyncError):
+    """A path that must be a regular file of bounded size is something else (FIFO, device, directory, huge file)."""
+
+
+def open_regular(path: str, limit: int, dir_fd: int | None = None) -> tuple[int, int]:
+    """Open ``path`` for reading only if it is a regular file of at most ``limit`` bytes: ``(fd, size)``.
+
+    Opened non-blocking so a FIFO under the name cannot hang the caller,
+    then checked with ``fstat`` on the open descriptor (no race with a
+    rename).  Raises :class:`UnreadableFile` for anything else and OSError
+    (FileNotFoundError, ...) as ``os.open`` does.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableFile(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise UnreadableFile(f"{path}: {st.st_size} bytes, more than the {limit} allowed")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
+    """The content of a regular file of at most ``limit`` bytes (see :func:`open_regular`).
+
+    Reads at most ``limit + 1`` bytes, so a file that grows after the check
+    is still refused rather than read without bound.
+    """
+    fd, size = open_regular(path, limit, dir_fd)
+    try:
+        chunks = []
+        total = 0
+        while True:
+            block = os.read(fd, max(size - total, 1 << 16) if total <= limit else 1)
+            if not block:
+                break
+            total += len(block)
+            if total > limit:
+                raise UnreadableFile(f"{path}: grew past the {limit} bytes allowed while being read")
+            chunks.append(block)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

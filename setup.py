@@ -19,6 +19,7 @@ NOT_COMPILED = {
     "desync/__main__.py",
     "desync/_version.py",
     "desync/_accel/__init__.py",
+    "desync/rawio.py",
 }
 
 

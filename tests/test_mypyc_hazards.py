@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-SOURCES = sorted((Path(__file__).parent.parent / "desync").rglob("*.py"))
+PACKAGE = Path(__file__).parent.parent / "desync"
+SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
 def _tree(path: Path) -> ast.AST:
@@ -65,3 +66,25 @@ def test_no_dataclass_field_annotated_object(path: Path) -> None:
             for stmt in node.body:
                 if isinstance(stmt, ast.AnnAssign):
                     assert ast.unparse(stmt.annotation) != "object", f"{path}:{stmt.lineno}"
+
+
+# Modules setup.py leaves interpreted; everything else under desync/ is compiled.
+INTERPRETED = {"__main__.py", "_version.py", "_accel/__init__.py", "rawio.py"}
+IO_BASES = {"io.RawIOBase", "io.BufferedIOBase", "io.IOBase", "io.TextIOBase", "RawIOBase", "BufferedIOBase", "IOBase"}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_no_compiled_subclass_of_io_base_classes(path: Path) -> None:
+    """On Python 3.12+ a compiled subclass of io's C base classes fails at import (managed dict vs dict slot)."""
+    if path.relative_to(PACKAGE).as_posix() in INTERPRETED:
+        return
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.ClassDef):
+            bases = {ast.unparse(b) for b in node.bases}
+            assert not bases & IO_BASES, f"{path}:{node.lineno} {node.name} (put it in desync/rawio.py)"
+
+
+def test_interpreted_modules_match_setup_py() -> None:
+    setup = (Path(__file__).parent.parent / "setup.py").read_text()
+    for name in INTERPRETED:
+        assert f'"desync/{name}"' in setup, name

@@ -41,6 +41,7 @@ from ..errors import DesyncError, UsageError
 from ..index import Index
 from ..ops.make import MakeStats, chunk_stream
 from ..parallel import ordered_map
+from ..rawio import BlockSource
 from ..stores import Store
 from . import common
 
@@ -183,27 +184,9 @@ def run_tar(args: argparse.Namespace) -> int:
 
 
 
-class IndexReader(io.RawIOBase):
+def _index_blocks(index: Index, store: Store, workers: int) -> BlockSource:
     """The byte stream an archive index describes, fetched from the store in order."""
-
-    def __init__(self, index: Index, store: Store, workers: int) -> None:
-        super().__init__()
-        self._blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers)
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            try:
-                self._buf = memoryview(next(self._blocks))
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
+    return BlockSource(ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers))
 
 
 def _events(args: argparse.Namespace, location: str) -> tuple[Iterator[Node | DirEnd], Store | None]:
@@ -211,7 +194,7 @@ def _events(args: argparse.Namespace, location: str) -> tuple[Iterator[Node | Di
     if args.index or location.endswith(".caidx"):
         index = common.load_index(location, args)
         store = common.read_store(args, index.digest)
-        source: ByteSource = io.BufferedReader(IndexReader(index, store, args.workers), 1 << 20)
+        source: ByteSource = io.BufferedReader(_index_blocks(index, store, args.workers), 1 << 20)
         return decode(source, expected_flags=index.flags), store
     return decode(_open_input(location)), None
 

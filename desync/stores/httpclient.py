@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from .._version import __version__
 from ..errors import StoreError
+from ..rawio import SocketSource
 from .base import StoreOptions
 
 USER_AGENT: Final = f"desync/{__version__}"
@@ -69,7 +70,7 @@ class Connection:
                 rfile: "io.BufferedReader[Any]" = io.BufferedReader(socket.SocketIO(sock, "rb"), RECV_BUFFER)
             else:
                 _kernel_timeouts(sock, timeout)
-                rfile = io.BufferedReader(_Receiver(sock), RECV_BUFFER)
+                rfile = io.BufferedReader(SocketSource(sock), RECV_BUFFER)
         except BaseException:
             sock.close()
             raise
@@ -162,23 +163,6 @@ def _kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
         value = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-
-
-class _Receiver(io.RawIOBase):
-    """Raw reads of a socket with kernel timeouts, a timeout surfacing as TimeoutError."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self.sock = sock
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return self.sock.recv_into(buffer)
-        except BlockingIOError:
-            raise TimeoutError("timed out") from None
 
 
 def _number(text: str, base: int = 10) -> int:

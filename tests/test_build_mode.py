@@ -11,6 +11,7 @@ import desync.index
 MODE = os.environ.get("DESYNC_TEST_MODE", "")
 
 
+@pytest.mark.smoke
 @pytest.mark.skipif(MODE != "compiled", reason="only meaningful in the compiled run of scripts/test")
 def test_compiled_run_uses_mypyc_modules_and_the_c_chunker() -> None:
     assert not desync.index.__file__.endswith(".py"), desync.index.__file__

@@ -31,6 +31,11 @@ OPTION_TYPES: Final[dict[str, type]] = {
     "http-auth": str,
     "http-cookie": str,
 }
+# Keys of an s3-credentials entry (desync.stores.s3auth reads them).
+S3_CREDENTIAL_KEYS: Final = ("access-key", "secret-key", "session-token", "aws-credentials-file", "aws-profile",
+                             "aws-region")
+# The sections of the file.
+TOP_LEVEL_KEYS: Final = ("s3-credentials", "store-options")
 _DURATION: Final = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -110,8 +115,8 @@ def _check_entry(key: str, entry: object, path: str) -> dict[str, Any]:
         where = f"config {path}: store-options[{key!r}].{name}"
         want = OPTION_TYPES.get(name)
         if want is None:
-            checked[name] = value
-        elif want is float:
+            raise _unknown_key(path, name, f"store-options[{key!r}]", tuple(OPTION_TYPES))
+        if want is float:
             checked[name] = parse_duration(value, where)
         elif want is int:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -124,6 +129,11 @@ def _check_entry(key: str, entry: object, path: str) -> dict[str, Any]:
     return checked
 
 
+def _unknown_key(path: str, name: object, where: str, known: tuple[str, ...]) -> DesyncError:
+    """A misspelt key would otherwise be ignored without a word (a timeout that never applies)."""
+    return DesyncError(f"config {path}: unknown key {name!r} in {where} (known: {', '.join(known)})")
+
+
 def parse_config(text: str, path: str) -> Config:
     try:
         doc = json.loads(text) if text.strip() else {}
@@ -131,6 +141,9 @@ def parse_config(text: str, path: str) -> Config:
         raise DesyncError(f"config {path}: invalid JSON: {exc.msg} (line {exc.lineno})") from None
     if not isinstance(doc, dict):
         raise DesyncError(f"config {path}: expected a JSON object")
+    for name in doc:
+        if name not in TOP_LEVEL_KEYS:
+            raise _unknown_key(path, name, "the top level", TOP_LEVEL_KEYS)
     cfg = Config(path=path)
     options = doc.get("store-options", {})
     creds = doc.get("s3-credentials", {})
@@ -140,6 +153,9 @@ def parse_config(text: str, path: str) -> Config:
     for key, value in creds.items():
         if not isinstance(value, dict):
             raise DesyncError(f"config {path}: s3-credentials[{key!r}] must be an object")
+        for name in value:
+            if name not in S3_CREDENTIAL_KEYS:
+                raise _unknown_key(path, name, f"s3-credentials[{key!r}]", S3_CREDENTIAL_KEYS)
     cfg.s3_credentials = {str(k): dict(v) for k, v in creds.items()}
     return cfg
 

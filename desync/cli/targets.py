@@ -18,6 +18,7 @@ from ..constants import CA_FORMAT_ENTRY, CA_FORMAT_INDEX, INDEX_HEADER_SIZE
 from ..errors import UsageError
 
 INDEX_SUFFIXES: Final = (".caibx", ".caidx")
+_KINDS: Final = {".caibx": "a blob index", ".caidx": "an archive index", ".catar": "a catar archive"}
 _RECORD_HEADER: Final = struct.Struct("<QQ")
 # Size of the ENTRY record a catar starts with.
 _ENTRY_SIZE: Final = 64
@@ -76,10 +77,10 @@ def check_index_target(location: str, suffix: str, force: bool) -> None:
     path = _local_path(location)
     if force or path is None or path.endswith(suffix):
         return
-    other = next((s for s in INDEX_SUFFIXES if s != suffix and path.endswith(s)), "")
+    other = next((s for s in (*INDEX_SUFFIXES, ".catar") if s != suffix and path.endswith(s)), "")
     if other:
-        raise UsageError(f"{location} is named like a {other} index but this command writes a {suffix} index "
-                         f"(name it *{suffix}, or use --force)")
+        raise UsageError(f"{location} is named like {_KINDS[other]} ({other}) but this command writes "
+                         f"{_KINDS[suffix]} (name it *{suffix}, or use --force)")
     if is_index_file(path):
         return
     raise _refusal(location, "an index", suffix, path)

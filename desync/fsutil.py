@@ -160,11 +160,17 @@ def adopt_attributes(fd: int, existing: os.stat_result) -> None:
 
 
 def replace_user_file(path: str, produce: Callable[[int], None]) -> None:
-    """:func:`write_atomic_with` for a file the user named: keeps a symlink, the mode and the owner."""
+    """:func:`write_atomic_with` for a file the user named: keeps a symlink, the mode and the owner.
+
+    Anything but a regular file (a device, a directory, a FIFO) is refused:
+    the rename would replace the node itself, not write into it.
+    """
     real, existing = resolve_target(path)
-    if existing is None or not stat.S_ISREG(existing.st_mode):
+    if existing is None:
         write_atomic_with(real, produce)
         return
+    if not stat.S_ISREG(existing.st_mode):
+        raise DesyncError(f"{path} is not a regular file; refusing to replace it")
     kept = existing
 
     def adopt_then_produce(fd: int) -> None:

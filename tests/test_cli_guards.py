@@ -152,3 +152,12 @@ def test_untar_of_a_blob_index_says_to_use_extract(tmp_path: Path, with_i: bool)
     proc = run_desync("untar", *args, "-s", store, idx, tmp_path / "out", check=False)
     assert "desync extract" in assert_one_line_error(proc, status=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_index_writes_refuse_to_replace_a_device_node_behind_a_symlink(tmp_path: Path) -> None:
+    src, _, _ = _blob(tmp_path)
+    link = tmp_path / "disk.caibx"
+    link.symlink_to("/dev/null")
+    line = assert_one_line_error(run_desync("make", link, src, check=False))
+    assert "not a regular file" in line, line
+    assert Path("/dev/null").is_char_device() and link.is_symlink()

@@ -184,8 +184,6 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> 
     if cache_location:
         try:
             cache_store = open_location(cache_location, args, digest, writable=True)
-        except UsageError:
-            raise
         except StoreError as unusable:
             warn(f"cache {cache_location} is not usable, continuing without it: {unusable}")
             return store

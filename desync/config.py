@@ -31,6 +31,13 @@ OPTION_TYPES: Final[dict[str, type]] = {
     "http-auth": str,
     "http-cookie": str,
 }
+# Keys of an s3-credentials entry (desync.stores.s3auth reads them).
+S3_CREDENTIAL_KEYS: Final = ("access-key", "secret-key", "session-token", "aws-credentials-file", "aws-profile",
+                             "aws-region")
+# Top-level settings of older Go desync configs, kept as defaults for every store -> the store option they set.
+LEGACY_DEFAULTS: Final = {"http-timeout": "timeout", "http-error-retry": "error-retry"}
+# The sections of the file.
+TOP_LEVEL_KEYS: Final = ("s3-credentials", "store-options", *LEGACY_DEFAULTS)
 _DURATION: Final = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -45,9 +52,14 @@ class Config:
     path: str = ""
     store_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     s3_credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Store options every location gets unless its store-options entry says otherwise.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        doc = {"s3-credentials": self.s3_credentials, "store-options": self.store_options}
+        doc: dict[str, Any] = {"s3-credentials": self.s3_credentials, "store-options": self.store_options}
+        for legacy, option in LEGACY_DEFAULTS.items():
+            if option in self.defaults:
+                doc[legacy] = self.defaults[option]
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     def options_for(self, location: str) -> dict[str, Any]:
@@ -56,7 +68,7 @@ class Config:
         if len(matches) > 1:
             raise DesyncError(f"config {self.path}: several store-options entries match {location!r}: "
                               + ", ".join(sorted(matches)))
-        return dict(self.store_options[matches[0]]) if matches else {}
+        return {**self.defaults, **(self.store_options[matches[0]] if matches else {})}
 
     def s3_credentials_for(self, endpoint: str) -> dict[str, Any]:
         """The s3-credentials entry for ``endpoint`` ("http://host:port", as the Go tool keys them).
@@ -110,8 +122,8 @@ def _check_entry(key: str, entry: object, path: str) -> dict[str, Any]:
         where = f"config {path}: store-options[{key!r}].{name}"
         want = OPTION_TYPES.get(name)
         if want is None:
-            checked[name] = value
-        elif want is float:
+            raise _unknown_key(path, name, f"store-options[{key!r}]", tuple(OPTION_TYPES))
+        if want is float:
             checked[name] = parse_duration(value, where)
         elif want is int:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -124,6 +136,11 @@ def _check_entry(key: str, entry: object, path: str) -> dict[str, Any]:
     return checked
 
 
+def _unknown_key(path: str, name: object, where: str, known: tuple[str, ...]) -> DesyncError:
+    """A misspelt key would otherwise be ignored without a word (a timeout that never applies)."""
+    return DesyncError(f"config {path}: unknown key {name!r} in {where} (known: {', '.join(known)})")
+
+
 def parse_config(text: str, path: str) -> Config:
     try:
         doc = json.loads(text) if text.strip() else {}
@@ -131,15 +148,25 @@ def parse_config(text: str, path: str) -> Config:
         raise DesyncError(f"config {path}: invalid JSON: {exc.msg} (line {exc.lineno})") from None
     if not isinstance(doc, dict):
         raise DesyncError(f"config {path}: expected a JSON object")
+    for name in doc:
+        if name not in TOP_LEVEL_KEYS:
+            raise _unknown_key(path, name, "the top level", TOP_LEVEL_KEYS)
     cfg = Config(path=path)
     options = doc.get("store-options", {})
     creds = doc.get("s3-credentials", {})
     if not isinstance(options, dict) or not isinstance(creds, dict):
         raise DesyncError(f"config {path}: store-options and s3-credentials must be objects")
     cfg.store_options = {str(k): _check_entry(str(k), v, path) for k, v in options.items()}
+    legacy = {option: doc[name] for name, option in LEGACY_DEFAULTS.items() if name in doc}
+    if isinstance(legacy.get("timeout"), int) and not isinstance(legacy["timeout"], bool):
+        legacy["timeout"] = legacy["timeout"] / 1e9  # Go writes a time.Duration as nanoseconds
+    cfg.defaults = _check_entry("*", legacy, path) if legacy else {}
     for key, value in creds.items():
         if not isinstance(value, dict):
             raise DesyncError(f"config {path}: s3-credentials[{key!r}] must be an object")
+        for name in value:
+            if name not in S3_CREDENTIAL_KEYS:
+                raise _unknown_key(path, name, f"s3-credentials[{key!r}]", S3_CREDENTIAL_KEYS)
     cfg.s3_credentials = {str(k): dict(v) for k, v in creds.items()}
     return cfg
 

@@ -170,3 +170,8 @@ def time_granularity(flags: int) -> int:
     if flags & WITH_2SEC_TIME:
         return 2_000_000_000
     return 0
+
+
+def describes_archive(flags: int) -> bool:
+    """True for an archive index (.caidx) header: casync writes only policy bits into a blob index's."""
+    return bool(flags & WITH_MASK)

@@ -125,6 +125,61 @@ def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o6
         raise
 
 
+def resolve_target(path: str) -> tuple[str, os.stat_result | None]:
+    """The file to replace when writing ``path``, and its status (None when there is none yet).
+
+    A symlink stays a symlink: the file it points at is replaced, as a
+    user with an A/B slot link (``current -> slot-b.img``) expects.  A
+    dangling link gets its target created.
+    """
+    real = os.path.realpath(path) if os.path.islink(path) else path
+    try:
+        return real, os.stat(real)
+    except FileNotFoundError:
+        return real, None
+
+
+def adopt_attributes(fd: int, existing: os.stat_result) -> None:
+    """Give the replacement ``fd`` the owner and permission bits of the file it replaces.
+
+    Permissions are never widened: an image kept 0600 stays 0600.  Where
+    the owner cannot be kept (not root), the file becomes the caller's and
+    loses any set-user/group-ID bit instead of granting them to the caller.
+    """
+    mode = stat.S_IMODE(existing.st_mode)
+    try:
+        if (existing.st_uid, existing.st_gid) != (os.geteuid(), os.getegid()):
+            os.fchown(fd, existing.st_uid, existing.st_gid)
+    except PermissionError:
+        mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        try:
+            os.fchown(fd, -1, existing.st_gid)
+        except PermissionError:
+            pass
+    os.fchmod(fd, mode)
+
+
+def replace_user_file(path: str, produce: Callable[[int], None]) -> None:
+    """:func:`write_atomic_with` for a file the user named: keeps a symlink, the mode and the owner.
+
+    Anything but a regular file (a device, a directory, a FIFO) is refused:
+    the rename would replace the node itself, not write into it.
+    """
+    real, existing = resolve_target(path)
+    if existing is None:
+        write_atomic_with(real, produce)
+        return
+    if not stat.S_ISREG(existing.st_mode):
+        raise DesyncError(f"{path} is not a regular file; refusing to replace it")
+    kept = existing
+
+    def adopt_then_produce(fd: int) -> None:
+        adopt_attributes(fd, kept)
+        produce(fd)
+
+    write_atomic_with(real, adopt_then_produce)
+
+
 def write_items(fd: int, items: list[bytes | tuple[int, int]]) -> tuple[int, int] | None:
     """Append ``items`` to ``fd``: bytes as they are, ``(src_fd, size)`` as the next ``size`` bytes of src_fd.
 

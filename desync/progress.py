@@ -9,15 +9,24 @@ import os
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Final, TextIO
+
+BYTES: Final = "bytes"
 
 
 class Progress:
-    """Thread-safe counter; subclasses decide how (and whether) to show it."""
+    """Thread-safe counter; subclasses decide how (and whether) to show it.
 
-    def __init__(self, label: str, total: int) -> None:
+    ``unit`` is what is counted: ``"bytes"`` (shown as MiB and MiB/s) or a
+    plural noun such as ``"chunks"``.  A ``total`` of 0 means unknown (a
+    stream, a store being listed): then only the amount done and the rate
+    are shown.
+    """
+
+    def __init__(self, label: str, total: int, unit: str = BYTES) -> None:
         self.label = label
         self.total = total
+        self.unit = unit
         self.done = 0
         self._lock = threading.Lock()
 
@@ -38,8 +47,8 @@ class Progress:
 class _Shown(Progress):
     interval = 0.2
 
-    def __init__(self, label: str, total: int, stream: TextIO, parsable: bool) -> None:
-        super().__init__(label, total)
+    def __init__(self, label: str, total: int, unit: str, stream: TextIO, parsable: bool) -> None:
+        super().__init__(label, total, unit)
         self.stream = stream
         self.parsable = parsable
         self.start = time.monotonic()
@@ -52,13 +61,22 @@ class _Shown(Progress):
         while not self._stop.wait(interval):
             self._draw(final=False)
 
+    def _amount(self, n: float) -> str:
+        return f"{n / 1048576:.1f} MiB" if self.unit == BYTES else f"{n:.0f} {self.unit}"
+
     def _draw(self, final: bool) -> None:
-        done, total = self.done, max(self.total, 1)
-        frac = min(done / total, 1.0)
+        done = self.done
         elapsed = max(time.monotonic() - self.start, 1e-6)
         rate = done / elapsed
+        speed = f"{self._amount(rate)}/s"
+        if self.total <= 0:
+            line = f"{self.label} {self._amount(done)} {speed}"
+            self.stream.write(f"{line}\n" if self.parsable else f"\r{line}  {chr(10) if final else ''}")
+            self.stream.flush()
+            return
+        total = self.total
+        frac = min(done / total, 1.0)
         eta = (total - done) / rate if rate > 0 and done < total else 0.0
-        speed = f"{rate / 1048576:.1f} MiB/s"
         clock = f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
         pct = f"{int(frac * 100)}%"
         if self.parsable:
@@ -78,11 +96,11 @@ class _Shown(Progress):
             self._draw(final=True)
 
 
-def progress(label: str, total: int) -> Progress:
+def progress(label: str, total: int, unit: str = BYTES) -> Progress:
     """A progress reporter suited to where stderr goes."""
     parsable = os.environ.get("DESYNC_ENABLE_PARSABLE_PROGRESS", "") != ""
     forced = os.environ.get("DESYNC_PROGRESSBAR_ENABLED", "") != ""
     stream = sys.stderr
     if parsable or forced or stream.isatty():
-        return _Shown(label, total, stream, parsable)
-    return Progress(label, total)
+        return _Shown(label, total, unit, stream, parsable)
+    return Progress(label, total, unit)

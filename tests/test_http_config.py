@@ -88,3 +88,12 @@ def test_config_command_prints_and_writes(tmp_path: Path) -> None:
     other = tmp_path / "other.json"
     run_desync("--config", other, "config", "-w", env=env)
     assert json.loads(other.read_text()) == {"s3-credentials": {}, "store-options": {}}
+
+
+def test_go_desync_top_level_http_settings_are_defaults_for_every_store(tmp_path: Path) -> None:
+    """Older Go desync configs set http-timeout (a time.Duration: nanoseconds) and http-error-retry at the top."""
+    cfg = parse_config('{"http-timeout": 30000000000, "http-error-retry": 7, '
+                       '"store-options": {"http://a/*": {"error-retry": 2}}}', "c.json")
+    assert cfg.options_for("http://b/store") == {"timeout": 30.0, "error-retry": 7}
+    assert cfg.options_for("http://a/store") == {"timeout": 30.0, "error-retry": 2}
+    assert parse_config('{"http-timeout": "1m"}', "c.json").options_for("x") == {"timeout": 60.0}

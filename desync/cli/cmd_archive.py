@@ -41,9 +41,10 @@ from ..errors import DesyncError, UsageError
 from ..index import Index
 from ..ops.make import MakeStats, chunk_stream
 from ..parallel import ordered_map
+from ..progress import Progress
 from ..rawio import BlockSource
 from ..stores import Store
-from . import common
+from . import common, targets
 
 
 def _add_feature_options(p: argparse.ArgumentParser) -> None:
@@ -76,7 +77,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--input-format", choices=("disk", "tar"), default="disk",
                    help="SOURCE is a directory (disk, default) or a tar stream (tar)")
     _add_feature_options(p)
-    p.add_argument("archive", help="catar file, or .caidx with -i ('-' for stdout without -i)")
+    targets.add_force_option(p, "archive or index")
+    p.add_argument("archive", help="catar file to write (*.catar, '-' for stdout), or with -i the archive index "
+                                   "(*.caidx or an index store URL)")
     p.add_argument("source", help="directory to archive, or tar file/'-' with --input-format tar")
     p.set_defaults(func=run_tar)
 
@@ -159,82 +162,98 @@ def run_tar(args: argparse.Namespace) -> int:
     digest = digest_mod.by_name(args.digest)
     flags = archive_flags(args, digest)
     if args.index:
-        stream = _bytes_only(_archive_stream(args, flags))
         if args.archive == "-":
             raise UsageError("an archive index needs a file name")
+        targets.check_index_target(args.archive, ".caidx", args.force)
+        stream = _bytes_only(_archive_stream(args, flags))
         chunker = common.chunker_from(args)
         store: Store | None = None
         if args.stores:
             store = common.write_store(common.single_store_location(args), args, digest)
         try:
-            index = chunk_stream(stream, chunker, digest, store, workers=common.cpu_workers(args), flags=flags,
-                                 stats=MakeStats())
+            with common.show_progress("Chunking", 0) as prog:
+                index = chunk_stream(stream, chunker, digest, store, workers=common.cpu_workers(args), flags=flags,
+                                     progress=prog, stats=MakeStats())
         finally:
             if store is not None:
                 store.close()
         common.save_index(args.archive, index, args)
         return 0
+    targets.check_archive_target(args.archive, args.force)
     items = _archive_stream(args, flags, slices=True)
     if args.archive == "-":
         sys.stdout.flush()
         write_archive(sys.stdout.buffer.fileno(), items)
         return 0
-    fsutil.write_atomic_with(args.archive, lambda fd: write_archive(fd, items))
+    fsutil.replace_user_file(args.archive, lambda fd: write_archive(fd, items))
     return 0
 
 
 
-def _index_blocks(index: Index, store: Store, workers: int) -> BlockSource:
+def _index_blocks(index: Index, store: Store, workers: int, progress: Progress | None) -> BlockSource:
     """The byte stream an archive index describes, fetched from the store in order."""
-    return BlockSource(ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers))
+    blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers)
+    return BlockSource(blocks if progress is None else _counted(blocks, progress))
 
 
-def _events(args: argparse.Namespace, location: str) -> tuple[Iterator[Node | DirEnd], Store | None]:
-    """Decoded events of a catar file or archive index (and the store to close)."""
-    if args.index or location.endswith(".caidx"):
+def _counted(blocks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
+    for block in blocks:
+        progress.add(len(block))
+        yield block
+
+
+def _events(args: argparse.Namespace, location: str,
+            progress_label: str = "") -> tuple[Iterator[Node | DirEnd], Store | None, Progress | None]:
+    """Decoded events of a catar file or archive index, the store and the progress to close.
+
+    With ``progress_label``, an archive index's bytes are shown as they are fetched.
+    """
+    if args.index or location.endswith(".caidx") or targets.is_index_file(location):
         index = common.load_index(location, args)
+        if not ff.describes_archive(index.flags) and not location.endswith(".caidx"):
+            raise UsageError(f"{location} is a blob index (.caibx): use 'desync extract' to rebuild its file")
         store = common.read_store(args, index.digest)
-        source: ByteSource = io.BufferedReader(_index_blocks(index, store, args.workers), 1 << 20)
-        return decode(source, expected_flags=index.flags), store
-    return decode(_open_input(location)), None
+        progress = common.show_progress(progress_label, index.length) if progress_label else None
+        source: ByteSource = io.BufferedReader(_index_blocks(index, store, args.workers, progress), 1 << 20)
+        return decode(source, expected_flags=index.flags), store, progress
+    return decode(_open_input(location)), None, None
 
 
 def run_untar(args: argparse.Namespace) -> int:
-    events, store = _events(args, args.archive)
+    events, store, prog = _events(args, args.archive, "Extracting")
     try:
         if args.output_format == "disk":
             if args.target == "-":
                 raise UsageError("extracting to disk needs a directory (use --output-format gnu-tar for stdout)")
-            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=_warn)
+            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=common.warn)
             if args.no_xattrs:
                 opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
             extract_events(events, args.target, opts)
         else:
             fmt = "gnu" if args.output_format == "gnu-tar" else "pax"
             if args.target == "-":
-                catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=_warn)
+                catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=common.warn)
                 sys.stdout.buffer.flush()
             else:
                 def write_tar(fd: int) -> None:
                     with open(fd, "wb", closefd=False) as out:
-                        catar_to_tar(events, out, fmt, on_warning=_warn)
+                        catar_to_tar(events, out, fmt, on_warning=common.warn)
 
-                fsutil.write_atomic_with(args.target, write_tar)
+                fsutil.replace_user_file(args.target, write_tar)
     finally:
+        if prog is not None:
+            prog.finish()
         if store is not None:
             store.close()
     return 0
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"desync: warning: {message}\n")
 
 
 def _listing(args: argparse.Namespace) -> tuple[Iterator[Node | DirEnd], Store | None]:
     if not args.index and args.input != "-" and os.path.isdir(args.input):
         flags = archive_flags(args, digest_mod.by_name(args.digest))
         return directory_events(args.input, flags, EncodeOptions(excludes=args.exclude)), None
-    return _events(args, args.input)
+    events, store, _ = _events(args, args.input)
+    return events, store
 
 
 def _print(lines: Iterator[str]) -> None:

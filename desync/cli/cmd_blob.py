@@ -7,14 +7,15 @@ import sys
 from typing import Any
 
 from .. import digest as digest_mod
-from ..errors import DesyncError
+from ..errors import DesyncError, UsageError
+from ..featureflags import describes_archive
 from ..ops.cat import cat
 from ..ops.extract import ExtractStats, extract_blob
 from ..ops.make import MakeStats, chunk_file, make_blob_index
 from ..parallel import ordered_map
 from ..ops.verify import verify_file
 from ..stores import Store
-from . import common
+from . import common, targets
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -24,8 +25,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_store_options(p)
     common.add_chunk_size_option(p)
     p.add_argument("--print-stats", action="store_true", help="print chunking statistics to stderr")
-    p.add_argument("index", help="index file to write (.caibx)")
-    p.add_argument("file", help="file or block device to chunk")
+    targets.add_force_option(p, "index")
+    p.add_argument("index", help="index to write: a name ending in .caibx, '-' for stdout, or an index store URL")
+    p.add_argument("file", help="file or block device to chunk, '-' for stdin")
     p.set_defaults(func=run_make)
 
     p = sub.add_parser("extract", help="rebuild a file from its index and stores",
@@ -36,8 +38,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("-k", "--in-place", action="store_true",
                    help="write into FILE directly, keeping content that already matches")
     p.add_argument("--print-stats", action="store_true", help="print statistics to stderr")
-    p.add_argument("index", help="index file (.caibx), '-' for stdin")
-    p.add_argument("file", help="output file or block device")
+    p.add_argument("index", help="blob index (.caibx): a file, '-' for stdin, or an index store URL")
+    p.add_argument("file", help="output file or block device ('-' for stdout); an existing file keeps its mode "
+                                "and owner, a symlink stays and the file it points at is replaced")
     p.set_defaults(func=run_extract)
 
     p = sub.add_parser("cat", help="write a blob, or part of it, to stdout or a file")
@@ -54,11 +57,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_chunk_size_option(p)
     p.add_argument("-S", "--start", type=common.non_negative_int, default=0,
                    help="start chunking at this offset")
-    p.add_argument("file")
+    p.add_argument("file", help="file or block device to chunk")
     p.set_defaults(func=run_chunk)
 
     p = sub.add_parser("list-chunks", help="print the chunk IDs of an index")
-    p.add_argument("index")
+    p.add_argument("index", help="index (.caibx or .caidx): a file, '-' for stdin, or an index store URL")
     p.set_defaults(func=run_list_chunks)
 
     p = sub.add_parser("info", help="show chunk counts and sizes of an index",
@@ -66,17 +69,18 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "chunks the stores hold.")
     common.add_store_options(p, cache=True)
     p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
-    p.add_argument("index")
+    p.add_argument("index", help="index (.caibx or .caidx): a file, '-' for stdin, or an index store URL")
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("verify-index", help="check that a file matches an index")
     common.add_store_options(p, stores=False)
-    p.add_argument("index")
-    p.add_argument("file")
+    p.add_argument("index", help="blob index (.caibx) the file should match")
+    p.add_argument("file", help="file or block device to check")
     p.set_defaults(func=run_verify_index)
 
 
 def run_make(args: argparse.Namespace) -> int:
+    targets.check_index_target(args.index, ".caibx", args.force)
     chunker = common.chunker_from(args)
     digest = digest_mod.by_name(args.digest)
     store: Store | None = None
@@ -105,7 +109,15 @@ def _size_of(path: str) -> int:
 
 def run_extract(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
+    if describes_archive(index.flags):
+        raise UsageError(f"{args.index} is an archive index (.caidx): use 'desync untar -i' to extract it")
     store = common.read_store(args, index.digest)
+    if args.file == "-":
+        # casync's meaning of '-': the blob goes to stdout.
+        with store:
+            cat(index, store, sys.stdout.buffer, workers=common.cpu_workers(args, store))
+            sys.stdout.buffer.flush()
+        return 0
     stats = ExtractStats()
     with store, common.show_progress("Assembling", index.length) as prog:
         extract_blob(index, store, args.file, in_place=args.in_place, workers=common.cpu_workers(args, store),

@@ -24,15 +24,15 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_store_options(p)
     p.add_argument("--ignore", action="append", default=[], metavar="INDEX",
                    help="do not store chunks that are in this index")
-    p.add_argument("index")
-    p.add_argument("file")
+    p.add_argument("index", help="blob index (.caibx) whose chunks to store")
+    p.add_argument("file", help="the file the index was made from")
     p.set_defaults(func=run_chop)
 
     p = sub.add_parser("cache", help="copy the chunks of indexes from stores into a cache store")
     common.add_store_options(p, cache=True)
     p.add_argument("--ignore", action="append", default=[], metavar="INDEX",
                    help="do not fetch chunks that are in this index")
-    p.add_argument("indexes", nargs="+", metavar="INDEX")
+    p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks to copy into the cache")
     p.set_defaults(func=run_cache)
 
     p = sub.add_parser("prune", help="remove chunks no index refers to",
@@ -40,7 +40,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "the given indexes. Asks for confirmation unless -y is given.")
     common.add_store_options(p)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("indexes", nargs="+", metavar="INDEX")
+    p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks to keep")
     p.set_defaults(func=run_prune)
 
 
@@ -59,8 +59,9 @@ def run_verify(args: argparse.Namespace) -> int:
     def report(bad: ChunkInvalid) -> None:
         sys.stderr.write(f"desync: {bad}\n")
 
-    with store:
-        result = verify_store(store, digest, repair=args.repair, workers=common.cpu_workers(args, store), report=report)
+    with store, common.show_progress("Verifying", 0, "chunks") as prog:
+        result = verify_store(store, digest, repair=args.repair, workers=common.cpu_workers(args, store),
+                              progress=prog, report=report)
     if result.invalid and not args.repair:
         raise DesyncError(f"{len(result.invalid)} of {result.checked} chunks in {location} are invalid "
                           f"(use -r to remove them)")
@@ -73,7 +74,7 @@ def run_chop(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     ignore = set(unique_ids(_load_all(args.ignore, args)))
     store = common.write_store(common.single_store_location(args), args, index.digest)
-    with store, common.show_progress("Chopping", len(index.chunks)) as prog:
+    with store, common.show_progress("Chopping", 0) as prog:
         chop(index, args.file, store, ignore=ignore, workers=common.cpu_workers(args, store), progress=prog)
     return 0
 
@@ -85,10 +86,11 @@ def run_cache(args: argparse.Namespace) -> int:
     ignore = set(unique_ids(_load_all(args.ignore, args)))
     digest = indexes[0].digest
     ids = [i for i in unique_ids(indexes) if i not in ignore]
+    sizes = {c.id: c.size for idx in indexes for c in idx.chunks}
     source = common.read_store(args, digest, cache=False)
     cache = common.write_store(args.cache, args, digest)
-    with source, cache, common.show_progress("Caching", len(ids)) as prog:
-        fill_cache(ids, source, cache, workers=common.cpu_workers(args, source), progress=prog)
+    with source, cache, common.show_progress("Caching", sum(sizes[i] for i in ids)) as prog:
+        fill_cache(ids, source, cache, workers=common.cpu_workers(args, source), progress=prog, sizes=sizes)
     return 0
 
 

@@ -5,17 +5,19 @@ all commands accept the same store options with the same meaning.
 """
 
 import argparse
+import math
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .. import digest as digest_mod
 from ..chunker import Chunker, parse_chunk_sizes
 from ..digest import Digest
-from ..errors import UsageError
+from ..errors import DesyncError, StoreError, UsageError
 from ..index import Index
-from ..progress import Progress, progress
-from ..config import load_config
+from ..progress import BYTES, Progress, progress
+from ..config import load_config, parse_duration
 from ..stores import CachedStore, Store, StoreOptions, StoreRouter, open_store
 from ..stores.failover import FailoverGroup, split_group
 from ..stores.indexes import read_index, write_index
@@ -58,10 +60,11 @@ def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cach
     parser.add_argument("--client-key", default="", metavar="FILE", help="TLS client key")
     parser.add_argument("--error-retry", type=non_negative_int, default=None, metavar="N",
                         help="retries on network errors (default 3)")
-    parser.add_argument("--error-retry-base-interval", type=float, default=None, metavar="SECONDS",
-                        help="first wait between retries; doubles each retry (default 0.5)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="network timeout (default 60)")
+    parser.add_argument("--error-retry-base-interval", type=duration, default=None, metavar="DURATION",
+                        help="first wait between retries (e.g. 500ms, 2s; plain numbers are seconds); "
+                             "doubles each retry (default 0.5s)")
+    parser.add_argument("--timeout", type=duration, default=None, metavar="DURATION",
+                        help="network timeout (e.g. 30s, 1m; plain numbers are seconds; default 60s)")
 
 
 def add_chunk_size_option(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +77,21 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
+
+
+def duration(text: str) -> float:
+    """Seconds from plain seconds ("30", "0.5") or a duration as the config file takes it ("30s", "1m30s")."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            return parse_duration(text, "duration")
+        except DesyncError:
+            raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 30s, 500ms, 1m, or plain "
+                                             f"seconds)") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be a non-negative number of seconds")
+    return seconds
 
 
 def non_negative_int(text: str) -> int:
@@ -164,8 +182,19 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> 
     store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     cache_location: str = (getattr(args, "cache", "") or "") if cache else ""
     if cache_location:
-        store = CachedStore(store, open_location(cache_location, args, digest, writable=True))
+        try:
+            cache_store = open_location(cache_location, args, digest, writable=True)
+        except StoreError as unusable:
+            warn(f"cache {cache_location} is not usable, continuing without it: {unusable}")
+            return store
+        store = CachedStore(store, cache_store, on_error=warn)
     return store
+
+
+def warn(message: str) -> None:
+    """A ``desync: warning:`` line on stderr: something was skipped, the command goes on."""
+    sys.stderr.write(f"desync: warning: {message}\n")
+    sys.stderr.flush()
 
 
 def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None) -> Store:
@@ -189,5 +218,6 @@ def cpu_workers(args: argparse.Namespace, store: Store | None = None) -> int:
     return max(1, min(requested, useful))
 
 
-def show_progress(label: str, total: int) -> Progress:
-    return progress(label, total)
+def show_progress(label: str, total: int, unit: str = BYTES) -> Progress:
+    """Progress on stderr; ``total`` 0 when unknown (see :class:`desync.progress.Progress`)."""
+    return progress(label, total, unit)

@@ -103,6 +103,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; arguments the command does not know are blamed on the command, not on ``desync``."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = getattr(args, "command", None)
+        prog = f"{parser.prog} {command}" if command else parser.prog
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{prog} --help')")
+    return args
+
+
 def _print_traceback() -> None:
     import traceback  # only for --verbose: keeps start-up lean
 
@@ -122,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fileio_module is not None:
             fileio_module.tune_allocator()
         parser = build_parser(args_list)
-        args = parser.parse_args(args_list)
+        args = parse_args(parser, args_list)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2

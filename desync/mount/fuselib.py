@@ -1,6 +1,6 @@
 """Loading the FUSE binding (mfusepy, else fusepy) and serving a mount until it is unmounted.
 
-The binding is optional (``pip install desync[fuse]``) and imported only
+The binding is optional (``pip install mfusepy``) and imported only
 here, when a mount is made.  :func:`serve` runs libfuse's loop in the
 foreground; libfuse handles SIGINT, SIGTERM and SIGHUP by leaving the loop
 and unmounting, after which :func:`serve` returns normally.
@@ -46,7 +46,7 @@ def load_library() -> ModuleType:
             return module
     if missing_lib:
         raise DesyncError(f"libfuse not found ({missing_lib}); install it (apt-get install fuse3)")
-    raise DesyncError("mounting needs the mfusepy package: pip install desync[fuse]")
+    raise DesyncError("mounting needs the mfusepy package: pip install mfusepy")
 
 
 def check_environment(mountpoint: str) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import DesyncError
-from ..fsutil import pwrite_many
+from ..fsutil import adopt_attributes, pwrite_many, resolve_target
 from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
@@ -104,11 +104,15 @@ def _matches(fd: int, offset: int, size: int, chunk_id: bytes, digest_sum: Calla
 
 def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = False, workers: int = 4,
                  progress: Progress | None = None, stats: ExtractStats | None = None) -> None:
-    """Assemble the blob of ``index`` at ``target`` (``-`` is not a valid target; use cat)."""
+    """Assemble the blob of ``index`` at ``target`` (``-`` is not a valid target; use cat).
+
+    An existing target keeps its permission bits and, where the caller may
+    set it, its owner; a symlink is kept and the file it points at is
+    replaced (see :func:`desync.fsutil.resolve_target`).  A new file gets
+    the default mode (0666 less the umask).
+    """
     try:
-        st: os.stat_result | None = os.stat(target)
-    except FileNotFoundError:
-        st = None
+        target, st = resolve_target(target)
     except OSError as exc:
         raise DesyncError(f"cannot access {target}: {exc.strerror}") from None
     if st is not None and stat.S_ISDIR(st.st_mode):
@@ -126,6 +130,8 @@ def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = Fa
         raise DesyncError(f"cannot create {tmp}: {exc.strerror}") from None
     try:
         try:
+            if st is not None:
+                adopt_attributes(fd, st)
             os.ftruncate(fd, index.length)
             write_chunks(fd, index, store, workers=workers, fresh=True, progress=progress, stats=stats)
         finally:

@@ -1,7 +1,7 @@
 """Store upkeep: ``chop`` (store a file's chunks), ``cache`` (prefetch) and ``prune``."""
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..chunk import Chunk
 from ..errors import ChunkMissing, DesyncError
@@ -23,6 +23,8 @@ def chop(index: Index, path: str, store: Store, *, ignore: set[bytes] | None = N
             seen.add(c.id)
             todo.append(c)
     stored = Counter()
+    if progress is not None:
+        progress.total = sum(c.size for c in todo)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -36,7 +38,7 @@ def chop(index: Index, path: str, store: Store, *, ignore: set[bytes] | None = N
             store.put_chunk(Chunk(c.id, data=data))
             stored.add()
         if progress is not None:
-            progress.add(1)
+            progress.add(c.size)
 
     try:
         run_all(work, todo, workers)
@@ -46,8 +48,12 @@ def chop(index: Index, path: str, store: Store, *, ignore: set[bytes] | None = N
 
 
 def fill_cache(ids: Iterable[bytes], source: Store, cache: Store, *, workers: int = 4,
-               progress: Progress | None = None) -> int:
-    """Copy the chunks the cache lacks from ``source``; returns how many were copied."""
+               progress: Progress | None = None, sizes: Mapping[bytes, int] | None = None) -> int:
+    """Copy the chunks the cache lacks from ``source``; returns how many were copied.
+
+    ``progress`` counts the bytes of each chunk done by ``sizes`` (from the
+    indexes), or chunks when no sizes are given.
+    """
     copied = Counter()
 
     def work(chunk_id: bytes) -> None:
@@ -55,7 +61,7 @@ def fill_cache(ids: Iterable[bytes], source: Store, cache: Store, *, workers: in
             cache.put_chunk(source.get_chunk(chunk_id))
             copied.add()
         if progress is not None:
-            progress.add(1)
+            progress.add(sizes[chunk_id] if sizes is not None else 1)
 
     run_all(work, ids, workers)
     return copied.value

@@ -81,7 +81,11 @@ def write_index(location: str, index: Index, options: StoreOptions | None = None
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    write_file_atomic(_local_path(location), data)
+    path = _local_path(location)
+    try:
+        fsutil.replace_user_file(path, lambda fd: fsutil.write_all(fd, data))
+    except OSError as exc:
+        raise DesyncError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def write_file_atomic(path: str, data: bytes, mode: int = 0o666) -> None:

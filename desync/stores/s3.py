@@ -46,7 +46,7 @@ def _boto() -> dict[str, Any]:
             import botocore.exceptions
             import botocore.session
         except ImportError:
-            raise DesyncError("S3 stores need boto3, which is not installed: pip install desync[s3]") from None
+            raise DesyncError("S3 stores need boto3, which is not installed: pip install boto3") from None
         _MODULES.update(Config=botocore.config.Config, UNSIGNED=botocore.UNSIGNED,
                         ClientError=botocore.exceptions.ClientError,
                         BotoCoreError=botocore.exceptions.BotoCoreError,

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..config import Config, current_config
+from ..config import S3_CREDENTIAL_KEYS, Config, current_config
 from ..errors import DesyncError
 
 DEFAULT_REGION: Final = "us-east-1"
@@ -56,7 +56,7 @@ def credentials_for(endpoint: str, config: Config | None = None) -> S3Credential
     return creds
 
 
-_KNOWN: Final = ("access-key", "secret-key", "session-token", "aws-credentials-file", "aws-profile", "aws-region")
+_KNOWN: Final = S3_CREDENTIAL_KEYS
 
 
 def _fields(entry: dict[str, Any], endpoint: str, path: str) -> dict[str, str]:

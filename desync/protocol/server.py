@@ -4,7 +4,11 @@ stdin and stdout carry the protocol and nothing else; problems go to stderr
 as one line.  A thread reads the client's messages while worker threads
 answer chunk requests (looking up, verifying and sending chunks in
 parallel); the session ends on GOODBYE, on EOF from a pulling client, or
-on the first error.
+on the first error.  A pull session answers every request that arrived
+before GOODBYE or EOF first, as casync does: a client may send its last
+requests and GOODBYE in one write.  A push session checks every chunk
+against the index's digest and chunk size before storing it, and fails
+when the client ends the session before the index's chunks are all here.
 """
 
 import os
@@ -160,7 +164,7 @@ class _Session:
                 elif msg.type == m.HELLO:
                     raise m.ProtocolError("invalid exchange: second HELLO")
                 elif msg.type == m.GOODBYE:
-                    self.finish()
+                    self.on_goodbye()
                     return
                 elif msg.type == m.ABORT:
                     error, reason = m.parse_abort(msg.body)
@@ -178,6 +182,9 @@ class _Session:
 
     def on_message(self, msg: Message) -> None:
         raise m.ProtocolError(f"invalid exchange: unexpected {m.type_name(msg.type)} message")
+
+    def on_goodbye(self) -> None:
+        self.finish()
 
     def on_eof(self) -> None:
         self.finish()
@@ -233,6 +240,13 @@ class _PullSession(_Session):
             self.scheduler.add(ids, high)
         else:
             super().on_message(msg)
+
+    def finish(self) -> None:
+        """GOODBYE or EOF: answer the requests already queued, then end."""
+        self.scheduler.drain()
+        for worker in self.workers:
+            worker.join()
+        super().finish()
 
     def _answer_loop(self) -> None:
         try:
@@ -310,6 +324,7 @@ class _PushSession(_Session):
         self.index_done = False
         self.archive_done = False
         self.outstanding: set[bytes] = set()
+        self.sizes: dict[bytes, int] = {}
 
     def prepare(self) -> None:
         cfg = self.config
@@ -367,6 +382,7 @@ class _PushSession(_Session):
     def _index_complete(self, incoming: "_Incoming") -> None:
         data = incoming.contents()
         index = index_mod.parse(data, self.config.index)
+        self.sizes = {c.id: c.size for c in index.chunks}
         if self.theirs & m.PUSH_INDEX_CHUNKS and self.store is not None:
             stores = [self.store, *self.read_stores]
             wanted = [cid for cid in dict.fromkeys(c.id for c in index.chunks)
@@ -379,20 +395,47 @@ class _PushSession(_Session):
         self._maybe_done()
 
     def _store_chunk(self, msg: Message) -> None:
+        """Store a requested chunk once it hashes to its ID with the index's digest.
+
+        Only requested chunks are taken, so the index gives each one's size:
+        decompression (inside :meth:`Chunk.verify`) is bounded by it, whatever
+        the frame header claims.
+        """
         assert self.store is not None
         compressed, chunk_id = m.parse_chunk_flags(msg.body)
+        if chunk_id not in self.outstanding:
+            raise m.ProtocolError(f"invalid exchange: the client sent chunk {chunk_id.hex()}, which was not requested")
         chunk = Chunk(chunk_id, compressed=msg.data) if compressed else Chunk(chunk_id, data=msg.data)
-        _verify_any(chunk, self.options.digest, "sent by the client")
+        chunk.verify(self.options.digest, "sent by the client", self.sizes[chunk_id])
         self.store.put_chunk(chunk)
         self.outstanding.discard(chunk_id)
         self.stats.received += 1
         if self.index_done:
             self._maybe_done()
 
+    def on_goodbye(self) -> None:
+        raise DesyncError(f"the client ended the session before the transfer was complete: {self._unfinished()}")
+
     def on_eof(self) -> None:
         if self.done.is_set():
             return
-        raise DesyncError("the client closed the connection before the transfer was complete")
+        raise DesyncError(f"the client closed the connection before the transfer was complete: {self._unfinished()}")
+
+    def _unfinished(self) -> str:
+        """What is still missing, for the error that ends an incomplete push."""
+        missing: list[str] = []
+        if self.theirs & m.PUSH_INDEX:
+            if not self.index_done:
+                missing.append("the index was not complete")
+            elif self.outstanding:
+                missing.append(f"{len(self.outstanding)} chunks the index needs were not sent")
+        if self.theirs & m.PUSH_ARCHIVE and not self.archive_done:
+            missing.append("the archive was not complete")
+        if not self.theirs:
+            missing.append("no HELLO was received")
+        if self.index_file is not None and not self.index_file.installed:
+            missing.append(f"{self.index_file.target} was not installed")
+        return "; ".join(missing)
 
     def shutdown(self) -> None:
         for incoming in (self.index_file, self.archive_file):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,146 @@ def test_push_never_inflates_a_zstd_frame_without_content_size(
     assert cid.hex() in line, line
     assert peak_kib < RSS_LIMIT_KIB, f"push peaked at {peak_kib >> 10} MiB resident"
     assert not list((root / "remote" / "store").rglob("*.cacnk"))
+
+
+# --- the ssh:// client against remotes that lie, stall or pile up ----------------------------------------------
+
+_LIAR = """
+import sys
+from desync import compression
+from desync.protocol import messages as m
+from desync.protocol.stream import MessageReader, MessageWriter
+reader, writer = MessageReader(0), MessageWriter(1)
+writer.send(m.hello(m.READABLE_STORE))
+while (msg := reader.read()) is not None and msg.type != m.GOODBYE:
+    if msg.type == m.REQUEST:
+        for cid in m.parse_request(msg.body)[1]:
+            data = compression.compress(b"not what you asked for")
+            writer.send(m.chunk_header(bytes([cid[0] ^ 1]) + cid[1:], len(data), True), data)
+"""
+
+# Records its pid and runs the remote command like ssh does, over a link that hangs after passing STALL_AFTER
+# bytes of the answer: it stops forwarding, never exits on its own and ignores SIGTERM.
+_FLAKY = """
+import os, signal, subprocess, sys, threading, time
+open(os.path.join(os.environ["FAKE_SSH_DIR"], f"pid.{os.getpid()}"), "w").close()
+command = sys.argv[sys.argv.index("--") + 2]
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+budget = int(os.environ["STALL_AFTER"])
+remote = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+
+def forward_requests():
+    while block := os.read(0, 65536):
+        remote.stdin.write(block)
+    remote.stdin.close()
+
+threading.Thread(target=forward_requests, daemon=True).start()
+while block := os.read(remote.stdout.fileno(), 65536):
+    if len(block) > budget:
+        while True:
+            time.sleep(60)
+    os.write(1, block)
+    budget -= len(block)
+"""
+
+
+def _fake_ssh(tmp_path: Path, name: str, body: str) -> Path:
+    script = tmp_path / name
+    script.write_text(f"#!{sys.executable}\n{body}")
+    script.chmod(0o755)
+    return script
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class _ProcessWatch:
+    """Samples how many fake ssh processes exist at once while a command runs."""
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+        self.peak = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def pids(self) -> list[int]:
+        return [int(p.name.split(".")[1]) for p in self.record.glob("pid.*")]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, sum(_alive(pid) for pid in self.pids()))
+            time.sleep(0.005)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _extract_over_ssh(root: Path, ssh: Path, *args: str, timeout: float,
+                      **env: str) -> tuple[subprocess.CompletedProcess[bytes], float]:
+    started = time.monotonic()
+    proc = run_desync("extract", *args, "-s", f"ssh://127.0.0.1{root / 'store'}", root / "b.caibx",
+                      root / "out", check=False, timeout=timeout,
+                      env=desync_env(CASYNC_SSH_PATH=str(ssh), CASYNC_REMOTE_PATH=f"{sys.executable} -m desync",
+                                     **env))
+    return proc, time.monotonic() - started
+
+
+def test_ssh_client_fails_at_once_on_chunks_nobody_asked_for(
+        made: tuple[Path, list[index_mod.IndexChunk]]) -> None:
+    root, _ = made
+    ssh = _fake_ssh(root, "lying-ssh", _LIAR)
+    proc, elapsed = _extract_over_ssh(root, ssh, "--timeout", "60", timeout=50)
+    line = assert_one_line_error(proc)
+    assert "not requested" in line, line
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+
+
+def test_ssh_client_gives_up_on_a_stalled_remote_within_its_timeout(
+        made: tuple[Path, list[index_mod.IndexChunk]]) -> None:
+    root, _ = made
+    record = root / "record"
+    record.mkdir()
+    ssh = _fake_ssh(root, "stalling-ssh", _FLAKY)
+    watch = _ProcessWatch(record)
+    try:
+        proc, elapsed = _extract_over_ssh(root, ssh, "-n", "2", "--timeout", "1", "--error-retry", "1", timeout=60,
+                                          FAKE_SSH_DIR=str(record), 
+                                          STALL_AFTER="0")
+    finally:
+        watch.finish()
+    line = assert_one_line_error(proc)
+    assert "no answer" in line, line
+    # Two attempts of at most a second (plus the poll interval) each, a second to kill, and start-up.
+    assert elapsed < 8, f"took {elapsed:.1f} s"
+    assert watch.peak <= 2
+    assert not [pid for pid in watch.pids() if _alive(pid)]
+
+
+def test_stalled_ssh_sessions_are_killed_at_once_and_never_exceed_the_limit(
+        made: tuple[Path, list[index_mod.IndexChunk]]) -> None:
+    root, _ = made
+    record = root / "record"
+    record.mkdir()
+    ssh = _fake_ssh(root, "flaky-ssh", _FLAKY)
+    watch = _ProcessWatch(record)
+    try:
+        proc, elapsed = _extract_over_ssh(root, ssh, "-n", "4", "--timeout", "1", "--error-retry", "20",
+                                          timeout=120, FAKE_SSH_DIR=str(record), 
+                                          STALL_AFTER="100000")
+    finally:
+        watch.finish()
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "out").read_bytes() == (root / "blob").read_bytes()
+    started = len(watch.pids())
+    assert started > 4  # every session stalls after a while; more were needed than may run at once
+    assert watch.peak <= 4, f"{watch.peak} ssh processes at once"
+    assert not [pid for pid in watch.pids() if _alive(pid)], "ssh processes left behind"
+    # Each session costs its timeout (polled) and a kill once it stalls; nothing is reaped one by one at the end.
+    assert elapsed < 6 + 1.5 * started, f"{started} sessions, {elapsed:.1f} s"

@@ -47,7 +47,7 @@ def _chunk_file(root: Path, chunk_id: bytes) -> bytes:
 # --- pull: every request received before GOODBYE or EOF is answered -------------------------------------------
 
 @pytest.mark.parametrize("ending", [m.goodbye(), b""], ids=["goodbye", "eof"])
-def test_pull_answers_every_request_that_arrives_with_the_end_of_the_session(
+def test_pull_answers_every_request_that_arrives_with_the_end_of_the_session_in_order(
         made: tuple[Path, list[index_mod.IndexChunk]], ending: bytes) -> None:
     root, chunks = made
     ids = list(dict.fromkeys(c.id for c in chunks))
@@ -60,6 +60,8 @@ def test_pull_answers_every_request_that_arrives_with_the_end_of_the_session(
         with open(root / "in", "rb") as src, open(root / "out", "wb") as dst:
             serve(ServerConfig("pull", read_stores=[str(root / "store")]), src.fileno(), dst.fileno())
         msgs = _messages(root / "out")
+        answered = [m.parse_chunk_flags(x.body)[1] if x.type == m.CHUNK else x.body for x in msgs[1:]]
+        assert answered[:3] == ids[:3], f"run {run}: answers out of order"  # the first IDs taken, in order
         sent = sorted(m.parse_chunk_flags(x.body)[1] for x in msgs if x.type == m.CHUNK)
         assert sent == sorted(ids), f"run {run}: {len(sent)} of {len(ids)} chunks answered"
         assert [x.body for x in msgs if x.type == m.MISSING] == [unknown]

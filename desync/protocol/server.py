@@ -503,7 +503,7 @@ class _PushSession(_Session):
             missing.append("no HELLO was received")
         if self.index_file is not None and not self.index_file.installed:
             missing.append(f"{self.index_file.target} was not installed")
-        return "; ".join(missing)
+        return "; ".join(missing) or "it ended early"
 
     def shutdown(self) -> None:
         for incoming in (self.index_file, self.archive_file):

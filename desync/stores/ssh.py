@@ -57,7 +57,7 @@ class SSHStore(Store):
         return self.running < self.limit
 
     def _await_process_exit(self) -> None:
-        """Wait (holding nothing) until an ssh process is gone, failing sessions that stopped answering."""
+        """Wait (the lock released) until an ssh process is gone, failing sessions that stopped answering."""
         for s in self.sessions + self.retired:
             s.check_progress(self.options.timeout)
         self.cond.wait(poll_interval(self.options.timeout))

@@ -207,6 +207,25 @@ while (msg := reader.read()) is not None and msg.type != m.GOODBYE:
             writer.send(m.chunk_header(bytes([cid[0] ^ 1]) + cid[1:], len(data), True), data)
 """
 
+# Answers the first ID of each REQUEST with MISSING, then repeats that answer forever and never answers the rest.
+_CHATTERER = """
+import threading, time
+from desync.protocol import messages as m
+from desync.protocol.stream import MessageReader, MessageWriter
+reader, writer = MessageReader(0), MessageWriter(1)
+writer.send(m.hello(m.READABLE_STORE))
+
+def repeat(answer):
+    while True:
+        writer.send(answer)
+        time.sleep(0.05)
+
+while (msg := reader.read()) is not None and msg.type != m.GOODBYE:
+    if msg.type == m.REQUEST:
+        first = m.parse_request(msg.body)[1][0]
+        threading.Thread(target=repeat, args=(m.missing(first),), daemon=True).start()
+"""
+
 # Records its pid and runs the remote command like ssh does, over a link that hangs after passing STALL_AFTER
 # bytes of the answer: it stops forwarding, never exits on its own and ignores SIGTERM.
 _FLAKY = """
@@ -288,6 +307,16 @@ def test_ssh_client_fails_at_once_on_chunks_nobody_asked_for(
     line = assert_one_line_error(proc)
     assert "not requested" in line, line
     assert elapsed < 15, f"took {elapsed:.1f} s"
+
+
+def test_ssh_client_gives_up_on_a_remote_that_only_repeats_old_answers(
+        made: tuple[Path, list[index_mod.IndexChunk]]) -> None:
+    root, _ = made
+    ssh = _fake_ssh(root, "chattering-ssh", _CHATTERER)
+    proc, elapsed = _extract_over_ssh(root, ssh, "--timeout", "1", "--error-retry", "0", timeout=30)
+    line = assert_one_line_error(proc)
+    assert "no answer" in line, line
+    assert elapsed < 8, f"took {elapsed:.1f} s"
 
 
 def test_ssh_client_gives_up_on_a_stalled_remote_within_its_timeout(

@@ -5,10 +5,18 @@ goes out at once, and a reading thread hands every CHUNK or MISSING to the
 thread waiting for it.  A casync server answers each ID at most once per
 session, so a session never asks twice for the same ID; the caller picks
 another session for a repeat (see :meth:`PullSession.can_ask`).
+
+A remote that answers with an ID nobody asked for breaks the protocol and
+fails the session at once.  One that makes no progress on what was asked
+for ``timeout`` seconds fails it too.  A failed session's ssh is killed at
+once and a closed one's given a moment to exit; both are reaped in the
+background, and the owner is told when the process is gone (so it can
+bound how many exist).
 """
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 from ..errors import StoreError
@@ -16,7 +24,10 @@ from . import messages as m
 from .stream import MessageReader, MessageWriter
 from .transport import SSHProcess
 
-_CLOSE_GRACE: Final = 5.0
+# How long a remote told GOODBYE gets to exit by itself before it is terminated.
+_CLOSE_GRACE: Final = 2.0
+# Upper bound on reaping a process (grace, SIGTERM, a moment, SIGKILL).
+_REAP_LIMIT: Final = _CLOSE_GRACE + 2.0
 
 
 class SessionFailed(StoreError):
@@ -47,9 +58,17 @@ class Answer:
         self.group = group
 
 
+def poll_interval(timeout: float) -> float:
+    """How often a waiting thread checks for a silent remote: often enough to notice within the timeout."""
+    return min(1.0, timeout / 4) if timeout > 0 else 1.0
+
+
 class PullSession:
-    def __init__(self, argv: list[str], label: str) -> None:
+    def __init__(self, argv: list[str], label: str, on_exit: Callable[[], None] | None = None) -> None:
         self.label = label
+        self.on_exit = on_exit
+        self.stopping = False
+        self.exited = threading.Event()
         self.process = SSHProcess(argv, label)
         self.writer = MessageWriter(self.process.out_fd)
         self.reader = MessageReader(self.process.in_fd)
@@ -90,6 +109,8 @@ class PullSession:
                 return found
             if self.failure is not None:
                 raise self.failure
+            if not self.pending:
+                self.last_heard = time.monotonic()
             answer = Answer()
             self.pending[chunk_id] = answer
             self.asked.add(chunk_id)
@@ -107,6 +128,8 @@ class PullSession:
         with self.lock:
             if self.failure is not None:
                 raise self.failure
+            if not self.pending:
+                self.last_heard = time.monotonic()
             for chunk_id in chunk_ids:
                 found = self.pending.get(chunk_id)
                 if found is None:
@@ -127,21 +150,24 @@ class PullSession:
         """Wait for every answer (one wake-up for those asked together); fails like :meth:`wait`."""
         groups = {id(a.group): a.group for a in answers if a.group is not None}
         for group in groups.values():
-            while not group.event.wait(min(timeout, 1.0) if timeout > 0 else 1.0):
+            while not group.event.wait(poll_interval(timeout)):
                 if self.failure is not None or self.closed:
                     break
-                if timeout > 0 and time.monotonic() - self.last_heard > timeout:
-                    self._fail(SessionFailed(f"{self.label}: no answer from the remote for {timeout:g} s"))
+                self.check_progress(timeout)
         return [self.wait(a, timeout) for a in answers]
 
     def wait(self, answer: Answer, timeout: float) -> Answer:
-        """Block until answered; fails when the session dies or stays silent for ``timeout`` seconds."""
-        while not answer.event.wait(min(timeout, 1.0) if timeout > 0 else 1.0):
-            if timeout > 0 and time.monotonic() - self.last_heard > timeout:
-                self._fail(SessionFailed(f"{self.label}: no answer from the remote for {timeout:g} s"))
+        """Block until answered; fails when the session dies or answers nothing for ``timeout`` seconds."""
+        while not answer.event.wait(poll_interval(timeout)):
+            self.check_progress(timeout)
         if not answer.answered:
             raise self.failure or SessionFailed(f"{self.label}: the session was closed")
         return answer
+
+    def check_progress(self, timeout: float) -> None:
+        """Fail the session when requests are outstanding and none was answered for ``timeout`` seconds."""
+        if timeout > 0 and self.pending and time.monotonic() - self.last_heard > timeout:
+            self._fail(SessionFailed(f"{self.label}: no answer from the remote for {timeout:g} s"))
 
     def _read_loop(self) -> None:
         try:
@@ -158,7 +184,6 @@ class PullSession:
                     if self.closed:
                         return
                     raise SessionFailed(f"{self.label}: the remote side ended: {self.process.explain()}")
-                self.last_heard = time.monotonic()
                 if msg.type == m.CHUNK:
                     compressed, chunk_id = m.parse_chunk_flags(msg.body)
                     self._deliver(chunk_id, False, compressed, msg.data)
@@ -184,7 +209,12 @@ class PullSession:
         with self.lock:
             answer = self.pending.pop(chunk_id, None)
             idle = self.retiring and not self.pending
-        if answer is not None:  # a duplicate answer (casync clients tolerate them) is dropped
+            if answer is not None:
+                self.last_heard = time.monotonic()
+            elif chunk_id not in self.asked:
+                raise m.ProtocolError(f"the remote sent {'MISSING for' if missing else 'chunk'} {chunk_id.hex()}, "
+                                      "which was not requested")
+        if answer is not None:  # a duplicate answer (casync clients tolerate them) is dropped; it is no progress
             answer.missing, answer.compressed, answer.data = missing, compressed, data
             answer.answered = True
             answer.event.set()
@@ -208,7 +238,7 @@ class PullSession:
             answer.event.set()
             if answer.group is not None:
                 answer.group.event.set()
-        self.process.close_input()
+        self._stop(0.0)
 
     def retire(self) -> None:
         """Take no new requests; close once the outstanding ones are answered."""
@@ -230,10 +260,26 @@ class PullSession:
                 self.writer.send(m.goodbye())
             except m.ProtocolError:
                 pass
-        self.process.close_input()
+        self._stop(_CLOSE_GRACE)
+
+    def _stop(self, grace: float) -> None:
+        """Start reaping ssh in the background: after ``grace`` seconds, or at once (0) for a failed session."""
+        with self.lock:
+            if self.stopping:
+                return
+            self.stopping = True
+        threading.Thread(target=self._reap_process, args=(grace,), name="desync-ssh-reaper", daemon=True).start()
+
+    def _reap_process(self, grace: float) -> None:
+        try:
+            self.process.stop(grace)
+        finally:
+            self.exited.set()
+            if self.on_exit is not None:
+                self.on_exit()
 
     def reap(self) -> None:
-        """Close, then wait for ssh to exit (killing it after a grace period)."""
+        """Close, then wait (a bounded time) until ssh is gone."""
         self.close()
-        self.process.wait(_CLOSE_GRACE)
-        self.reading.join(timeout=_CLOSE_GRACE)
+        self.exited.wait(_REAP_LIMIT)
+        self.reading.join(timeout=1.0)

@@ -31,6 +31,7 @@ class RequestScheduler:
         self.low: deque[bytes] = deque()
         self.cond = threading.Condition()
         self.closed = False
+        self.draining = False
 
     def add(self, ids: list[bytes], high_priority: bool) -> None:
         with self.cond:
@@ -51,7 +52,7 @@ class RequestScheduler:
                 self.cond.notify(added)
 
     def take(self) -> bytes | None:
-        """The next ID to answer; blocks while none is queued, None once closed."""
+        """The next ID to answer; blocks while none is queued, None once closed or drained."""
         with self.cond:
             while not self.closed:
                 while self.high:
@@ -64,8 +65,16 @@ class RequestScheduler:
                     if self.state.get(chunk_id) == _QUEUED_LOW:
                         self.state[chunk_id] = _TAKEN_LOW
                         return chunk_id
+                if self.draining:
+                    break
                 self.cond.wait()
             return None
+
+    def drain(self) -> None:
+        """No more requests will come: :meth:`take` hands out what is queued, then None."""
+        with self.cond:
+            self.draining = True
+            self.cond.notify_all()
 
     def close(self) -> None:
         with self.cond:

@@ -2,15 +2,22 @@
 
 stdin and stdout carry the protocol and nothing else; problems go to stderr
 as one line.  A thread reads the client's messages while worker threads
-answer chunk requests (looking up, verifying and sending chunks in
-parallel); the session ends on GOODBYE, on EOF from a pulling client, or
-on the first error.
+answer chunk requests (looking up and verifying chunks in parallel, sending
+the answers in the order the IDs were taken from the queues, as casync
+does); the session ends on GOODBYE, on EOF from a pulling client, or
+on the first error.  A pull session answers every request that arrived
+before GOODBYE or EOF first, as casync does: a client may send its last
+requests and GOODBYE in one write.  A push session checks every chunk
+against the index's digest and chunk size before storing it, and fails
+when the client ends the session before the index's chunks are all here.
 """
 
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 from .. import compression
@@ -105,6 +112,56 @@ def _verify_any(chunk: Chunk, preferred: Digest, store: str) -> None:
         chunk.verify(other, store)
 
 
+class _InOrder:
+    """Sends answers in the order their IDs were taken, whichever worker prepared them.
+
+    A worker hands over its prepared answer; the worker whose answer is next
+    sends it and every following one already handed over, so no worker
+    waits for another's turn.  Workers stay at most ``AHEAD`` answers ahead
+    of the sending (each prepared answer may hold an open file).
+    """
+
+    AHEAD: Final = 64
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.next = 0
+        self.issued = 0
+        self.ready: dict[int, Callable[[], None]] = {}
+        self.sending = False
+
+    def ticket(self) -> int:
+        """The next place in the order; the caller holds the lock it takes IDs under."""
+        with self.cond:
+            while self.issued - self.next >= self.AHEAD:
+                self.cond.wait()
+            number = self.issued
+            self.issued += 1
+            return number
+
+    def hand_over(self, number: int, send: Callable[[], None]) -> None:
+        with self.cond:
+            self.ready[number] = send
+            if self.sending:
+                return
+            self.sending = True
+        try:
+            while True:
+                with self.cond:
+                    due = self.ready.pop(self.next, None)
+                    if due is None:
+                        self.sending = False
+                        return
+                due()
+                with self.cond:
+                    self.next += 1
+                    self.cond.notify_all()
+        except BaseException:
+            with self.cond:
+                self.sending = False
+            raise
+
+
 class _Session:
     """HELLO exchange, the reading thread, and orderly shutdown shared by pull and push."""
 
@@ -160,7 +217,7 @@ class _Session:
                 elif msg.type == m.HELLO:
                     raise m.ProtocolError("invalid exchange: second HELLO")
                 elif msg.type == m.GOODBYE:
-                    self.finish()
+                    self.on_goodbye()
                     return
                 elif msg.type == m.ABORT:
                     error, reason = m.parse_abort(msg.body)
@@ -179,6 +236,9 @@ class _Session:
     def on_message(self, msg: Message) -> None:
         raise m.ProtocolError(f"invalid exchange: unexpected {m.type_name(msg.type)} message")
 
+    def on_goodbye(self) -> None:
+        self.finish()
+
     def on_eof(self) -> None:
         self.finish()
 
@@ -195,6 +255,8 @@ class _PullSession(_Session):
         self.archive_fd = -1
         self.scheduler = RequestScheduler()
         self.workers: list[threading.Thread] = []
+        self.order = _InOrder()
+        self.take_lock = threading.Lock()
 
     def prepare(self) -> None:
         cfg = self.config
@@ -234,46 +296,57 @@ class _PullSession(_Session):
         else:
             super().on_message(msg)
 
+    def finish(self) -> None:
+        """GOODBYE or EOF: answer the requests already queued, then end."""
+        self.scheduler.drain()
+        for worker in self.workers:
+            worker.join()
+        super().finish()
+
     def _answer_loop(self) -> None:
+        """Take IDs and answer them; a failure ends the session (later answers then never go out)."""
         try:
             while True:
-                chunk_id = self.scheduler.take()
-                if chunk_id is None:
-                    return
-                self._answer(chunk_id)
+                with self.take_lock:
+                    chunk_id = self.scheduler.take()
+                    if chunk_id is None:
+                        return
+                    turn = self.order.ticket()
+                self._answer(chunk_id, turn)
         except BaseException as exc:
             self.fail(exc)
 
-    def _answer(self, chunk_id: bytes) -> None:
+    def _answer(self, chunk_id: bytes, turn: int) -> None:
         for store in self.stores:
-            if (self._send_stored(store, chunk_id) if self.config.verify else self._send_file(store, chunk_id)):
+            if (self._send_stored(store, chunk_id, turn) if self.config.verify
+                    else self._send_file(store, chunk_id, turn)):
                 with self.lock:
                     self.stats.sent += 1
                 return
-        self.writer.send(m.missing(chunk_id))
+        self.order.hand_over(turn, partial(self.writer.send, m.missing(chunk_id)))
         with self.lock:
             self.stats.missing += 1
 
-    def _send_file(self, store: LocalStore, chunk_id: bytes) -> bool:
+    def _send_file(self, store: LocalStore, chunk_id: bytes, turn: int) -> bool:
         """Send a zstd chunk file as it is stored, without reading it into memory."""
         h = chunk_id.hex()
         path = os.path.join(store.path, h[:4], h + store.suffix)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return self._send_stored(store, chunk_id)
+            return self._send_stored(store, chunk_id, turn)
         except OSError as exc:
             raise DesyncError(f"cannot read {path}: {exc.strerror}") from None
         try:
             if os.pread(fd, len(ZSTD_MAGIC), 0) != ZSTD_MAGIC:
-                return self._send_stored(store, chunk_id)
+                return self._send_stored(store, chunk_id, turn)
             size = os.fstat(fd).st_size
-            self.writer.send_file(m.chunk_header(chunk_id, size, True), fd, size)
+            self.order.hand_over(turn, self._file_sender(m.chunk_header(chunk_id, size, True), os.dup(fd), size))
         finally:
             os.close(fd)
         return True
 
-    def _send_stored(self, store: LocalStore, chunk_id: bytes) -> bool:
+    def _send_stored(self, store: LocalStore, chunk_id: bytes, turn: int) -> bool:
         """Send a chunk read through the store (verified if asked; plain files get compressed)."""
         try:
             chunk = store.get_chunk(chunk_id)
@@ -287,8 +360,17 @@ class _PullSession(_Session):
         data = chunk.compressed()
         if not data.startswith(ZSTD_MAGIC):  # xz or gzip from casync: Go desync clients read only zstd
             data = compression.compress(chunk.data())
-        self.writer.send(m.chunk_header(chunk_id, len(data), True), data)
+        self.order.hand_over(turn, partial(self.writer.send, m.chunk_header(chunk_id, len(data), True), data))
         return True
+
+    def _file_sender(self, header: bytes, fd: int, size: int) -> Callable[[], None]:
+        """Sends ``header`` and the file, then closes ``fd`` (a duplicate the answer owns)."""
+        def send() -> None:
+            try:
+                self.writer.send_file(header, fd, size)
+            finally:
+                os.close(fd)
+        return send
 
     def shutdown(self) -> None:
         self.scheduler.close()
@@ -310,6 +392,7 @@ class _PushSession(_Session):
         self.index_done = False
         self.archive_done = False
         self.outstanding: set[bytes] = set()
+        self.sizes: dict[bytes, int] = {}
 
     def prepare(self) -> None:
         cfg = self.config
@@ -367,6 +450,7 @@ class _PushSession(_Session):
     def _index_complete(self, incoming: "_Incoming") -> None:
         data = incoming.contents()
         index = index_mod.parse(data, self.config.index)
+        self.sizes = {c.id: c.size for c in index.chunks}
         if self.theirs & m.PUSH_INDEX_CHUNKS and self.store is not None:
             stores = [self.store, *self.read_stores]
             wanted = [cid for cid in dict.fromkeys(c.id for c in index.chunks)
@@ -379,20 +463,47 @@ class _PushSession(_Session):
         self._maybe_done()
 
     def _store_chunk(self, msg: Message) -> None:
+        """Store a requested chunk once it hashes to its ID with the index's digest.
+
+        Only requested chunks are taken, so the index gives each one's size:
+        decompression (inside :meth:`Chunk.verify`) is bounded by it, whatever
+        the frame header claims.
+        """
         assert self.store is not None
         compressed, chunk_id = m.parse_chunk_flags(msg.body)
+        if chunk_id not in self.outstanding:
+            raise m.ProtocolError(f"invalid exchange: the client sent chunk {chunk_id.hex()}, which was not requested")
         chunk = Chunk(chunk_id, compressed=msg.data) if compressed else Chunk(chunk_id, data=msg.data)
-        _verify_any(chunk, self.options.digest, "sent by the client")
+        chunk.verify(self.options.digest, "sent by the client", self.sizes[chunk_id])
         self.store.put_chunk(chunk)
         self.outstanding.discard(chunk_id)
         self.stats.received += 1
         if self.index_done:
             self._maybe_done()
 
+    def on_goodbye(self) -> None:
+        raise DesyncError(f"the client ended the session before the transfer was complete: {self._unfinished()}")
+
     def on_eof(self) -> None:
         if self.done.is_set():
             return
-        raise DesyncError("the client closed the connection before the transfer was complete")
+        raise DesyncError(f"the client closed the connection before the transfer was complete: {self._unfinished()}")
+
+    def _unfinished(self) -> str:
+        """What is still missing, for the error that ends an incomplete push."""
+        missing: list[str] = []
+        if self.theirs & m.PUSH_INDEX:
+            if not self.index_done:
+                missing.append("the index was not complete")
+            elif self.outstanding:
+                missing.append(f"{len(self.outstanding)} chunks the index needs were not sent")
+        if self.theirs & m.PUSH_ARCHIVE and not self.archive_done:
+            missing.append("the archive was not complete")
+        if not self.theirs:
+            missing.append("no HELLO was received")
+        if self.index_file is not None and not self.index_file.installed:
+            missing.append(f"{self.index_file.target} was not installed")
+        return "; ".join(missing) or "it ended early"
 
     def shutdown(self) -> None:
         for incoming in (self.index_file, self.archive_file):

@@ -23,6 +23,8 @@ _NAME: Final = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
 _HOST: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _IPV6: Final = re.compile(r"[0-9A-Fa-f:.]+")
 _STDERR_TAIL: Final = 4096
+# How long a terminated ssh gets to exit before it is killed.
+_TERM_GRACE: Final = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,27 @@ class SSHProcess:
                 stdout.close()
             except OSError:
                 pass
+
+    def stop(self, grace: float) -> None:
+        """End and reap the child: up to ``grace`` seconds to exit by itself (0: none), then SIGTERM, then SIGKILL.
+
+        A stalled ssh never reads its closed input, so it is terminated
+        rather than waited for; SIGKILL follows after a short moment for one
+        that ignores SIGTERM.
+        """
+        self.close_input()
+        if grace > 0:
+            try:
+                self.proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=_TERM_GRACE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
     def wait(self, grace: float) -> None:
         """Reap the child after our end is closed, killing it when it lingers past ``grace`` seconds."""

@@ -68,8 +68,8 @@ from .format import (
     GOODBYE_MIN_SIZE,
     HEADER,
     HEADER_SIZE,
-    MASK64,
     NAME_MAX,
+    OFFSET_MAX,
     PERMS_MASK,
     S_IFMT,
     SELINUX_LABEL_MAX,
@@ -413,7 +413,8 @@ class _Decoder:
         if len(first) < HEADER_SIZE:
             first += self.read_exact(HEADER_SIZE - len(first), "record header")
         size, rtype = HEADER.unpack(first)
-        if size < HEADER_SIZE or size == MASK64:
+        if size < HEADER_SIZE or size > OFFSET_MAX - at:
+            # Past OFFSET_MAX no file could hold the record, and no file offset could address its end.
             raise self.fail(at, f"invalid record size {size}")
         if rtype not in _KNOWN_TYPES:
             raise self.fail(at, record_name(rtype))
@@ -660,6 +661,8 @@ class _Decoder:
         ident, perm = TWO_U64.unpack_from(body, 0)
         if perm & ~ACL_PERMISSIONS_MASK:
             raise self.fail(at, "invalid ACL permissions")
+        if ident >= 0xFFFFFFFF:
+            raise self.fail(at, f"{what} id {ident} out of range")
         name: bytes | None = None
         if len(body) > 16:
             rest = body[16:]

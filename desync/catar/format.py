@@ -43,6 +43,8 @@ from ..constants import (
 from ..errors import UsageError
 
 MASK64: Final = 0xFFFFFFFFFFFFFFFF
+# The largest file offset (off_t): no record of an archive can end past it.
+OFFSET_MAX: Final = (1 << 63) - 1
 
 HEADER: Final = struct.Struct("<QQ")
 U64: Final = struct.Struct("<Q")

@@ -217,7 +217,7 @@ def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
 UNREADABLE: Final = {
     errno.EISDIR: "not a regular file (a directory)",
     errno.EINVAL: "not a regular file",
-    errno.EFBIG: "larger than a chunk file can be",
+    errno.EFBIG: "more bytes than allowed for this file",
 }
 
 

@@ -36,6 +36,8 @@ STREAM_WINDOW_MAX: Final = 1 << STREAM_WINDOW_LOG
 _BLOCK_MAX: Final = 128 * 1024
 _U24: Final = struct.Struct("<I")
 _LARGE = threading.Lock()
+# Memory an xz stream may ask for: its dictionary, up to what ``xz -9`` uses (64 MiB).
+XZ_MEMLIMIT: Final = 72 << 20
 
 
 class CompressionError(FormatError):
@@ -287,7 +289,7 @@ def decompress(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> bytes:
         _check_declared(frame, limit)
         return binding().decompress(raw, limit)
     if raw.startswith(XZ_MAGIC):
-        return b"".join(_unstream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), raw, "xz", limit, limit + 1))
+        return b"".join(_unstream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT), raw, "xz", limit, limit + 1))
     if raw.startswith(GZIP_MAGIC):
         return b"".join(_unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, limit + 1))
     raise CompressionError("unknown compression format")
@@ -314,7 +316,7 @@ def decompressed_pieces(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> Iterator[b
             return
         yield from binding().pieces(raw, limit)
     elif raw.startswith(XZ_MAGIC):
-        yield from _unstream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), raw, "xz", limit, PIECE_SIZE)
+        yield from _unstream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT), raw, "xz", limit, PIECE_SIZE)
     elif raw.startswith(GZIP_MAGIC):
         yield from _unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, PIECE_SIZE)
     else:

@@ -152,7 +152,12 @@ class Connection:
         return b"".join(pieces)
 
     def close(self) -> None:
+        """Close, even while another thread is blocked reading: shutting the socket down wakes it first."""
         self.open = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.rfile.close()
             self.sock.close()

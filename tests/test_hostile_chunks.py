@@ -221,3 +221,27 @@ def test_extract_fails_over_from_a_lying_http_store(liar: _LyingServer, blob_sto
     assert status == 0, err
     assert (tmp_path / "out").read_bytes() == (tmp_path / "blob").read_bytes()
     assert rss < RSS_LIMIT_KIB
+
+
+def test_pull_server_reports_a_fifo_chunk_missing_instead_of_hanging(
+        blob_store: tuple[Path, Path, list[bytes]]) -> None:
+    from test_ssh_protocol import _Conversation
+
+    from desync.protocol import messages as m
+
+    store, _, ids = blob_store
+    path = put_file(store, ids[0])
+    path.unlink()
+    os.mkfifo(path)
+    conv = _Conversation("pull", "-", "-", "-", str(store))
+    try:
+        conv.send(m.hello(m.PULL_CHUNKS) + m.request(ids, False))
+        msgs = conv.receive(1 + len(ids))
+        assert [x.body for x in msgs if x.type == m.MISSING] == [ids[0]]
+        assert sorted(m.parse_chunk_flags(x.body)[1] for x in msgs if x.type == m.CHUNK) == ids[1:]
+        conv.send(m.goodbye())
+        assert conv.end() == 0
+    finally:
+        if conv.proc.poll() is None:
+            conv.proc.kill()
+            conv.proc.wait()

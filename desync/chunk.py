@@ -82,8 +82,8 @@ class Chunk:
         else:
             try:
                 data = self.data(size_hint)
-            except ChunkInvalid as exc:
-                raise ChunkInvalid(self.id, store, exc.reason) from None
+            except ChunkInvalid as undecodable:
+                raise ChunkInvalid(self.id, store, undecodable.reason) from None
             size = len(data)
             actual = digest.sum(data) if 0 < size < CHUNK_SIZE_LIMIT else b""
         if not 0 < size < CHUNK_SIZE_LIMIT:

@@ -263,8 +263,8 @@ class _PullSession(_Session):
             fd, size = fsutil.open_regular(path, compression.stored_size_limit(0))
         except FileNotFoundError:
             return self._send_stored(store, chunk_id)
-        except fsutil.UnreadableFile as exc:
-            self.log(LOG_WARNING, f"chunk {h} in store {store}: {exc}; reported as missing")
+        except fsutil.UnreadableFile as unreadable:
+            self.log(LOG_WARNING, f"chunk {h} in store {store}: {unreadable}; reported as missing")
             return False
         except OSError as exc:
             raise DesyncError(f"cannot read {path}: {exc.strerror}") from None

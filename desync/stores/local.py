@@ -56,8 +56,8 @@ class LocalStore(Store):
                 return fsutil.read_regular(path, limit), path.endswith(self.suffix)
             except FileNotFoundError:
                 continue
-            except fsutil.UnreadableFile as exc:
-                raise ChunkInvalid(chunk_id, self.path, str(exc)) from None
+            except fsutil.UnreadableFile as unreadable:
+                raise ChunkInvalid(chunk_id, self.path, str(unreadable)) from None
             except OSError as exc:
                 raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
         raise ChunkMissing(chunk_id, self.path)

@@ -8,6 +8,7 @@ Memory is measured, not assumed: a CLI run's peak resident size comes from
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,28 +34,29 @@ RSS_LIMIT_KIB = 256 * 1024
 SHA = digest_mod.SHA512_256_DIGEST
 
 
+# Runs desync and prints the child's peak RSS.  A small process of its own, because a forked child's peak
+# starts from its parent's size (the pages it shares until exec), and the test process may be large.
+_LAUNCHER = """
+import os, subprocess, sys
+with open(os.devnull, "wb") as devnull:
+    child = subprocess.Popen([sys.executable, "-m", "desync", *sys.argv[1:]], stdout=devnull)
+_, status, usage = os.wait4(child.pid, 0)
+print(usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(*args: object, timeout: float = 60) -> tuple[int, str, int]:
-    """Run the CLI; (exit status, stderr, peak resident KiB of that process)."""
-    with open(os.devnull, "wb") as devnull, subprocess.Popen(
-            [sys.executable, "-m", "desync", *map(str, args)], stdout=devnull, stderr=subprocess.PIPE,
-            env=desync_env(), cwd=NEUTRAL_DIR) as proc:
-        assert proc.stderr is not None
-        err: list[bytes] = []
-        reader = threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else b""))
-        reader.start()
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise AssertionError(f"desync {' '.join(map(str, args))} still running after {timeout}s")
-            time.sleep(0.02)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        reader.join(10)
-    return proc.returncode, b"".join(err).decode(errors="replace"), usage.ru_maxrss
+    """Run the CLI; (exit status, stderr, peak resident KiB of the desync process)."""
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=desync_env(), cwd=NEUTRAL_DIR, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"desync {' '.join(map(str, args))} still running after {timeout}s") from None
+    return proc.returncode, err.decode(errors="replace"), int(out.split()[-1])
 
 
 def one_line(status: int, err: str, code: int = 1) -> str:
@@ -245,3 +247,20 @@ def test_pull_server_reports_a_fifo_chunk_missing_instead_of_hanging(
         if conv.proc.poll() is None:
             conv.proc.kill()
             conv.proc.wait()
+
+
+def test_verify_without_a_size_streams_a_bomb_in_little_memory() -> None:
+    """What every size-unknown check (verify, uploads, push) goes through: a piece at a time into the hash."""
+    import tracemalloc
+
+    from desync.errors import ChunkInvalid
+
+    bomb = zstd_bomb(300 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ChunkInvalid, match="in store pushed is invalid: zstd frame larger than expected"):
+            Chunk(SHA.sum(b"x"), compressed=bomb).verify(SHA, "pushed")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak {peak >> 20} MiB"

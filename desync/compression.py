@@ -289,7 +289,7 @@ def decompress(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> bytes:
         _check_declared(frame, limit)
         return binding().decompress(raw, limit)
     if raw.startswith(XZ_MAGIC):
-        return b"".join(_unstream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT), raw, "xz", limit, limit + 1))
+        return b"".join(_unstream(_xz(), raw, "xz", limit, limit + 1))
     if raw.startswith(GZIP_MAGIC):
         return b"".join(_unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, limit + 1))
     raise CompressionError("unknown compression format")
@@ -316,7 +316,7 @@ def decompressed_pieces(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> Iterator[b
             return
         yield from binding().pieces(raw, limit)
     elif raw.startswith(XZ_MAGIC):
-        yield from _unstream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT), raw, "xz", limit, PIECE_SIZE)
+        yield from _unstream(_xz(), raw, "xz", limit, PIECE_SIZE)
     elif raw.startswith(GZIP_MAGIC):
         yield from _unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, PIECE_SIZE)
     else:
@@ -331,6 +331,10 @@ def stored_size_limit(size: int) -> int:
     """
     content = size if 0 < size < CHUNK_SIZE_LIMIT else CHUNK_SIZE_LIMIT
     return content + content // 64 + 4096
+
+
+def _xz() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
 
 
 def _check_declared(frame: ZstdFrame, limit: int) -> None:

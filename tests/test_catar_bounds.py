@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,25 @@ def test_acl_id_outside_the_kernel_range_is_a_format_error() -> None:
         list(decode(io.BytesIO(data)))
     fine = data.replace((1 << 40).to_bytes(8, "little"), (1000).to_bytes(8, "little"))
     assert [n.path for n in decode(io.BytesIO(fine)) if hasattr(n, "feature_flags")] == [(), (b"f",)]
+
+
+def _tar_with(pax: dict[str, str], kind: bytes = tarfile.REGTYPE, dev: tuple[int, int] = (0, 0)) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("f")
+        info.type = kind
+        info.size = 1 if kind == tarfile.REGTYPE else 0
+        info.devmajor, info.devminor = dev
+        info.pax_headers = pax
+        tf.addfile(info, io.BytesIO(b"x") if kind == tarfile.REGTYPE else None)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("tar, message", [
+    (_tar_with({"uid": str(1 << 70)}), "does not fit the 32-bit uids feature"),
+    (_tar_with({"gid": str((1 << 32) - 1)}), "does not fit the 32-bit uids feature"),
+    (_tar_with({}, tarfile.CHRTYPE, (1 << 20, 1)), "device number 1048576:1 out of range"),
+], ids=["uid-2^70", "gid-no-id", "device-major"])
+def test_tar_numbers_outside_the_catar_range_are_one_line_errors(tar: bytes, message: str) -> None:
+    line = assert_one_line_error(run_desync("tar", "--input-format", "tar", "-", "-", input=tar, check=False))
+    assert message in line

@@ -58,8 +58,6 @@ from .format import (
     ACL_DEFAULT_BODY,
     ACL_MISSING,
     ACL_PERMISSIONS_MASK,
-    DEVICE_MAJOR_LIMIT,
-    DEVICE_MINOR_LIMIT,
     ENTRY_BODY,
     ENTRY_FLAG_BITS,
     ENTRY_SIZE,
@@ -83,7 +81,9 @@ from .format import (
     GoodbyeItem,
     goodbye_hash,
     goodbye_size,
+    device_in_range,
     goodbye_table,
+    ids_in_range,
     type_feature,
     valid_filename,
     valid_user_name,
@@ -634,7 +634,7 @@ class _Decoder:
             if bsize != HEADER_SIZE + 16:
                 raise self.fail(bat, "DEVICE size is not 32")
             major, minor = TWO_U64.unpack(self.read_exact(16, "DEVICE"))
-            if major >= DEVICE_MAJOR_LIMIT or minor >= DEVICE_MINOR_LIMIT:
+            if not device_in_range(major, minor):
                 raise self.fail(bat, f"device number {major}:{minor} out of range")
             meta.rdev_major = major
             meta.rdev_minor = minor
@@ -701,14 +701,11 @@ class _Decoder:
                 raise self.fail(at, "ENTRY flags on something other than a file or directory")
             if not is_dir and eflags & (ff.WITH_SUBVOLUME | ff.WITH_SUBVOLUME_RO):
                 raise self.fail(at, "subvolume flags on a non-directory")
-        if flags & ff.WITH_16BIT_UIDS:
-            if uid >= 0xFFFF or gid >= 0xFFFF:
-                raise self.fail(at, f"uid/gid {uid}/{gid} out of the 16-bit range")
-        elif flags & ff.WITH_32BIT_UIDS:
-            if uid >= 0xFFFFFFFF or gid >= 0xFFFFFFFF or uid == 0xFFFF or gid == 0xFFFF:
-                raise self.fail(at, f"uid/gid {uid}/{gid} out of range")
-        elif uid or gid:
-            raise self.fail(at, "uid/gid stored although the archive has no uid feature")
+        if not ids_in_range(flags, uid, gid):
+            if not flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS):
+                raise self.fail(at, "uid/gid stored although the archive has no uid feature")
+            bits = "16-bit" if flags & ff.WITH_16BIT_UIDS else "32-bit"
+            raise self.fail(at, f"uid/gid {uid}/{gid} out of the {bits} range")
         g = ff.time_granularity(flags)
         if g == 0:
             if mtime:

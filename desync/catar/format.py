@@ -329,6 +329,24 @@ def archive_mtime(mtime_ns: int, flags: int) -> int:
     return value - (value % g)
 
 
+def ids_in_range(flags: int, uid: int, gid: int) -> bool:
+    """Whether an ENTRY may carry this uid/gid under ``flags`` (casync's reader rule, formats.md 5.2).
+
+    0xFFFF and 0xFFFFFFFF are the kernel's "no id" values; without a uid
+    feature both must be 0.
+    """
+    if flags & ff.WITH_16BIT_UIDS:
+        return 0 <= uid < 0xFFFF and 0 <= gid < 0xFFFF
+    if flags & ff.WITH_32BIT_UIDS:
+        return 0 <= uid < 0xFFFFFFFF and 0 <= gid < 0xFFFFFFFF and 0xFFFF not in (uid, gid)
+    return uid == 0 and gid == 0
+
+
+def device_in_range(major: int, minor: int) -> bool:
+    """Whether a DEVICE record may carry this device number (Linux's 12-bit major, 20-bit minor)."""
+    return 0 <= major < DEVICE_MAJOR_LIMIT and 0 <= minor < DEVICE_MINOR_LIMIT
+
+
 def valid_user_name(name: bytes) -> bool:
     """casync's decoder rule for USER/GROUP/ACL names (formats.md 5.3)."""
     if not 1 <= len(name) <= USER_NAME_MAX or name in (b"root", b"0"):

@@ -85,7 +85,8 @@ class LocalStore(Store):
                     raise StoreError(f"store {self.path}: cannot read chunk {cid.hex()}: {os.strerror(raw)}")
                 chunks.append(self.get_chunk(cid, hint))  # the other form, or a clean ChunkMissing
                 continue
-            chunk = Chunk(cid, compressed=raw, origin=self.path) if compressed else Chunk(cid, data=raw, origin=self.path)
+            chunk = (Chunk(cid, compressed=raw, origin=self.path) if compressed
+                     else Chunk(cid, data=raw, origin=self.path))
             if not self.options.skip_verify:
                 chunk.verify(self.options.digest, self.path, hint)
             chunks.append(chunk)

@@ -300,3 +300,42 @@ def _read_bounded(data: bytes) -> None:
 def test_protocol_decoder_planted_integers() -> None:
     for data in planted(PROTOCOL_SEED, PROTOCOL_FIELDS):
         _read_bounded(data)
+
+
+# --- tar input (tar --input-format tar) -------------------------------------------------------------------------
+
+def _tar_seed() -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in ((b"a", b"hello"), (b"d/x", b"1")):
+            info = tarfile.TarInfo(name.decode())
+            info.size = len(data)
+            info.uid, info.gid, info.mtime = 1000, 1000, 1_700_000_000
+            info.pax_headers = {"mtime": "1700000000.5"}
+            tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("l")
+        link.type, link.linkname = tarfile.SYMTYPE, "a"
+        tf.addfile(link)
+    return buf.getvalue()
+
+
+TAR_SEED = _tar_seed()
+
+
+def _convert_tar(data: bytes) -> None:
+    from desync.catar import tar_to_catar
+
+    for _ in tar_to_catar(io.BytesIO(data)):
+        pass
+
+
+def test_tar_seed_is_valid() -> None:
+    _convert_tar(TAR_SEED)
+
+
+@settings(FUZZ, max_examples=150)
+@given(mutated(TAR_SEED, []))
+def test_tar_input_fuzz(data: bytes) -> None:
+    bounded(8 * MiB, lambda: _convert_tar(data))

@@ -51,6 +51,7 @@ class ZstdFrame:
     content_size: int  # -1: not recorded
     window_size: int
     length: int  # bytes of the frame, checksum included
+    content_bound: int  # the most its blocks can hold: what a one-shot decode allocates at most
 
 
 def zstd_frame(raw: bytes) -> ZstdFrame:
@@ -86,6 +87,7 @@ def zstd_frame(raw: bytes) -> ZstdFrame:
     if single:
         window = content
     block_max = min(window, _BLOCK_MAX)
+    bound = 0
     while True:
         if pos + 3 > n:
             raise CompressionError("truncated zstd frame")
@@ -98,6 +100,7 @@ def zstd_frame(raw: bytes) -> ZstdFrame:
         if kind != 1 and size > block_max:
             raise CompressionError("zstd: block larger than the frame allows")
         pos += 1 if kind == 1 else size
+        bound += block_max if kind == 2 else size
         if head & 1:
             break
     if descriptor & 0x04:
@@ -106,7 +109,7 @@ def zstd_frame(raw: bytes) -> ZstdFrame:
         raise CompressionError("truncated zstd frame")
     if pos < n:
         raise CompressionError(f"zstd: {n - pos} bytes of trailing data after the frame")
-    return ZstdFrame(content, window, pos)
+    return ZstdFrame(content, window, pos, bound)
 
 
 class ZstdBinding(ABC):
@@ -287,7 +290,8 @@ def decompress(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> bytes:
     if raw.startswith(ZSTD_MAGIC):
         frame = zstd_frame(raw)
         _check_declared(frame, limit)
-        return binding().decompress(raw, limit)
+        # Nothing to gain from room the blocks cannot fill (the output buffer is allocated up front).
+        return binding().decompress(raw, min(limit, max(frame.content_bound, 1)))
     if raw.startswith(XZ_MAGIC):
         return b"".join(_unstream(_xz(), raw, "xz", limit, limit + 1))
     if raw.startswith(GZIP_MAGIC):

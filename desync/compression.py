@@ -14,7 +14,6 @@ thread.
 
 import importlib
 import lzma
-import struct
 import threading
 import zlib
 from abc import ABC, abstractmethod
@@ -34,7 +33,6 @@ PIECE_SIZE: Final = 1 << 20
 STREAM_WINDOW_LOG: Final = 24
 STREAM_WINDOW_MAX: Final = 1 << STREAM_WINDOW_LOG
 _BLOCK_MAX: Final = 128 * 1024
-_U24: Final = struct.Struct("<I")
 _LARGE = threading.Lock()
 # Memory an xz stream may ask for: its dictionary, up to what ``xz -9`` uses (64 MiB).
 XZ_MEMLIMIT: Final = 72 << 20

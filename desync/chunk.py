@@ -12,22 +12,34 @@ from .errors import ChunkInvalid
 
 
 class Chunk:
-    __slots__ = ("id", "_data", "_compressed")
+    """``origin`` names the store the bytes came from, for error messages."""
 
-    def __init__(self, chunk_id: bytes, data: bytes | None = None, compressed: bytes | None = None) -> None:
+    __slots__ = ("id", "_data", "_compressed", "origin")
+
+    def __init__(self, chunk_id: bytes, data: bytes | None = None, compressed: bytes | None = None,
+                 origin: str = "") -> None:
         self.id = chunk_id
         self._data = data
         self._compressed = compressed
+        self.origin = origin
 
     @classmethod
     def from_data(cls, data: bytes, digest: Digest) -> "Chunk":
         return cls(digest.sum(data), data=data)
 
     def data(self, size_hint: int = 0) -> bytes:
-        """The uncompressed bytes; ``size_hint`` speeds up casync-made frames."""
+        """The uncompressed bytes, at most ``size_hint`` of them when an index gives the size.
+
+        Bytes that do not decompress are a :class:`ChunkInvalid` naming the
+        chunk and its store (also under ``--skip-verify``).
+        """
         if self._data is None:
             assert self._compressed is not None
-            self._data = compression.decompress(self._compressed, size_hint)
+            limit = size_hint if size_hint > 0 else CHUNK_SIZE_LIMIT
+            try:
+                self._data = compression.decompress(self._compressed, limit)
+            except compression.CompressionError as exc:
+                raise ChunkInvalid(self.id, self.origin, str(exc)) from None
         return self._data
 
     def compressed(self) -> bytes:
@@ -52,14 +64,30 @@ class Chunk:
         return self.compressed()
 
     def verify(self, digest: Digest, store: str, size_hint: int = 0) -> None:
-        """Raise :class:`ChunkInvalid` unless the content hashes to the ID."""
-        try:
-            data = self.data(size_hint)
-        except compression.CompressionError as exc:
-            raise ChunkInvalid(self.id, store, str(exc)) from None
-        if not data or len(data) >= CHUNK_SIZE_LIMIT:
-            raise ChunkInvalid(self.id, store, f"bad chunk size {len(data)}")
-        actual = digest.sum(data)
+        """Raise :class:`ChunkInvalid` unless the content hashes to the ID.
+
+        The one place stored bytes are decoded and checked.  With the size
+        known (``size_hint``, from an index) the content is decoded whole,
+        bounded by it, and kept for the caller; without, a compressed
+        chunk is decoded in pieces feeding the hash, so a hostile frame
+        costs no more memory than a piece however large it claims to be.
+        """
+        if self._data is None and size_hint <= 0:
+            assert self._compressed is not None
+            try:
+                actual, size = digest.sum_pieces(compression.decompressed_pieces(self._compressed,
+                                                                                 CHUNK_SIZE_LIMIT - 1))
+            except compression.CompressionError as exc:
+                raise ChunkInvalid(self.id, store, str(exc)) from None
+        else:
+            try:
+                data = self.data(size_hint)
+            except ChunkInvalid as undecodable:
+                raise ChunkInvalid(self.id, store, undecodable.reason) from None
+            size = len(data)
+            actual = digest.sum(data) if 0 < size < CHUNK_SIZE_LIMIT else b""
+        if not 0 < size < CHUNK_SIZE_LIMIT:
+            raise ChunkInvalid(self.id, store, f"bad chunk size {size}")
         if actual != self.id:
             raise ChunkInvalid(self.id, store, f"content hashes to {actual.hex()} ({digest.name})")
 

@@ -17,21 +17,106 @@ import lzma
 import threading
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_LEVEL, ZSTD_MAGIC
-from .errors import DesyncError
+from .errors import DesyncError, FormatError
 
 NO_BINDING = "zstd compression needs the zstandard package, which is not installed: pip install zstandard"
+# Output pieces of streamed decompression: small enough to keep memory flat, large enough to be cheap.
+PIECE_SIZE: Final = 1 << 20
+# Largest zstd window a streamed decompression may allocate (casync writes 2 MiB windows at level 3);
+# frames that ask for more are decoded in one go, one at a time per process.
+STREAM_WINDOW_LOG: Final = 24
+STREAM_WINDOW_MAX: Final = 1 << STREAM_WINDOW_LOG
+_BLOCK_MAX: Final = 128 * 1024
+_LARGE = threading.Lock()
+# Memory an xz stream may ask for: its dictionary, up to what ``xz -9`` uses (64 MiB).
+XZ_MEMLIMIT: Final = 72 << 20
 
 
-class CompressionError(ValueError):
-    """The bytes are not one valid compressed stream."""
+class CompressionError(FormatError):
+    """The bytes are not one valid compressed stream (or decompress to more than allowed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ZstdFrame:
+    """What a zstd frame's headers say, read without decompressing it."""
+
+    content_size: int  # -1: not recorded
+    window_size: int
+    length: int  # bytes of the frame, checksum included
+    content_bound: int  # the most its blocks can hold: what a one-shot decode allocates at most
+
+
+def zstd_frame(raw: bytes) -> ZstdFrame:
+    """Walk the frame header and block headers of the zstd frame ``raw`` must consist of.
+
+    Finding the frame's end here, the same way for both bindings, is what
+    lets bytes after it be refused (as casync does) and a truncated frame
+    be told apart before any memory is spent on its content.
+    """
+    n = len(raw)
+    if n < 6:
+        raise CompressionError("truncated zstd frame")
+    descriptor = raw[4]
+    if descriptor & 0x08:
+        raise CompressionError("zstd: reserved bit set in the frame header")
+    fcs_flag = descriptor >> 6
+    single = bool(descriptor & 0x20)
+    pos = 5
+    window = 0
+    if not single:
+        wd = raw[5]
+        log = 10 + (wd >> 3)
+        window = (1 << log) + ((1 << log) >> 3) * (wd & 7)
+        pos = 6
+    pos += (0, 1, 2, 4)[descriptor & 3]
+    fcs_len = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if pos + fcs_len > n:
+        raise CompressionError("truncated zstd frame")
+    content = -1
+    if fcs_len:
+        content = int.from_bytes(raw[pos:pos + fcs_len], "little") + (256 if fcs_len == 2 else 0)
+    pos += fcs_len
+    if single:
+        window = content
+    block_max = min(window, _BLOCK_MAX)
+    bound = 0
+    while True:
+        if pos + 3 > n:
+            raise CompressionError("truncated zstd frame")
+        head = raw[pos] | raw[pos + 1] << 8 | raw[pos + 2] << 16
+        pos += 3
+        kind = (head >> 1) & 3
+        size = head >> 3
+        if kind == 3:
+            raise CompressionError("zstd: reserved block type")
+        if kind != 1 and size > block_max:
+            raise CompressionError("zstd: block larger than the frame allows")
+        pos += 1 if kind == 1 else size
+        bound += block_max if kind == 2 else size
+        if head & 1:
+            break
+    if descriptor & 0x04:
+        pos += 4
+    if pos > n:
+        raise CompressionError("truncated zstd frame")
+    if pos < n:
+        raise CompressionError(f"zstd: {n - pos} bytes of trailing data after the frame")
+    return ZstdFrame(content, window, pos, bound)
 
 
 class ZstdBinding(ABC):
-    """One zstd library behind the two operations chunk files need."""
+    """One zstd library behind the operations chunk files need.
+
+    Callers pass frames :func:`zstd_frame` has accepted, with a content
+    size (when recorded) within ``limit``; both bindings then refuse
+    output past ``limit`` and give identical results.
+    """
 
     def __init__(self, module: ModuleType) -> None:
         self.module: Any = module
@@ -43,8 +128,12 @@ class ZstdBinding(ABC):
         """One frame at casync's level, recording the content size."""
 
     @abstractmethod
-    def decompress(self, raw: bytes, size_hint: int) -> bytes:
-        """The content of the zstd frame at the start of ``raw``; bytes after it are ignored."""
+    def decompress(self, raw: bytes, limit: int) -> bytes:
+        """The content of the zstd frame ``raw``; more than ``limit`` bytes is an error."""
+
+    @abstractmethod
+    def pieces(self, raw: bytes, limit: int) -> Iterator[bytes]:
+        """The content in pieces of at most PIECE_SIZE, using a window of at most STREAM_WINDOW_MAX."""
 
 
 class ZstandardBinding(ZstdBinding):
@@ -52,8 +141,6 @@ class ZstandardBinding(ZstdBinding):
 
     def __init__(self, module: ModuleType) -> None:
         super().__init__(module)
-        self.frame_parameters: Any = module.get_frame_parameters
-        self.unknown_size: int = module.CONTENTSIZE_UNKNOWN
         self.error: Any = module.ZstdError
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -64,28 +151,41 @@ class ZstandardBinding(ZstdBinding):
         result: bytes = ctx.compress(data)
         return result
 
-    def decompress(self, raw: bytes, size_hint: int) -> bytes:
+    def decompress(self, raw: bytes, limit: int) -> bytes:
         dctx: Any = getattr(self.contexts, "decompressor", None)
         if dctx is None:
             dctx = self.module.ZstdDecompressor()
             self.contexts.decompressor = dctx
         try:
-            size: int = self.frame_parameters(raw).content_size
-            if size != self.unknown_size:
-                if size > CHUNK_SIZE_LIMIT:
-                    raise CompressionError("chunk too large")
-                out: bytes = dctx.decompress(raw)
-                return out
-            if 0 < size_hint <= CHUNK_SIZE_LIMIT:
-                out = dctx.decompress(raw, max_output_size=size_hint)
-                return out
-            dobj = dctx.decompressobj()
-            out = dobj.decompress(raw)
-            if not dobj.eof:
-                raise CompressionError("truncated zstd frame")
-            return out
+            out: bytes = dctx.decompress(raw, max_output_size=limit)
+        except self.error as exc:
+            raise CompressionError(_zstandard_reason(str(exc))) from None
+        return out
+
+    def pieces(self, raw: bytes, limit: int) -> Iterator[bytes]:
+        dctx: Any = getattr(self.contexts, "streamer", None)
+        if dctx is None:
+            dctx = self.module.ZstdDecompressor(max_window_size=STREAM_WINDOW_MAX)
+            self.contexts.streamer = dctx
+        total = 0
+        try:
+            reader = dctx.stream_reader(raw, read_across_frames=False)
+            while True:
+                piece: bytes = reader.read(PIECE_SIZE)
+                if not piece:
+                    return
+                total += len(piece)
+                if total > limit:
+                    raise CompressionError("zstd frame larger than expected")
+                yield piece
         except self.error as exc:
             raise CompressionError(f"zstd: {exc}") from None
+
+
+def _zstandard_reason(message: str) -> str:
+    if "did not decompress full frame" in message:
+        return "zstd frame larger than expected"
+    return f"zstd: {message}"
 
 
 class StdlibBinding(ZstdBinding):
@@ -95,6 +195,7 @@ class StdlibBinding(ZstdBinding):
         super().__init__(module)
         self.flush_frame: int = module.ZstdCompressor.FLUSH_FRAME
         self.error: Any = module.ZstdError
+        self.stream_options: dict[Any, int] = {module.DecompressionParameter.window_log_max: STREAM_WINDOW_LOG}
 
     def compress(self, data: bytes | bytearray | memoryview) -> bytes:
         ctx: Any = getattr(self.contexts, "compressor", None)
@@ -105,17 +206,8 @@ class StdlibBinding(ZstdBinding):
         result: bytes = ctx.compress(data, self.flush_frame)
         return result
 
-    def decompress(self, raw: bytes, size_hint: int) -> bytes:
+    def decompress(self, raw: bytes, limit: int) -> bytes:
         try:
-            size: int | None = self.module.get_frame_info(raw).decompressed_size
-            if size is not None:
-                if size > CHUNK_SIZE_LIMIT:
-                    raise CompressionError("chunk too large")
-                limit = size
-            elif 0 < size_hint <= CHUNK_SIZE_LIMIT:
-                limit = size_hint
-            else:
-                limit = CHUNK_SIZE_LIMIT
             dobj = self.module.ZstdDecompressor()
             # One byte of room past the limit tells a frame that is too large from one that fits exactly.
             out: bytes = dobj.decompress(raw, limit + 1)
@@ -126,6 +218,24 @@ class StdlibBinding(ZstdBinding):
         if not dobj.eof:
             raise CompressionError("truncated zstd frame")
         return out
+
+    def pieces(self, raw: bytes, limit: int) -> Iterator[bytes]:
+        total = 0
+        try:
+            dobj = self.module.ZstdDecompressor(options=self.stream_options)
+            data = raw
+            while not dobj.eof:
+                piece: bytes = dobj.decompress(data, PIECE_SIZE)
+                data = b""
+                if not piece and dobj.needs_input:
+                    raise CompressionError("truncated zstd frame")
+                total += len(piece)
+                if total > limit:
+                    raise CompressionError("zstd frame larger than expected")
+                if piece:
+                    yield piece
+        except self.error as exc:
+            raise CompressionError(f"zstd: {_first_sentence(str(exc))}") from None
 
 
 def _first_sentence(message: str) -> str:
@@ -165,29 +275,101 @@ def compress(data: bytes | bytearray | memoryview) -> bytes:
     return binding().compress(data)
 
 
-def decompress(raw: bytes, size_hint: int = 0) -> bytes:
-    """Decompress a chunk file in any format casync writes.
+def decompress(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> bytes:
+    """Decompress a chunk file in any format casync writes, producing at most ``limit`` bytes.
 
-    ``size_hint`` is the expected chunk size when known (from an index);
-    it lets frames without a recorded content size (casync's) take the
-    fast one-shot path.
+    ``limit`` is the chunk's size when an index gives it, else the
+    store-wide maximum.  The bytes must be exactly one stream: a frame
+    that is truncated, is followed by other bytes, or holds more than
+    ``limit`` bytes is a :class:`CompressionError`, whatever its header
+    claims.
     """
+    limit = min(limit, CHUNK_SIZE_LIMIT)
     if raw.startswith(ZSTD_MAGIC):
-        return binding().decompress(raw, size_hint)
+        frame = zstd_frame(raw)
+        _check_declared(frame, limit)
+        # Nothing to gain from room the blocks cannot fill (the output buffer is allocated up front).
+        return binding().decompress(raw, min(limit, max(frame.content_bound, 1)))
     if raw.startswith(XZ_MAGIC):
-        return _unstream(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), raw, "xz")
+        return b"".join(_unstream(_xz(), raw, "xz", limit, limit + 1))
     if raw.startswith(GZIP_MAGIC):
-        return _unstream(zlib.decompressobj(wbits=31), raw, "gzip")
+        return b"".join(_unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, limit + 1))
     raise CompressionError("unknown compression format")
 
 
-def _unstream(dobj: "lzma.LZMADecompressor | zlib._Decompress", raw: bytes, name: str) -> bytes:
+def decompressed_pieces(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> Iterator[bytes]:
+    """Like :func:`decompress`, in pieces of at most PIECE_SIZE bytes, so memory stays small.
+
+    For checking a chunk whose size nothing tells (a whole store's
+    ``verify``, an upload): however much a hostile frame claims or
+    inflates to, only a piece and a bounded window are held at a time, and
+    the stream is refused once it passes ``limit``.
+    """
+    limit = min(limit, CHUNK_SIZE_LIMIT)
+    if raw.startswith(ZSTD_MAGIC):
+        frame = zstd_frame(raw)
+        _check_declared(frame, limit)
+        if frame.content_size < 0 and frame.window_size > STREAM_WINDOW_MAX:
+            # The window would cost as much as the content: decode whole, one such frame at a time.
+            with _LARGE:
+                data = binding().decompress(raw, limit)
+            for start in range(0, len(data), PIECE_SIZE):
+                yield data[start:start + PIECE_SIZE]
+            return
+        yield from binding().pieces(raw, limit)
+    elif raw.startswith(XZ_MAGIC):
+        yield from _unstream(_xz(), raw, "xz", limit, PIECE_SIZE)
+    elif raw.startswith(GZIP_MAGIC):
+        yield from _unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, PIECE_SIZE)
+    else:
+        raise CompressionError("unknown compression format")
+
+
+def stored_size_limit(size: int) -> int:
+    """The most bytes a chunk file may hold for content of ``size`` bytes (0: size unknown).
+
+    Room for any of the three formats' overhead on incompressible data;
+    anything larger is not a chunk of that size and is not read.
+    """
+    content = size if 0 < size < CHUNK_SIZE_LIMIT else CHUNK_SIZE_LIMIT
+    return content + content // 64 + 4096
+
+
+def _xz() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+
+
+def _check_declared(frame: ZstdFrame, limit: int) -> None:
+    if frame.content_size > limit:
+        raise CompressionError("chunk too large" if frame.content_size > CHUNK_SIZE_LIMIT
+                               else "zstd frame larger than expected")
+
+
+def _unstream(dobj: "lzma.LZMADecompressor | zlib._Decompress", raw: bytes, name: str, limit: int,
+              piece_size: int) -> Iterator[bytes]:
+    """The content of one xz or gzip stream in pieces; past ``limit`` or followed by other bytes is an error."""
+    total = 0
+    data = raw
     try:
-        out = dobj.decompress(raw, CHUNK_SIZE_LIMIT + 1)
+        while True:
+            if isinstance(dobj, lzma.LZMADecompressor):
+                piece = dobj.decompress(data, piece_size)
+                data = b""
+                stalled = not piece and dobj.needs_input
+            else:
+                piece = dobj.decompress(data, piece_size)
+                data = dobj.unconsumed_tail
+                stalled = not piece and not data
+            total += len(piece)
+            if total > limit:
+                raise CompressionError(f"{name} stream larger than expected")
+            if piece:
+                yield piece
+            if dobj.eof:
+                break
+            if stalled:
+                raise CompressionError(f"truncated {name} stream")
     except (lzma.LZMAError, zlib.error) as exc:
         raise CompressionError(f"{name}: {exc}") from None
-    if not dobj.eof:
-        raise CompressionError(f"truncated {name} stream")
-    if dobj.unused_data:
+    if dobj.unused_data or (not isinstance(dobj, lzma.LZMADecompressor) and dobj.unconsumed_tail):
         raise CompressionError(f"trailing data after the {name} stream")
-    return out

@@ -35,6 +35,8 @@ INDEX_HEADER_SIZE: Final = 48
 TABLE_HEADER_SIZE: Final = 16
 TABLE_ITEM_SIZE: Final = 40
 TABLE_SIZE_UNKNOWN: Final = 0xFFFFFFFFFFFFFFFF
+# The largest index file read from a peer (about 27 million chunks: a 1.6 TiB blob at 64 KiB a chunk).
+INDEX_SIZE_LIMIT: Final = 1 << 30
 
 # Chunk sizes (formats.md 6.1, 6.7).
 CHUNK_SIZE_MIN_DEFAULT: Final = 16 * 1024

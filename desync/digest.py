@@ -5,6 +5,7 @@ An index or archive names its algorithm in the SHA512_256 feature bit;
 """
 
 import hashlib
+from collections.abc import Iterable
 from typing import Final
 
 from .errors import UsageError
@@ -28,6 +29,15 @@ class Digest:
         h = self._proto.copy()
         h.update(data)
         return h.digest()
+
+    def sum_pieces(self, pieces: Iterable[bytes]) -> tuple[bytes, int]:
+        """The digest of content that arrives in pieces, and its length."""
+        h = self._proto.copy()
+        size = 0
+        for piece in pieces:
+            h.update(piece)
+            size += len(piece)
+        return h.digest(), size
 
     def __repr__(self) -> str:
         return f"Digest({self.name})"

@@ -35,7 +35,8 @@ class ChunkInvalid(StoreError):
     """The chunk's content does not match its ID, or does not decompress."""
 
     def __init__(self, chunk_id: bytes, store: str, reason: str) -> None:
-        super().__init__(f"chunk {chunk_id.hex()} in store {store} is invalid: {reason}")
+        where = f" in store {store}" if store else ""
+        super().__init__(f"chunk {chunk_id.hex()}{where} is invalid: {reason}")
         self.chunk_id = chunk_id
         self.store = store
         self.reason = reason

@@ -15,20 +15,28 @@ from desync.stores import LocalStore, StoreOptions
 needs_c = pytest.mark.skipif(fileio_module is None, reason="C accelerator not built (pure-Python run)")
 
 
-@needs_c
-def test_read_files_returns_contents_or_errno(tmp_path: Path) -> None:
-    assert fileio_module is not None
+@pytest.mark.parametrize("accel", [True, False])
+def test_read_files_returns_contents_or_errno(tmp_path: Path, accel: bool) -> None:
+    """The C reader and its Python twin: regular files up to their limit, errnos for everything else."""
+    from desync import fsutil
+
+    if accel and fileio_module is None:
+        pytest.skip("C accelerator not built (pure-Python run)")
+    read = fileio_module.read_files if accel and fileio_module is not None else fsutil.read_files_py
     (tmp_path / "a").write_bytes(b"alpha")
     (tmp_path / "empty").write_bytes(b"")
     big = os.urandom(300_000)
     (tmp_path / "big").write_bytes(big)
-    paths = [os.fsencode(tmp_path / n) for n in ("a", "missing", "empty", "big")]
-    paths.append(os.fsencode(tmp_path))  # a directory cannot be read
-    got = fileio_module.read_files(paths)
-    assert got[:4] == [b"alpha", errno.ENOENT, b"", big]
-    assert got[4] == errno.EISDIR
+    os.mkfifo(tmp_path / "fifo")  # nobody writes: a blocking open or read would hang here
+    with open(tmp_path / "sparse", "wb") as f:
+        f.truncate(1 << 40)
+    names = ("a", "missing", "empty", "big", "fifo", "sparse", "big")
+    paths = [os.fsencode(tmp_path / n) for n in names] + [os.fsencode(tmp_path)]
+    limits = [10, 10, 0, 300_000, 10, 1 << 20, 299_999, 10]
+    got = read(paths, limits)
+    assert got == [b"alpha", errno.ENOENT, b"", big, errno.EINVAL, errno.EFBIG, errno.EFBIG, errno.EISDIR]
     with pytest.raises(TypeError):
-        fileio_module.read_files(["not bytes"])
+        read(["not bytes"], [1])
 
 
 def test_batched_get_matches_single_gets_and_falls_back(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -302,13 +303,12 @@ def test_version_and_help() -> None:
 
 
 def test_ctrl_c_exits_130_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    index, store, _ = _made(tmp_path)
-    # A chunk file that is a FIFO blocks its reader forever: extract is certainly still running.
-    victim = sorted(store.rglob("*.cacnk"))[0]
-    victim.unlink()
-    os.mkfifo(victim)
+    index, _, _ = _made(tmp_path)
+    # A chunk store that accepts connections and never answers: extract is certainly still running.
+    silent = socket.create_server(("127.0.0.1", 0))
     target = tmp_path / "target"
-    cmd = [sys.executable, "-m", "desync", "extract", "-s", str(store), str(index), str(target)]
+    cmd = [sys.executable, "-m", "desync", "extract", "-s", f"http://127.0.0.1:{silent.getsockname()[1]}/",
+           str(index), str(target)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=desync_env(), cwd=NEUTRAL_DIR)
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob(".target.*")) and time.monotonic() < deadline:
@@ -320,3 +320,4 @@ def test_ctrl_c_exits_130_and_leaves_no_temp_file(tmp_path: Path) -> None:
     assert b"Traceback" not in err
     assert not target.exists()
     assert list(tmp_path.glob(".target.*")) == []
+    silent.close()

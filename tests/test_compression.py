@@ -41,7 +41,7 @@ def test_casync_style_frame_without_content_size_is_read() -> None:
     raw = zstandard.ZstdCompressor(level=3, write_content_size=False).compress(data)
     assert zstandard.get_frame_parameters(raw).content_size == zstandard.CONTENTSIZE_UNKNOWN
     assert compression.decompress(raw) == data
-    assert compression.decompress(raw, size_hint=len(data)) == data
+    assert compression.decompress(raw, limit=len(data)) == data
 
 
 def test_xz_and_gzip_chunks_are_read() -> None:
@@ -104,7 +104,7 @@ def test_each_binding_round_trips_and_writes_what_zstandard_reads(name: str, dat
     raw = ours.compress(data)
     assert raw.startswith(b"\x28\xb5\x2f\xfd")
     assert zstandard.get_frame_parameters(raw).content_size == len(data)
-    assert ours.decompress(raw, 0) == data
+    assert ours.decompress(raw, CHUNK_SIZE_LIMIT) == data
     assert zstandard.ZstdDecompressor().decompress(raw) == data
 
 
@@ -112,7 +112,7 @@ def test_each_binding_round_trips_and_writes_what_zstandard_reads(name: str, dat
 @given(data=st.binary(max_size=200_000))
 @settings(max_examples=30, deadline=None)
 def test_stdlib_binding_reads_what_zstandard_writes(data: bytes) -> None:
-    assert _binding("stdlib").decompress(_binding("zstandard").compress(data), 0) == data
+    assert _binding("stdlib").decompress(_binding("zstandard").compress(data), CHUNK_SIZE_LIMIT) == data
 
 
 @requires_stdlib_zstd
@@ -130,7 +130,7 @@ def test_contexts_are_per_thread(name: str) -> None:
     inputs = [os.urandom(1000) * (i + 1) for i in range(64)]
     with ThreadPoolExecutor(8) as pool:
         frames = list(pool.map(ours.compress, inputs))
-        back = list(pool.map(lambda raw: ours.decompress(raw, 0), frames))
+        back = list(pool.map(lambda raw: ours.decompress(raw, CHUNK_SIZE_LIMIT), frames))
     assert back == inputs
 
 
@@ -142,15 +142,32 @@ _CHECKED = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(_CASY
 _HUGE = b"\x28\xb5\x2f\xfd\xe0" + struct.pack("<Q", CHUNK_SIZE_LIMIT + 1) + b"\x01\x00\x00"
 
 
+def zstd_bomb(size: int, window_log: int = 21) -> bytes:
+    """A frame without a content size whose RLE blocks inflate to ``size`` zero bytes (4 bytes per 128 KiB)."""
+    block = 128 * 1024
+    out = bytearray(b"\x28\xb5\x2f\xfd\x00" + bytes([(window_log - 10) << 3]))
+    left = size
+    while left > 0:
+        n = min(block, left)
+        left -= n
+        out += (n << 3 | 1 << 1 | (1 if left == 0 else 0)).to_bytes(3, "little") + b"\x00"
+    return bytes(out)
+
+
+_BOMB = zstd_bomb(200 << 20)
+
+
 @pytest.mark.parametrize("name", BINDING_NAMES)
-@pytest.mark.parametrize("raw, size_hint, expected", [
+@pytest.mark.parametrize("raw, limit, expected", [
     (_CASYNC_FRAME, 0, len(_CASYNC_DATA)),
     (_CASYNC_FRAME, len(_CASYNC_DATA), len(_CASYNC_DATA)),
-    (_CASYNC_FRAME + b"junk", 0, len(_CASYNC_DATA)),
-    (_SIZED + _SIZED, 0, 5000),
+    (_CASYNC_FRAME + b"junk", 0, None),
+    (_SIZED + _SIZED, 0, None),
     (_CHECKED, 0, len(_CASYNC_DATA)),
     (zstandard.ZstdCompressor().compress(b""), 0, 0),
     (_CASYNC_FRAME, 5000, None),
+    (_SIZED, 4999, None),
+    (_SIZED, 5000, 5000),
     (_CASYNC_FRAME[:-5], 0, None),
     (_CASYNC_FRAME[:-5], len(_CASYNC_DATA), None),
     (_SIZED[:-5], 0, None),
@@ -158,13 +175,43 @@ _HUGE = b"\x28\xb5\x2f\xfd\xe0" + struct.pack("<Q", CHUNK_SIZE_LIMIT + 1) + b"\x
     (_HUGE, 0, None),
     (b"\x28\xb5\x2f\xfd", 0, None),
     (b"\x28\xb5\x2f\xfd\x00\x01", 0, None),
-], ids=["casync", "casync-hint", "trailing", "two-frames", "checksum", "empty", "larger-than-hint", "truncated",
-        "truncated-hint", "truncated-sized", "bad-checksum", "too-large", "magic-only", "bad-header"])
-def test_bindings_accept_and_refuse_the_same_frames(name: str, raw: bytes, size_hint: int,
-                                                    expected: int | None) -> None:
-    ours = _binding(name)
-    if expected is None:
-        with pytest.raises(compression.CompressionError, match=r"^(zstd|truncated zstd|chunk too large)"):
-            ours.decompress(raw, size_hint)
-    else:
-        assert len(ours.decompress(raw, size_hint)) == expected
+    (_BOMB, 0, None),
+    (_BOMB, 64 * 1024, None),
+    (zstd_bomb(3 << 20), 0, 3 << 20),
+    (zstd_bomb(3 << 20, window_log=27), 0, 3 << 20),
+], ids=["casync", "casync-limit", "trailing", "two-frames", "checksum", "empty", "larger-than-limit",
+        "sized-over-limit", "sized-at-limit", "truncated", "truncated-limit", "truncated-sized", "bad-checksum",
+        "too-large", "magic-only", "bad-header", "bomb", "bomb-limit", "rle", "rle-big-window"])
+def test_bindings_accept_and_refuse_the_same_frames(name: str, raw: bytes, limit: int, expected: int | None,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole and streamed decompression, with either binding, agree; nothing passes its limit or has a tail."""
+    monkeypatch.setattr(compression, "_binding", _binding(name))
+    bound = limit or CHUNK_SIZE_LIMIT
+    for decode in (compression.decompress, lambda r, n: b"".join(compression.decompressed_pieces(r, n))):
+        if expected is None:
+            with pytest.raises(compression.CompressionError, match=r"^(zstd|truncated zstd|chunk too large)"):
+                decode(raw, bound)
+        else:
+            assert len(decode(raw, bound)) == expected
+
+
+@pytest.mark.parametrize("raw", [lzma.compress(b"x" * 1000) + b"tail", gzip.compress(b"x" * 1000) + b"tail",
+                                 lzma.compress(bytes(300_000)), gzip.compress(bytes(300_000))])
+def test_xz_and_gzip_are_bounded_and_strict_about_trailing_bytes(raw: bytes) -> None:
+    for decode in (compression.decompress, lambda r, n: b"".join(compression.decompressed_pieces(r, n))):
+        with pytest.raises(compression.CompressionError, match=r"trailing data|larger than expected"):
+            decode(raw, 100_000)
+
+
+def test_streamed_pieces_stay_small_whatever_the_frame_inflates_to() -> None:
+    pieces = compression.decompressed_pieces(zstd_bomb(CHUNK_SIZE_LIMIT + (1 << 20)))
+    seen = 0
+    with pytest.raises(compression.CompressionError, match="larger than expected"):
+        for piece in pieces:
+            assert len(piece) <= compression.PIECE_SIZE
+            seen += len(piece)
+    assert seen <= CHUNK_SIZE_LIMIT
+
+
+def test_compression_errors_are_desync_errors() -> None:
+    assert issubclass(compression.CompressionError, DesyncError)

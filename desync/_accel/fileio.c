@@ -18,27 +18,36 @@
 #include <malloc.h>
 #endif
 
-/* read_files(paths: list[bytes]) -> list[bytes | int]
- * Each result is the file's content, or the errno (int) that stopped it. */
-static PyObject *read_files(PyObject *self, PyObject *arg)
+/* read_files(paths: list[bytes], limits: list[int]) -> list[bytes | int]
+ * Each result is the file's content, or the errno (int) that stopped it: EISDIR or EINVAL for
+ * something other than a regular file, EFBIG for a file larger than its limit.  Files are opened
+ * non-blocking and checked with fstat before anything is read, so a FIFO cannot hang the batch
+ * and a huge sparse file is not read. */
+static PyObject *read_files(PyObject *self, PyObject *args)
 {
     (void)self;
-    if (!PyList_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "read_files expects a list of bytes paths");
+    PyObject *arg, *limit_list;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &arg, &PyList_Type, &limit_list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    if (PyList_GET_SIZE(limit_list) != n) {
+        PyErr_SetString(PyExc_ValueError, "read_files needs one limit per path");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(arg);
     const char **paths = PyMem_Calloc((size_t)(n ? n : 1), sizeof(char *));
     int *fds = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int));
     int *errs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(int));
     off_t *sizes = PyMem_Calloc((size_t)(n ? n : 1), sizeof(off_t));
+    long long *limits = PyMem_Calloc((size_t)(n ? n : 1), sizeof(long long));
     char **bufs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(char *));
     PyObject *result = NULL;
     PyObject **objs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *));
-    if (!paths || !fds || !errs || !sizes || !bufs || !objs) {
+    if (!paths || !fds || !errs || !sizes || !limits || !bufs || !objs) {
         PyErr_NoMemory();
         goto done;
     }
+    for (Py_ssize_t i = 0; i < n; i++)
+        fds[i] = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *p = PyList_GET_ITEM(arg, i);
         if (!PyBytes_Check(p)) {
@@ -46,18 +55,27 @@ static PyObject *read_files(PyObject *self, PyObject *arg)
             goto done;
         }
         paths[i] = PyBytes_AS_STRING(p);
-        fds[i] = -1;
+        limits[i] = PyLong_AsLongLong(PyList_GET_ITEM(limit_list, i));
+        if (limits[i] == -1 && PyErr_Occurred())
+            goto done;
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         struct stat st;
-        int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+        int fd = open(paths[i], O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) {
             errs[i] = errno;
             continue;
         }
-        if (fstat(fd, &st) != 0) {
+        if (fstat(fd, &st) != 0)
             errs[i] = errno;
+        else if (S_ISDIR(st.st_mode))
+            errs[i] = EISDIR;
+        else if (!S_ISREG(st.st_mode))
+            errs[i] = EINVAL;
+        else if ((long long)st.st_size > limits[i])
+            errs[i] = EFBIG;
+        if (errs[i]) {
             close(fd);
             continue;
         }
@@ -125,6 +143,7 @@ done:
     PyMem_Free(fds);
     PyMem_Free(errs);
     PyMem_Free(sizes);
+    PyMem_Free(limits);
     PyMem_Free(bufs);
     PyMem_Free(objs);
     return result;
@@ -266,8 +285,39 @@ struct finish_job {
     long long uid, gid;
     int mode;
     int set_times;
-    long long mtime_ns;
+    long long mtime_sec;
+    long mtime_nsec;
 };
+
+/* Splits an mtime in ns into seconds and ns as the Python twin's os.utime does: any value from
+ * -2^63 to 2^64-1, so an archive's unsigned 64-bit mtime (casync's reading) is never an overflow.
+ * Returns -1 with an exception set outside that range. */
+static int split_mtime(PyObject *value, long long *sec, long *nsec)
+{
+    int overflow = 0;
+    long long ns = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (ns == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(value);
+        if (u == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        *sec = (long long)(u / 1000000000ULL);
+        *nsec = (long)(u % 1000000000ULL);
+        return 0;
+    }
+    if (overflow < 0) {
+        PyErr_SetString(PyExc_OverflowError, "mtime out of range");
+        return -1;
+    }
+    *sec = ns / 1000000000LL;
+    *nsec = (long)(ns % 1000000000LL);
+    if (*nsec < 0) {
+        *nsec += 1000000000L;
+        *sec -= 1;
+    }
+    return 0;
+}
 
 /* finish_files(jobs: list[tuple]) -> tuple[int, int, str] | None
  * Each job is (fd, blocks, src_fd, src_offset, src_size, uid, gid, mode, set_times, mtime_ns):
@@ -307,7 +357,8 @@ static PyObject *finish_files(PyObject *self, PyObject *arg)
         j->gid = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 6));
         j->mode = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 7));
         j->set_times = PyObject_IsTrue(PyTuple_GET_ITEM(t, 8));
-        j->mtime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 9));
+        if (split_mtime(PyTuple_GET_ITEM(t, 9), &j->mtime_sec, &j->mtime_nsec) != 0)
+            parse_error = 1;
         for (Py_ssize_t b = 0; b < PyList_GET_SIZE(j->blocks); b++)
             if (!PyBytes_Check(PyList_GET_ITEM(j->blocks, b)) && !parse_error) {
                 PyErr_SetString(PyExc_TypeError, "finish_files: blocks must be bytes");
@@ -342,13 +393,8 @@ static PyObject *finish_files(PyObject *self, PyObject *arg)
             step = "chmod";
         } else if (j->set_times) {
             struct timespec ts[2];
-            long long sec = j->mtime_ns / 1000000000LL, nsec = j->mtime_ns % 1000000000LL;
-            if (nsec < 0) {
-                nsec += 1000000000LL;
-                sec -= 1;
-            }
-            ts[0].tv_sec = ts[1].tv_sec = (time_t)sec;
-            ts[0].tv_nsec = ts[1].tv_nsec = (long)nsec;
+            ts[0].tv_sec = ts[1].tv_sec = (time_t)j->mtime_sec;
+            ts[0].tv_nsec = ts[1].tv_nsec = j->mtime_nsec;
             if (futimens(j->fd, ts) != 0) {
                 rc = errno;
                 step = "utimes";
@@ -453,7 +499,7 @@ static PyObject *tune_allocator(PyObject *self, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"tune_allocator", tune_allocator, METH_NOARGS, "Keep chunk-sized buffers in the heap (glibc)."},
-    {"read_files", read_files, METH_O, "Read whole files; each result is bytes or an errno."},
+    {"read_files", read_files, METH_VARARGS, "Read whole regular files up to their limits; bytes or an errno."},
     {"finish_files", finish_files, METH_O, "Write, chown, chmod, set times of and close created files, GIL released."},
     {"pwrite_many", pwrite_many, METH_VARARGS, "Write pieces at their offsets, GIL released once."},
     {"write_items", write_items, METH_VARARGS, "Append bytes and file contents to a descriptor, GIL released."},

@@ -58,8 +58,6 @@ from .format import (
     ACL_DEFAULT_BODY,
     ACL_MISSING,
     ACL_PERMISSIONS_MASK,
-    DEVICE_MAJOR_LIMIT,
-    DEVICE_MINOR_LIMIT,
     ENTRY_BODY,
     ENTRY_FLAG_BITS,
     ENTRY_SIZE,
@@ -68,8 +66,8 @@ from .format import (
     GOODBYE_MIN_SIZE,
     HEADER,
     HEADER_SIZE,
-    MASK64,
     NAME_MAX,
+    OFFSET_MAX,
     PERMS_MASK,
     S_IFMT,
     SELINUX_LABEL_MAX,
@@ -83,7 +81,9 @@ from .format import (
     GoodbyeItem,
     goodbye_hash,
     goodbye_size,
+    device_in_range,
     goodbye_table,
+    ids_in_range,
     type_feature,
     valid_filename,
     valid_user_name,
@@ -413,7 +413,8 @@ class _Decoder:
         if len(first) < HEADER_SIZE:
             first += self.read_exact(HEADER_SIZE - len(first), "record header")
         size, rtype = HEADER.unpack(first)
-        if size < HEADER_SIZE or size == MASK64:
+        if size < HEADER_SIZE or size > OFFSET_MAX - at:
+            # Past OFFSET_MAX no file could hold the record, and no file offset could address its end.
             raise self.fail(at, f"invalid record size {size}")
         if rtype not in _KNOWN_TYPES:
             raise self.fail(at, record_name(rtype))
@@ -633,7 +634,7 @@ class _Decoder:
             if bsize != HEADER_SIZE + 16:
                 raise self.fail(bat, "DEVICE size is not 32")
             major, minor = TWO_U64.unpack(self.read_exact(16, "DEVICE"))
-            if major >= DEVICE_MAJOR_LIMIT or minor >= DEVICE_MINOR_LIMIT:
+            if not device_in_range(major, minor):
                 raise self.fail(bat, f"device number {major}:{minor} out of range")
             meta.rdev_major = major
             meta.rdev_minor = minor
@@ -660,6 +661,8 @@ class _Decoder:
         ident, perm = TWO_U64.unpack_from(body, 0)
         if perm & ~ACL_PERMISSIONS_MASK:
             raise self.fail(at, "invalid ACL permissions")
+        if ident >= 0xFFFFFFFF:
+            raise self.fail(at, f"{what} id {ident} out of range")
         name: bytes | None = None
         if len(body) > 16:
             rest = body[16:]
@@ -698,14 +701,11 @@ class _Decoder:
                 raise self.fail(at, "ENTRY flags on something other than a file or directory")
             if not is_dir and eflags & (ff.WITH_SUBVOLUME | ff.WITH_SUBVOLUME_RO):
                 raise self.fail(at, "subvolume flags on a non-directory")
-        if flags & ff.WITH_16BIT_UIDS:
-            if uid >= 0xFFFF or gid >= 0xFFFF:
-                raise self.fail(at, f"uid/gid {uid}/{gid} out of the 16-bit range")
-        elif flags & ff.WITH_32BIT_UIDS:
-            if uid >= 0xFFFFFFFF or gid >= 0xFFFFFFFF or uid == 0xFFFF or gid == 0xFFFF:
-                raise self.fail(at, f"uid/gid {uid}/{gid} out of range")
-        elif uid or gid:
-            raise self.fail(at, "uid/gid stored although the archive has no uid feature")
+        if not ids_in_range(flags, uid, gid):
+            if not flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS):
+                raise self.fail(at, "uid/gid stored although the archive has no uid feature")
+            bits = "16-bit" if flags & ff.WITH_16BIT_UIDS else "32-bit"
+            raise self.fail(at, f"uid/gid {uid}/{gid} out of the {bits} range")
         g = ff.time_granularity(flags)
         if g == 0:
             if mtime:

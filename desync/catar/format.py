@@ -43,6 +43,8 @@ from ..constants import (
 from ..errors import UsageError
 
 MASK64: Final = 0xFFFFFFFFFFFFFFFF
+# The largest file offset (off_t): no record of an archive can end past it.
+OFFSET_MAX: Final = (1 << 63) - 1
 
 HEADER: Final = struct.Struct("<QQ")
 U64: Final = struct.Struct("<Q")
@@ -325,6 +327,24 @@ def archive_mtime(mtime_ns: int, flags: int) -> int:
         return 0
     value = mtime_ns & MASK64  # casync stores pre-1970 times two's-complement wrapped
     return value - (value % g)
+
+
+def ids_in_range(flags: int, uid: int, gid: int) -> bool:
+    """Whether an ENTRY may carry this uid/gid under ``flags`` (casync's reader rule, formats.md 5.2).
+
+    0xFFFF and 0xFFFFFFFF are the kernel's "no id" values; without a uid
+    feature both must be 0.
+    """
+    if flags & ff.WITH_16BIT_UIDS:
+        return 0 <= uid < 0xFFFF and 0 <= gid < 0xFFFF
+    if flags & ff.WITH_32BIT_UIDS:
+        return 0 <= uid < 0xFFFFFFFF and 0 <= gid < 0xFFFFFFFF and 0xFFFF not in (uid, gid)
+    return uid == 0 and gid == 0
+
+
+def device_in_range(major: int, minor: int) -> bool:
+    """Whether a DEVICE record may carry this device number (Linux's 12-bit major, 20-bit minor)."""
+    return 0 <= major < DEVICE_MAJOR_LIMIT and 0 <= minor < DEVICE_MINOR_LIMIT
 
 
 def valid_user_name(name: bytes) -> bool:

@@ -41,7 +41,7 @@ from .. import featureflags as ff
 from ..errors import DesyncError
 from .decoder import DirEnd, Node
 from .encoder import DEFAULT_BLOCK_SIZE
-from .format import stored_xattr_name, type_feature, valid_user_name
+from .format import device_in_range, ids_in_range, stored_xattr_name, type_feature, valid_user_name
 from .model import Meta
 from .writer import ArchiveWriter
 
@@ -106,8 +106,10 @@ def _meta_from(info: tarfile.TarInfo, flags: int) -> Meta:
     else:
         raise DesyncError(f"tar member {info.name!r} has unsupported type {info.type!r}")
     meta = Meta(mode=ftype | (info.mode & 0o7777), uid=info.uid, gid=info.gid, mtime_ns=_mtime_ns(info))
-    if flags & ff.WITH_16BIT_UIDS and (info.uid > 0xFFFF or info.gid > 0xFFFF):
-        raise DesyncError(f"tar member {info.name!r}: uid/gid does not fit the 16-bit uids feature")
+    if flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS) and not ids_in_range(flags, info.uid, info.gid):
+        bits = "16-bit" if flags & ff.WITH_16BIT_UIDS else "32-bit"
+        raise DesyncError(f"tar member {info.name!r}: uid/gid {info.uid}/{info.gid} does not fit "
+                          f"the {bits} uids feature")
     if flags & ff.WITH_USER_NAMES:
         uname = info.uname.encode(_ENC, _ERR)
         gname = info.gname.encode(_ENC, _ERR)
@@ -122,6 +124,8 @@ def _meta_from(info: tarfile.TarInfo, flags: int) -> Meta:
         if not meta.target:
             raise DesyncError(f"tar member {info.name!r}: empty symlink target")
     elif ftype in (stat.S_IFCHR, stat.S_IFBLK):
+        if not device_in_range(info.devmajor, info.devminor):
+            raise DesyncError(f"tar member {info.name!r}: device number {info.devmajor}:{info.devminor} out of range")
         meta.rdev_major = info.devmajor
         meta.rdev_minor = info.devminor
     if flags & ff.WITH_XATTRS and ftype in (stat.S_IFREG, stat.S_IFDIR):

@@ -22,6 +22,7 @@ from typing import Final
 
 from .. import compression
 from .. import digest as digest_mod
+from .. import fsutil
 from .. import index as index_mod
 from ..chunk import Chunk
 from ..constants import ZSTD_MAGIC
@@ -332,15 +333,17 @@ class _PullSession(_Session):
         h = chunk_id.hex()
         path = os.path.join(store.path, h[:4], h + store.suffix)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd, size = fsutil.open_regular(path, compression.stored_size_limit(0))
         except FileNotFoundError:
             return self._send_stored(store, chunk_id, turn)
+        except fsutil.UnreadableFile as unreadable:
+            self.log(LOG_WARNING, f"chunk {h} in store {store}: {unreadable}; reported as missing")
+            return False
         except OSError as exc:
             raise DesyncError(f"cannot read {path}: {exc.strerror}") from None
         try:
             if os.pread(fd, len(ZSTD_MAGIC), 0) != ZSTD_MAGIC:
                 return self._send_stored(store, chunk_id, turn)
-            size = os.fstat(fd).st_size
             self.order.hand_over(turn, self._file_sender(m.chunk_header(chunk_id, size, True), os.dup(fd), size))
         finally:
             os.close(fd)

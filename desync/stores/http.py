@@ -11,7 +11,8 @@ import urllib.parse
 from collections.abc import Iterator
 
 from ..chunk import Chunk
-from ..constants import COMPRESSED_CHUNK_SUFFIX
+from ..compression import stored_size_limit
+from ..constants import COMPRESSED_CHUNK_SUFFIX, INDEX_SIZE_LIMIT
 from ..errors import ChunkMissing, DesyncError, StoreError
 from .base import Store, StoreOptions
 from .httpclient import HTTPClient, Response
@@ -31,16 +32,18 @@ class HTTPStore(Store):
         return f"{h[:4]}/{h}{self.suffix}"
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
-        return self._chunk_from(chunk_id, size_hint, self.client.request("GET", self._name(chunk_id)))
+        return self._chunk_from(chunk_id, size_hint, self.client.request("GET", self._name(chunk_id),
+                                                                         limit=stored_size_limit(size_hint)))
 
     def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
         names = [self._name(cid) for cid, _ in requests]
-        answered = self.client.get_many(names) if len(requests) > 1 else []
+        limits = [stored_size_limit(hint) for _, hint in requests]
+        answered = self.client.get_many(names, max(limits)) if len(requests) > 1 else []
         chunks: list[Chunk] = []
         for i, (cid, hint) in enumerate(requests):
             resp = answered[i] if i < len(answered) and answered[i].status < 500 else None
             if resp is None:  # not answered, or a server error: the retrying path decides
-                resp = self.client.request("GET", names[i])
+                resp = self.client.request("GET", names[i], limit=limits[i])
             chunks.append(self._chunk_from(cid, hint, resp))
         return chunks
 
@@ -50,9 +53,9 @@ class HTTPStore(Store):
         if resp.status != 200:
             raise StoreError(f"store {self.location}: chunk {chunk_id.hex()}: {resp.reason()}")
         if self.options.uncompressed:
-            chunk = Chunk(chunk_id, data=resp.body)
+            chunk = Chunk(chunk_id, data=resp.body, origin=self.location)
         else:
-            chunk = Chunk(chunk_id, compressed=resp.body)
+            chunk = Chunk(chunk_id, compressed=resp.body, origin=self.location)
         if not self.options.skip_verify:
             chunk.verify(self.options.digest, self.location, size_hint)
         return chunk
@@ -104,7 +107,7 @@ def read_http_index(location: str, options: StoreOptions) -> bytes:
     base, name = _split_index_url(location)
     client = HTTPClient(base, options)
     try:
-        resp = client.request("GET", name)
+        resp = client.request("GET", name, limit=INDEX_SIZE_LIMIT)
     finally:
         client.close()
     if resp.status == 404:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .._version import __version__
+from ..compression import stored_size_limit
 from ..errors import StoreError
 from ..rawio import SocketSource
 from .base import StoreOptions
@@ -27,6 +28,8 @@ MAX_LINE: Final = 65536
 MAX_HEADERS: Final = 200
 # Pipelined responses arrive back to back: one receive takes several of them.
 RECV_BUFFER: Final = 256 << 10
+# The largest response body taken when the caller names no bound: a chunk file of the largest size.
+BODY_LIMIT: Final = stored_size_limit(0)
 
 
 @dataclass(slots=True)
@@ -78,12 +81,16 @@ class Connection:
         self.rfile: "io.BufferedReader[Any]" = rfile
         self.open = True
 
-    def exchange(self, head: bytes, body: bytes | None, method: str) -> Response:
+    def exchange(self, head: bytes, body: bytes | None, method: str, limit: int = BODY_LIMIT) -> Response:
         self.sock.sendall(head + body if body else head)
-        return self.read_response(method)
+        return self.read_response(method, limit)
 
-    def read_response(self, method: str) -> Response:
-        """Read the next response on the connection (requests may be pipelined ahead of it)."""
+    def read_response(self, method: str, limit: int = BODY_LIMIT) -> Response:
+        """Read the next response on the connection (requests may be pipelined ahead of it).
+
+        A body longer than ``limit`` is a :class:`NetworkError` before any
+        of it is buffered, whatever length the server declares.
+        """
         while True:
             status, headers = self._read_head()
             if status >= 200:
@@ -91,12 +98,13 @@ class Connection:
         if method == "HEAD" or status in (204, 304):
             data = b""
         elif headers.get("transfer-encoding", "").lower() == "chunked":
-            data = self._read_chunked()
+            data = self._read_chunked(limit)
         elif "content-length" in headers:
-            data = self._read_exactly(_number(headers["content-length"]))
+            data = self._read_exactly(_bounded(_number(headers["content-length"]), limit))
         else:
-            data = self.rfile.read()
             self.open = False
+            data = self.rfile.read(limit + 1)
+            _bounded(len(data), limit)
         if "close" in headers.get("connection", "").lower():
             self.open = False
         return Response(status, data)
@@ -130,12 +138,14 @@ class Connection:
             raise NetworkError("connection closed in the middle of the response")
         return data
 
-    def _read_chunked(self) -> bytes:
+    def _read_chunked(self, limit: int) -> bytes:
         pieces: list[bytes] = []
+        total = 0
         while True:
             size = _number(self.rfile.readline(MAX_LINE + 1).split(b";", 1)[0].strip().decode("latin-1"), 16)
             if size == 0:
                 break
+            total = _bounded(total + size, limit)
             pieces.append(self._read_exactly(size))
             self._read_exactly(2)
         while self.rfile.readline(MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
@@ -143,7 +153,12 @@ class Connection:
         return b"".join(pieces)
 
     def close(self) -> None:
+        """Close, even while another thread is blocked reading: shutting the socket down wakes it first."""
         self.open = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.rfile.close()
             self.sock.close()
@@ -173,6 +188,12 @@ def _number(text: str, base: int = 10) -> int:
     if value < 0:
         raise NetworkError("negative length in the response")
     return value
+
+
+def _bounded(length: int, limit: int) -> int:
+    if length > limit:
+        raise NetworkError(f"response body of {length} bytes is larger than the {limit} expected")
+    return length
 
 
 class _Connections:
@@ -241,8 +262,8 @@ class HTTPClient:
         timeout = self.options.timeout if self.options.timeout > 0 else None
         return Connection(self.host, self.port, timeout, self.tls)
 
-    def request(self, method: str, name: str, body: bytes | None = None) -> Response:
-        """``method`` on base + ``name``, retried on network errors and 5xx answers."""
+    def request(self, method: str, name: str, body: bytes | None = None, limit: int = BODY_LIMIT) -> Response:
+        """``method`` on base + ``name``, retried on network errors, 5xx answers and bodies over ``limit``."""
         path = self.base_path + name
         attempts = 1 + max(0, self.options.error_retry)
         delay = self.options.error_retry_base_interval
@@ -252,7 +273,7 @@ class HTTPClient:
                 time.sleep(delay)
                 delay *= 2
             try:
-                response = self._once(method, path, body)
+                response = self._once(method, path, body, limit)
             except ssl.SSLCertVerificationError as untrusted:
                 raise StoreError(f"{self.url}: TLS certificate not trusted: {untrusted.verify_message}") from None
             except (OSError, NetworkError) as exc:
@@ -265,14 +286,14 @@ class HTTPClient:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         raise StoreError(f"{method} {self.url}{name}: {failure}{tries}")
 
-    def _once(self, method: str, path: str, body: bytes | None) -> Response:
+    def _once(self, method: str, path: str, body: bytes | None, limit: int) -> Response:
         conn = self.conns.get()
         reused = conn is not None
         if conn is None:
             conn = self._connect()
             self.conns.set(conn)
         try:
-            return self._exchange(conn, method, path, body)
+            return self._exchange(conn, method, path, body, limit)
         except _STALE:
             if not reused:
                 self.conns.set(None)
@@ -283,12 +304,12 @@ class HTTPClient:
         conn = self._connect()
         self.conns.set(conn)
         try:
-            return self._exchange(conn, method, path, body)
+            return self._exchange(conn, method, path, body, limit)
         except BaseException:
             self.conns.set(None)
             raise
 
-    def get_many(self, names: list[str]) -> list[Response]:
+    def get_many(self, names: list[str], limit: int = BODY_LIMIT) -> list[Response]:
         """GET several names pipelined on this thread's connection: one send, responses in order.
 
         Fewer system calls and thread hand-offs than one request at a time.
@@ -305,7 +326,7 @@ class HTTPClient:
                              for n in names)
             conn.sock.sendall(heads)
             for _ in names:
-                got.append(conn.read_response("GET"))
+                got.append(conn.read_response("GET", limit))
                 if not conn.open:
                     break
             if not conn.open:
@@ -323,9 +344,9 @@ class HTTPClient:
             head += f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
         return head
 
-    def _exchange(self, conn: Connection, method: str, path: str, body: bytes | None) -> Response:
+    def _exchange(self, conn: Connection, method: str, path: str, body: bytes | None, limit: int) -> Response:
         head = self._head(method, path, body)
-        response = conn.exchange((head + "\r\n").encode("latin-1"), body, method)
+        response = conn.exchange((head + "\r\n").encode("latin-1"), body, method, limit)
         if not conn.open:
             self.conns.set(None)
         return response

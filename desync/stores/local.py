@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from typing import Final
 
 from .. import fsutil
-from .._accel import fileio_module
 from ..chunk import Chunk
 from ..constants import COMPRESSED_CHUNK_SUFFIX
-from ..errors import ChunkMissing, StoreError
+from ..compression import stored_size_limit
+from ..errors import ChunkInvalid, ChunkMissing, StoreError
 from .base import Store, StoreOptions
 
 TMP_PREFIX: Final = ".tmp-cacnk"
@@ -49,43 +49,44 @@ class LocalStore(Store):
         return compressed, base
 
     def _read(self, chunk_id: bytes, size_hint: int) -> tuple[bytes, bool]:
+        limit = stored_size_limit(size_hint)
         first, second = self._paths(chunk_id)
         for path in (first, second):
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                return fsutil.read_regular(path, limit), path.endswith(self.suffix)
             except FileNotFoundError:
                 continue
+            except fsutil.UnreadableFile as unreadable:
+                raise ChunkInvalid(chunk_id, self.path, str(unreadable)) from None
             except OSError as exc:
                 raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
-            try:
-                return _read_fd(fd, size_hint), path.endswith(self.suffix)
-            except OSError as exc:
-                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
-            finally:
-                os.close(fd)
         raise ChunkMissing(chunk_id, self.path)
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         raw, is_compressed = self._read(chunk_id, size_hint)
-        chunk = Chunk(chunk_id, compressed=raw) if is_compressed else Chunk(chunk_id, data=raw)
+        chunk = (Chunk(chunk_id, compressed=raw, origin=self.path) if is_compressed
+                 else Chunk(chunk_id, data=raw, origin=self.path))
         if not self.options.skip_verify:
             chunk.verify(self.options.digest, self.path, size_hint)
         return chunk
 
     def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
-        if fileio_module is None or len(requests) < 2:
+        if len(requests) < 2:
             return [self.get_chunk(cid, hint) for cid, hint in requests]
         preferred = [self._paths(cid)[0] for cid, _ in requests]
         compressed = not self.options.uncompressed
-        raws: list[bytes | int] = fileio_module.read_files([os.fsencode(p) for p in preferred])
+        raws = fsutil.read_files([os.fsencode(p) for p in preferred], [stored_size_limit(h) for _, h in requests])
         chunks: list[Chunk] = []
-        for (cid, hint), raw in zip(requests, raws):
+        for (cid, hint), raw, path in zip(requests, raws, preferred):
             if isinstance(raw, int):
+                if raw in fsutil.UNREADABLE:
+                    raise ChunkInvalid(cid, self.path, f"{path}: {fsutil.UNREADABLE[raw]}")
                 if raw != errno.ENOENT:
                     raise StoreError(f"store {self.path}: cannot read chunk {cid.hex()}: {os.strerror(raw)}")
                 chunks.append(self.get_chunk(cid, hint))  # the other form, or a clean ChunkMissing
                 continue
-            chunk = Chunk(cid, compressed=raw) if compressed else Chunk(cid, data=raw)
+            chunk = (Chunk(cid, compressed=raw, origin=self.path) if compressed
+                     else Chunk(cid, data=raw, origin=self.path))
             if not self.options.skip_verify:
                 chunk.verify(self.options.digest, self.path, hint)
             chunks.append(chunk)
@@ -174,18 +175,6 @@ class LocalStore(Store):
                     except FileNotFoundError:
                         pass
         return count
-
-
-def _read_fd(fd: int, size_hint: int) -> bytes:
-    """Read a whole file; one read() usually suffices when the chunk size is known."""
-    first = os.read(fd, size_hint + 1024 if size_hint else 1 << 20)
-    parts = [first]
-    while True:
-        more = os.read(fd, 1 << 20)
-        if not more:
-            break
-        parts.append(more)
-    return first if len(parts) == 1 else b"".join(parts)
 
 
 def _is_hex(name: str, length: int) -> bool:

@@ -9,10 +9,9 @@ must give identical results.
 """
 
 import mmap
-from types import ModuleType
 from typing import Final, Union
 
-from ._accel import chunker_module
+from ._accel import ChunkerModule, chunker_module
 from .constants import CHUNK_SIZE_LIMIT, CHUNKER_WINDOW_SIZE
 from .errors import UsageError
 from .parallel import ordered_map
@@ -264,7 +263,7 @@ class Chunker:
         self.max_size = max_size
         self.discriminator = discriminator(min_size, avg_size, max_size)
         self._fixed = min_size == max_size
-        self._accel: ModuleType | None = None if pure else chunker_module
+        self._accel: ChunkerModule | None = None if pure else chunker_module
         self._zero_cuts = _ZERO_WINDOW_HASH % self.discriminator == self.discriminator - 1
 
     @property

@@ -53,3 +53,13 @@ def test_nothing_refers_to_the_shared_folder() -> None:
     outside = "shared" + "/"  # spelled apart so this file does not match itself
     offenders = [str(p.relative_to(ROOT)) for p in sources() if outside in p.read_text(errors="replace")]
     assert not offenders
+
+
+def test_contributing_lists_every_environment_variable_the_program_reads() -> None:
+    read = set()
+    for path in (ROOT / "desync").rglob("*.py"):
+        read |= set(re.findall(r"""(?:environ\.get|env\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']""",
+                               path.read_text()))
+    assert {"CASYNC_SSH_PATH", "DESYNC_NO_ACCEL", "S3_ACCESS_KEY"} <= read
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    assert not [name for name in sorted(read) if f"`{name}`" not in contributing]

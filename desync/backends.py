@@ -8,6 +8,7 @@ Nothing here imports zstd: naming it must not cost start-up time.
 
 import importlib.util
 import os
+from collections.abc import Callable
 
 from . import _accel
 from ._version import __version__
@@ -48,13 +49,13 @@ def _find(name: str) -> str | None:
     return None if spec is None else spec.origin or ""
 
 
-def zstd_backend() -> str:
+def zstd_backend(find: Callable[[str], str | None] = _find) -> str:
     """The zstd library desync.compression will pick (same order: zstandard, then the standard library)."""
-    origin = _find("zstandard")
+    origin = find("zstandard")
     if origin is not None:
         version = _installed_version("zstandard", origin)
         return f"zstandard {version}" if version else "zstandard"
-    if _find("compression.zstd") is not None:
+    if find("compression.zstd") is not None:
         return "compression.zstd"
     return "none (install zstandard)"
 

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import assert_one_line_error, run_desync
+from conftest import assert_one_line_error, requires_casync, run_casync, run_desync
 
 _spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
 assert _spec is not None and _spec.loader is not None
@@ -64,6 +64,22 @@ def test_tar_index_matches_casync(trees: Path, tmp_path: Path, name: str, chunk:
     run_desync("untar", "-i", "-s", store, idx, out)
     assert H.make_trees.scan_tree(str(out)) == H.expected_scan(tree, "desync")
     assert run_desync("list", "-s", store, idx).stdout.decode() == (H.ARCHIVES / f"{tree}.desync.list").read_text()
+
+
+CASYNC_DESYNC_FLAGS = [f"--with={name}" for name in ("32bit-uids", "nsec-time", "permissions", "symlinks",
+                                                       "device-nodes", "fifos", "sockets", "xattrs")]
+
+
+@requires_casync
+@pytest.mark.parametrize("name,chunk", [("basic.desync", []),
+                                        ("basic.desync.m1-4-16", ["--chunk-size=1024:4096:16384"]),
+                                        ("data.desync", []),
+                                        ("data.desync.m4-16-64", ["--chunk-size=4096:16384:65536"])])
+def test_index_fixtures_are_what_casync_writes(trees: Path, tmp_path: Path, name: str, chunk: list[str]) -> None:
+    """The copied .caidx fixtures above are casync's own output for the rebuilt trees."""
+    idx = tmp_path / "x.caidx"
+    run_casync("make", f"--store={tmp_path / 'store'}", *chunk, *CASYNC_DESYNC_FLAGS, idx, trees / name.split(".")[0])
+    assert idx.read_bytes() == (H.ARCHIVES / f"{name}.caidx").read_bytes()
 
 
 def test_untar_catar_and_directory_listings(tmp_path: Path) -> None:

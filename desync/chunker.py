@@ -1,4 +1,4 @@
-"""casync's content-defined chunker (formats.md 6), byte-exact.
+"""casync's content-defined chunker (docs/formats.md 6), byte-exact.
 
 Chunk boundaries decide chunk IDs, so anything but casync's exact algorithm
 (including its quirks: the first boundary test at exactly ``min`` bytes,
@@ -9,10 +9,9 @@ must give identical results.
 """
 
 import mmap
-from types import ModuleType
 from typing import Final, Union
 
-from ._accel import chunker_module
+from ._accel import ChunkerModule, chunker_module
 from .constants import CHUNK_SIZE_LIMIT, CHUNKER_WINDOW_SIZE
 from .errors import UsageError
 from .parallel import ordered_map
@@ -23,7 +22,7 @@ ACCELERATED: Final = chunker_module is not None
 
 _MASK32: Final = 0xFFFFFFFF
 
-# casync's buzhash table (formats.md 6.2).
+# casync's buzhash table (docs/formats.md 6.2).
 _TABLE: Final[list[int]] = [
     0x458BE752, 0xC10748CC, 0xFBBCDBB8, 0x6DED5B68,
     0xB10A82B5, 0x20D75648, 0xDFC5665F, 0xA8428801,
@@ -195,7 +194,7 @@ def _scan_py(
     max_size: int,
     disc: int,
 ) -> list[int]:
-    """Pure-Python twin of the C scan (formats.md 6.4, minus fixed-size mode)."""
+    """Pure-Python twin of the C scan (docs/formats.md 6.4, minus fixed-size mode)."""
     table = _TABLE
     table_out = _TABLE_OUT
     mask = _MASK32
@@ -264,7 +263,7 @@ class Chunker:
         self.max_size = max_size
         self.discriminator = discriminator(min_size, avg_size, max_size)
         self._fixed = min_size == max_size
-        self._accel: ModuleType | None = None if pure else chunker_module
+        self._accel: ChunkerModule | None = None if pure else chunker_module
         self._zero_cuts = _ZERO_WINDOW_HASH % self.discriminator == self.discriminator - 1
 
     @property
@@ -305,7 +304,7 @@ class Chunker:
         """The result of :meth:`boundaries`, computed by up to ``workers`` threads.
 
         Worker ``i`` chunks its own section as if a chunk started at its
-        split point.  The sections are then joined (formats.md 6.8): the
+        split point.  The sections are then joined (docs/formats.md 6.8): the
         verified chain of boundaries is extended serially until it reaches
         a chunk start of the next worker, and from that common boundary on
         the worker's boundaries are the true ones.  A worker that never

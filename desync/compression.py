@@ -1,7 +1,7 @@
 """Chunk file compression: zstd for writing; zstd, xz and gzip for reading.
 
 casync can write ``.cacnk`` files in any of the three formats and detects
-them by magic bytes (formats.md 4.3), so readers must too.
+them by magic bytes (docs/formats.md 4.3), so readers must too.
 
 zstd comes from the ``zstandard`` package when it is installed (always, in
 a normal install: it is the fast path), else from the standard library's

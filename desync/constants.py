@@ -1,12 +1,12 @@
 """Every on-disk constant of the casync formats, in one place.
 
-Values come from ../shared/spec/formats.md (they are casync's); all
+Values are casync's (docs/formats.md says what each means); all
 integers are stored little-endian on disk.
 """
 
 from typing import Final
 
-# Record types (formats.md 1.1).
+# Record types (docs/formats.md 1.1).
 CA_FORMAT_ENTRY: Final = 0x1396FABCEA5BBB51
 CA_FORMAT_USER: Final = 0xF453131AAEEACCB3
 CA_FORMAT_GROUP: Final = 0x25EB6AC969396A52
@@ -30,7 +30,7 @@ CA_FORMAT_INDEX: Final = 0x96824D9C7B129FF9
 CA_FORMAT_TABLE: Final = 0xE75B9E112F17417D
 CA_FORMAT_TABLE_TAIL_MARKER: Final = 0x4B4F050E5549ECD1
 
-# Index file geometry (formats.md 3.1).
+# Index file geometry (docs/formats.md 3.1).
 INDEX_HEADER_SIZE: Final = 48
 TABLE_HEADER_SIZE: Final = 16
 TABLE_ITEM_SIZE: Final = 40
@@ -38,14 +38,14 @@ TABLE_SIZE_UNKNOWN: Final = 0xFFFFFFFFFFFFFFFF
 # The largest index file read from a peer (about 27 million chunks: a 1.6 TiB blob at 64 KiB a chunk).
 INDEX_SIZE_LIMIT: Final = 1 << 30
 
-# Chunk sizes (formats.md 6.1, 6.7).
+# Chunk sizes (docs/formats.md 6.1, 6.7).
 CHUNK_SIZE_MIN_DEFAULT: Final = 16 * 1024
 CHUNK_SIZE_AVG_DEFAULT: Final = 64 * 1024
 CHUNK_SIZE_MAX_DEFAULT: Final = 256 * 1024
 CHUNK_SIZE_LIMIT: Final = 128 * 1024 * 1024
 CHUNKER_WINDOW_SIZE: Final = 48
 
-# Chunk IDs and store layout (formats.md 4).
+# Chunk IDs and store layout (docs/formats.md 4, docs/layout.md 1.1).
 CHUNK_ID_SIZE: Final = 32
 COMPRESSED_CHUNK_SUFFIX: Final = ".cacnk"
 CHUNK_PREFIX_LEN: Final = 4
@@ -56,5 +56,5 @@ XZ_MAGIC: Final = b"\xfd7zXZ\x00"
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_LEVEL: Final = 3
 
-# SipHash key of GOODBYE item hashes (formats.md 5.6).
+# SipHash key of GOODBYE item hashes (docs/formats.md 5.6).
 GOODBYE_HASH_KEY: Final = bytes.fromhex("b3841d0f2b447485c12ec2d130ed3627")

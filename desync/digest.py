@@ -1,4 +1,4 @@
-"""Chunk ID digests: SHA-512/256 (default) or SHA-256 (formats.md 4.1).
+"""Chunk ID digests: SHA-512/256 (default) or SHA-256 (docs/formats.md 4.1).
 
 An index or archive names its algorithm in the SHA512_256 feature bit;
 :func:`for_flags` maps that bit to a :class:`Digest`.

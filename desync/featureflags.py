@@ -1,4 +1,4 @@
-"""casync feature flags: names, named sets and normalisation (formats.md 2).
+"""casync feature flags: names, named sets and normalisation (docs/formats.md 2).
 
 casync refuses index headers and ENTRY records whose flag word is not
 normalised, so everything we write goes through :func:`normalize`.
@@ -70,7 +70,7 @@ WITH_FUSE: Final = 0x13FFFFFB
 # casync's default archive flags and the Go desync's TarFeatureFlags.
 CASYNC_DEFAULT: Final = 0xB0000001FFEFFE26
 DESYNC_TAR_FLAGS: Final = 0xB000000010001F22
-# Blob index headers: what `casync make` writes (formats.md 3.2).
+# Blob index headers: what `casync make` writes (docs/formats.md 3.2).
 BLOB_INDEX_FLAGS: Final = EXCLUDE_NODUMP | EXCLUDE_FILE | SHA512_256
 
 # `--with=`/`--without=` names, single bits first, then the named sets.

@@ -1,6 +1,6 @@
 """``.caibx``/``.caidx`` index files, read and written exactly as casync does.
 
-The reader performs casync's checks (formats.md 3.4) so a damaged or
+The reader performs casync's checks (docs/formats.md 3.3) so a damaged or
 truncated index is refused with a message that says what is wrong, instead
 of producing a wrong blob later.
 """

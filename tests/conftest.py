@@ -81,3 +81,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[bytes], status: int 
     assert lines[0].startswith("desync: error: "), err
     assert "Traceback" not in err
     return lines[0]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--bench", action="store_true", help="also collect the micro-benchmarks in tests/bench")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/bench holds timings, not checks: only ``--bench`` (scripts/bench --only micro) collects it."""
+    if collection_path == Path(__file__).parent / "bench" and not config.getoption("--bench"):
+        return True
+    return None

@@ -13,16 +13,13 @@ from typing import Iterator
 
 import pytest
 
-from conftest import assert_one_line_error, run_desync
+from conftest import assert_one_line_error, requires_casync, run_casync, run_desync
 
 _spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
 assert _spec is not None and _spec.loader is not None
 H: ModuleType = importlib.util.module_from_spec(_spec)
 sys.modules["catar_helpers"] = H
 _spec.loader.exec_module(H)
-
-SHARED_ARCHIVES = Path(__file__).resolve().parents[2] / "shared/fixtures/casync/archives"
-
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -54,7 +51,6 @@ def test_tar_to_stdout_and_mtree_from_stdin(trees: Path) -> None:
     assert mtree == (H.ARCHIVES / "basic.desync.mtree").read_text()
 
 
-@pytest.mark.skipif(not SHARED_ARCHIVES.is_dir(), reason="shared/fixtures not beside the repository")
 @pytest.mark.parametrize("name,chunk", [("basic.desync", []), ("basic.desync.m1-4-16", ["-m", "1:4:16"]),
                                         ("data.desync", []), ("data.desync.m4-16-64", ["-m", "4:16:64"])])
 def test_tar_index_matches_casync(trees: Path, tmp_path: Path, name: str, chunk: list[str]) -> None:
@@ -62,12 +58,28 @@ def test_tar_index_matches_casync(trees: Path, tmp_path: Path, name: str, chunk:
     idx = tmp_path / "x.caidx"
     store = tmp_path / "store"
     run_desync("tar", "-i", "-s", store, *chunk, idx, trees / tree)
-    assert idx.read_bytes() == (SHARED_ARCHIVES / f"{name}.caidx").read_bytes()
+    assert idx.read_bytes() == (H.ARCHIVES / f"{name}.caidx").read_bytes()
     # ...and the index extracts back to the recorded tree.
     out = tmp_path / "out"
     run_desync("untar", "-i", "-s", store, idx, out)
     assert H.make_trees.scan_tree(str(out)) == H.expected_scan(tree, "desync")
     assert run_desync("list", "-s", store, idx).stdout.decode() == (H.ARCHIVES / f"{tree}.desync.list").read_text()
+
+
+CASYNC_DESYNC_FLAGS = [f"--with={name}" for name in ("32bit-uids", "nsec-time", "permissions", "symlinks",
+                                                       "device-nodes", "fifos", "sockets", "xattrs")]
+
+
+@requires_casync
+@pytest.mark.parametrize("name,chunk", [("basic.desync", []),
+                                        ("basic.desync.m1-4-16", ["--chunk-size=1024:4096:16384"]),
+                                        ("data.desync", []),
+                                        ("data.desync.m4-16-64", ["--chunk-size=4096:16384:65536"])])
+def test_index_fixtures_are_what_casync_writes(trees: Path, tmp_path: Path, name: str, chunk: list[str]) -> None:
+    """The copied .caidx fixtures above are casync's own output for the rebuilt trees."""
+    idx = tmp_path / "x.caidx"
+    run_casync("make", f"--store={tmp_path / 'store'}", *chunk, *CASYNC_DESYNC_FLAGS, idx, trees / name.split(".")[0])
+    assert idx.read_bytes() == (H.ARCHIVES / f"{name}.caidx").read_bytes()
 
 
 def test_untar_catar_and_directory_listings(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The complete 518-byte example archive of formats.md 5.12, byte for byte."""
+"""The complete 518-byte example archive of docs/formats.md 5.11, byte for byte."""
 
 from __future__ import annotations
 

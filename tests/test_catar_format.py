@@ -70,7 +70,7 @@ def test_bst_permutation_table(n: int) -> None:
 
 
 def _camakebst(n: int) -> list[int]:
-    """casync's camakebst.c formulation (formats.md 5.6), for cross-checking."""
+    """casync's camakebst.c formulation (docs/formats.md 5.6), for cross-checking."""
     out = [-1] * n
 
     def place(lo: int, m: int, slot: int, e: int) -> None:

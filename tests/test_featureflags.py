@@ -1,4 +1,4 @@
-"""Feature flag normalisation as casync does it (formats.md 2.3)."""
+"""Feature flag normalisation as casync does it (docs/formats.md 2.3)."""
 
 from hypothesis import given
 from hypothesis import strategies as st

@@ -1,25 +1,81 @@
 """Optional C accelerators.
 
 The compiled ``_chunker``, ``_fileio`` and ``_siphash`` modules are missing from source checkouts and from
-the zipapp, and ``DESYNC_NO_ACCEL=1`` hides it on purpose (to test or
+the zipapp, and ``DESYNC_NO_ACCEL=1`` hides them on purpose (to test or
 benchmark the pure-Python path); users of :data:`chunker_module` fall back
 to Python code with identical results when it is ``None``.
+
+Each module is typed by its ``.pyi`` stub beside the C source; the
+protocols below are what callers rely on, and the loaders only type-check
+because the stubs satisfy them.
 """
 
-import importlib
+import mmap
 import os
-from types import ModuleType
+from typing import Protocol
+
+_Bytes = bytes | bytearray | memoryview
+FinishJob = tuple[int, list[bytes], int, int, int, int, int, int, bool, int]
 
 
-def _load(name: str) -> ModuleType | None:
-    if os.environ.get("DESYNC_NO_ACCEL", "") not in ("", "0"):
+class ChunkerModule(Protocol):
+    def boundaries(self, buf: _Bytes | mmap.mmap, start: int, end: int, final: bool, min_size: int,
+                   max_size: int, discriminator: int, /) -> list[int]: ...
+
+    def window_hash(self, buf: _Bytes, /) -> int: ...
+
+
+class FileIOModule(Protocol):
+    def tune_allocator(self) -> bool: ...
+
+    def read_files(self, paths: list[bytes], /) -> list[bytes | int]: ...
+
+    def finish_files(self, jobs: list[FinishJob], /) -> tuple[int, int, str] | None: ...
+
+    def pwrite_many(self, fd: int, pieces: list[tuple[bytes, int]], /) -> int: ...
+
+    def write_items(self, out_fd: int, items: list[bytes | tuple[int, int]], /) -> tuple[int, int] | None: ...
+
+
+class SipHashModule(Protocol):
+    def siphash24(self, key: bytes, data: _Bytes, /) -> int: ...
+
+
+def disabled() -> bool:
+    """Whether ``DESYNC_NO_ACCEL`` asks for the pure-Python paths."""
+    return os.environ.get("DESYNC_NO_ACCEL", "") not in ("", "0")
+
+
+def _load_chunker() -> ChunkerModule | None:
+    if disabled():
         return None
     try:
-        return importlib.import_module(f"desync._accel.{name}")
+        from . import _chunker
     except ImportError:
         return None
+    return _chunker
 
 
-chunker_module: ModuleType | None = _load("_chunker")
-fileio_module: ModuleType | None = _load("_fileio")
-siphash_module: ModuleType | None = _load("_siphash")
+def _load_fileio() -> FileIOModule | None:
+    if disabled():
+        return None
+    try:
+        from . import _fileio
+    except ImportError:
+        return None
+    return _fileio
+
+
+def _load_siphash() -> SipHashModule | None:
+    if disabled():
+        return None
+    try:
+        from . import _siphash
+    except ImportError:
+        return None
+    return _siphash
+
+
+chunker_module: ChunkerModule | None = _load_chunker()
+fileio_module: FileIOModule | None = _load_fileio()
+siphash_module: SipHashModule | None = _load_siphash()

@@ -1,7 +1,7 @@
 /*
  * desync._accel._chunker: the casync content-defined chunker in C.
  *
- * Byte-exact with casync 2 (formats.md section 6.4); desync/chunker.py holds
+ * Byte-exact with casync 2 (docs/formats.md 6.4); desync/chunker.py holds
  * the pure-Python twin that must give identical results.  The scan runs
  * without the GIL so that several threads can chunk sections of one buffer
  * at the same time (desync.chunker.Chunker.parallel_boundaries).
@@ -15,7 +15,7 @@
 
 #define WINDOW_SIZE 48
 
-/* casync's buzhash table; formats.md 6.2 gives its SHA-256 checksum. */
+/* casync's buzhash table; docs/formats.md 6.2 gives its SHA-256 checksum. */
 static const uint32_t buzhash_table[256] = {
     0x458be752, 0xc10748cc, 0xfbbcdbb8, 0x6ded5b68,
     0xb10a82b5, 0x20d75648, 0xdfc5665f, 0xa8428801,

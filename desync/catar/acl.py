@@ -121,7 +121,7 @@ def acl_from_xattrs(
     user_name: Callable[[int], bytes | None],
     group_name: Callable[[int], bytes | None],
 ) -> Acl | None:
-    """casync's ACL records for a node with these ACL xattrs (formats.md 5.8)."""
+    """casync's ACL records for a node with these ACL xattrs (docs/formats.md 5.8)."""
     acl = Acl()
     if access is not None:
         a = parse_xattr(access)

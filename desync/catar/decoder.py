@@ -8,7 +8,7 @@ A regular file's contents are not loaded: ``node.payload`` reads or copies
 them in blocks and is only valid until the next item is requested
 (anything left unread is skipped).
 
-The decoder applies casync's reader checks (formats.md 5.13): record
+The decoder applies casync's reader checks (docs/formats.md 5.12): record
 sizes, types and order, ENTRY values against the archive's feature flags,
 names, symlink targets, devices, ACL consistency and the GOODBYE tail.  It
 additionally rejects duplicate names in a directory, data after the end of

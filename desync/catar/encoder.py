@@ -12,7 +12,7 @@ current directory's descriptor is open (parents are reopened through
 ``..`` and checked by device/inode), so neither depth nor width of the tree
 can exhaust the recursion limit or the descriptor table.
 
-Which nodes and metadata are stored follows casync (formats.md 5): type
+Which nodes and metadata are stored follows casync (docs/formats.md 5): type
 feature bits, ``nodump`` (EXCLUDE_NODUMP), ``.caexclude`` files
 (EXCLUDE_FILE), other mounts (EXCLUDE_SUBMOUNTS), API file systems such as
 /proc (kept as empty directories), plus ``options.excludes`` patterns with

@@ -1,13 +1,13 @@
 """catar record layouts, the GOODBYE hash and table order, feature-flag resolution.
 
-Everything here is pure computation on bytes and integers (formats.md 1, 5),
+Everything here is pure computation on bytes and integers (docs/formats.md 1, 5),
 shared by the encoder, the decoder and the tar converter so that the three
 agree on every byte.
 
 Public API:
 
 * ``siphash24(key, data) -> int`` and ``goodbye_hash(name) -> int``
-  (SipHash-2-4 with casync's key, formats.md 5.6).
+  (SipHash-2-4 with casync's key, docs/formats.md 5.6).
 * ``bst_order(n) -> list[int]``: slot -> index into the hash-sorted items.
 * ``goodbye_record(items, entry_distance) -> bytes`` where ``items`` are
   ``GoodbyeItem(offset, size, hash)`` in directory order.
@@ -15,7 +15,7 @@ Public API:
   ``xattr_record``, ``device_record``, ``u64_record``, ``acl_*_record``,
   ``payload_header``.
 * ``resolve_flags(with_names, without_names, ...)``: casync's ``--with`` /
-  ``--without`` rules (formats.md 5.11) followed by normalisation.
+  ``--without`` rules (docs/formats.md 5.10) followed by normalisation.
 * ``archive_mode``/``archive_mtime``: what casync stores for a mode and
   an mtime under given flags; ``type_feature(mode)``: the WITH bit a node
   type needs; name validity rules of casync's decoder.
@@ -257,7 +257,7 @@ def resolve_flags(
     """casync's effective archive flags for ``--with``/``--without`` options.
 
     ``(any --with ? union of --with : every WITH bit) & ~union of --without``,
-    then the policy bits, then normalisation (formats.md 5.11, 2.3).
+    then the policy bits, then normalisation (docs/formats.md 5.10, 2.3).
     """
     with_bits = 0
     any_with = False
@@ -348,7 +348,7 @@ def device_in_range(major: int, minor: int) -> bool:
 
 
 def valid_user_name(name: bytes) -> bool:
-    """casync's decoder rule for USER/GROUP/ACL names (formats.md 5.3)."""
+    """casync's decoder rule for USER/GROUP/ACL names (docs/formats.md 5.3)."""
     if not 1 <= len(name) <= USER_NAME_MAX or name in (b"root", b"0"):
         return False
     first = name[0]

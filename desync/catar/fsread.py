@@ -3,7 +3,7 @@
 casync gathers chattr flags (``FS_IOC_GETFLAGS``), FAT attributes, btrfs
 subvolume state, the quota project id, xattrs, ACLs, the SELinux label and
 file capabilities; which of these it reads, and for which node types,
-decides the archive bytes, so this module mirrors those rules (formats.md
+decides the archive bytes, so this module mirrors those rules (docs/formats.md
 5.2-5.9):
 
 * xattrs, ACLs, chattr/FAT flags only for regular files and directories
@@ -72,7 +72,7 @@ VIRTUAL_FS_MAGICS: Final = frozenset(
     }
 )
 
-# Kernel chattr bit -> archive feature bit (formats.md 2.1).
+# Kernel chattr bit -> archive feature bit (docs/formats.md 2.1).
 CHATTR_MAP: Final = (
     (0x20, ff.WITH_FLAG_APPEND),
     (0x80, ff.WITH_FLAG_NOATIME),

@@ -1,4 +1,4 @@
-"""``desync pull`` / ``desync push``: the remote end of an SSH session (layout.md 1).
+"""``desync pull`` / ``desync push``: the remote end of an SSH session (docs/protocol.md 1.3).
 
 casync runs ``$CASYNC_REMOTE_PATH [--log-level=N] [--rate-limit-bps=N] pull
 BASE ARCHIVE INDEX WSTORE [RSTORE...]`` on the remote host, the Go desync

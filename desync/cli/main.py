@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .._accel import fileio_module
-from .._version import __version__
 from ..errors import DesyncError, UsageError
 from .common import HelpFormatter, add_global_options
 from .cmd_remote import prepare_argv
@@ -78,6 +77,20 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the version and the backends in use, worked out only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[object] | None, option_string: str | None = None) -> None:
+        from ..backends import describe
+
+        sys.stdout.write(describe() + "\n")
+        parser.exit()
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; given ``argv`` of a known command, only that command's module is loaded."""
     parser = ArgumentParser(
@@ -86,7 +99,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     "deduplicated stores and rebuild them elsewhere.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"desync {__version__}")
+    parser.add_argument("--version", action=VersionAction, help="show the version and the active backends, then exit")
     add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     wanted = COMMANDS.get(command_name(argv))

@@ -1,4 +1,4 @@
-"""casync protocol messages: constants, encoding, strict decoding (protocol.md A2-A4).
+"""casync protocol messages: constants, encoding, strict decoding (docs/protocol.md 2-4).
 
 Every frame is ``u64 size, u64 type, body`` (little-endian, size includes the
 16-byte header).  Decoding checks each message exactly as casync does (sizes,
@@ -37,7 +37,7 @@ NAMES: Final = {
     REQUEST: "REQUEST", CHUNK: "CHUNK", MISSING: "MISSING", GOODBYE: "GOODBYE", ABORT: "ABORT",
 }
 
-# HELLO feature flags (A4).
+# HELLO feature flags (docs/protocol.md 4).
 READABLE_STORE: Final = 0x1
 WRITABLE_STORE: Final = 0x2
 READABLE_INDEX: Final = 0x4

@@ -1,4 +1,4 @@
-"""Which requested chunk a pull server answers next (protocol.md A6, "Recommendations").
+"""Which requested chunk a pull server answers next (docs/protocol.md 6.2).
 
 casync clients ask for the whole index at low priority and then again, ID
 by ID, at high priority; Go desync clients ask one ID at a time and may ask

@@ -1,4 +1,4 @@
-"""The remote end of a casync SSH session: ``desync pull`` / ``desync push`` (layout.md 1.3).
+"""The remote end of a casync SSH session: ``desync pull`` / ``desync push`` (docs/protocol.md 1.3).
 
 stdin and stdout carry the protocol and nothing else; problems go to stderr
 as one line.  A thread reads the client's messages while worker threads
@@ -57,7 +57,7 @@ class ServerConfig:
     workers: int = SERVER_WORKERS
 
     def flags(self) -> int:
-        """Our HELLO: what the argv makes available (A4, "Flags the casync server sends")."""
+        """Our HELLO: what the argv makes available (docs/protocol.md 1.3)."""
         stores = bool(self.write_store or self.read_stores)
         if self.verb == "pull":
             return ((m.READABLE_STORE if stores else 0) | (m.READABLE_INDEX if self.index else 0)

@@ -5,7 +5,7 @@ command the remote shell runs, so every part is checked before use: the
 host and user can never become ssh options (nothing starting with ``-``,
 no spaces, quotes or control characters) and the path is single-quoted for
 the remote shell.  ``CASYNC_SSH_PATH`` and ``CASYNC_REMOTE_PATH`` work as
-for casync and the Go desync (layout.md 1.4).
+for casync and the Go desync (docs/protocol.md 1.1, 1.2).
 """
 
 import os

@@ -1,4 +1,4 @@
-"""The chunk server's service: GET/HEAD/PUT of ``/<id[:4]>/<id>[.cacnk]`` (protocol.md B3).
+"""The chunk server's service: GET/HEAD/PUT of ``/<id[:4]>/<id>[.cacnk]`` (docs/layout.md 2.3).
 
 Only a target of exactly that shape is served; everything else is a 400,
 so no request can name a file outside the store.  Reads are passed through

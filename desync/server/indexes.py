@@ -1,4 +1,4 @@
-"""The index server's service: GET/HEAD/PUT of index files in one directory (protocol.md B4).
+"""The index server's service: GET/HEAD/PUT of index files in one directory (docs/layout.md 2.4).
 
 The index name is the last component of the request path (any prefix is
 ignored, as in the Go server, except that ``.``/``..`` anywhere is refused).

@@ -1,4 +1,4 @@
-"""HTTP(S) chunk stores and index stores (protocol.md B1, B2, B4).
+"""HTTP(S) chunk stores and index stores (docs/layout.md 2.1, 2.2, 2.4).
 
 Chunks live at ``BASE/<id[:4]>/<id>.cacnk`` (no suffix for uncompressed
 stores), so any static web server in front of a local store directory is a

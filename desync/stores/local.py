@@ -1,4 +1,4 @@
-"""A chunk store in a local directory: ``<dir>/<id[:4]>/<id>.cacnk`` (formats.md 4.2).
+"""A chunk store in a local directory: ``<dir>/<id[:4]>/<id>.cacnk`` (docs/layout.md 1).
 
 Writes go to a temp file in the prefix directory and are renamed into
 place, so readers and other writers (several processes may fill the same

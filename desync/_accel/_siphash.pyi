@@ -1,0 +1,3 @@
+"""Types of the C SipHash-2-4 (desync/_accel/siphash.c), used for catar GOODBYE item hashes."""
+
+def siphash24(key: bytes, data: bytes | bytearray | memoryview, /) -> int: ...

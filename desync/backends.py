@@ -1,0 +1,67 @@
+"""Which implementations this process runs: compiled or pure Python, C or Python helpers, which zstd.
+
+A compiled install whose C accelerator failed to load still works (the
+Python twins give identical results) but is slower, so ``desync
+--version`` says what is active instead of leaving it to be guessed.
+Nothing here imports zstd: naming it must not cost start-up time.
+"""
+
+import importlib.util
+import os
+from collections.abc import Callable
+
+from . import _accel
+from ._version import __version__
+
+
+def compiled() -> bool:
+    """Whether the package modules are mypyc-compiled (a .py file is the pure install or a checkout)."""
+    return not __file__.endswith(".py")
+
+
+def accelerators() -> list[str]:
+    """One phrase per C accelerator: "C chunker" when loaded, "Python chunker" when the fallback runs."""
+    loaded = (("chunker", _accel.chunker_module), ("fileio", _accel.fileio_module),
+              ("siphash", _accel.siphash_module))
+    return [f"{'C' if module is not None else 'Python'} {name}" for name, module in loaded]
+
+
+def _installed_version(name: str, origin: str) -> str:
+    """The version in the ``NAME-VERSION.dist-info`` beside an installed package, or ""."""
+    site = os.path.dirname(os.path.dirname(origin))
+    prefix = f"{name}-"
+    try:
+        entries = os.listdir(site)
+    except OSError:
+        return ""
+    for entry in entries:
+        if entry.startswith(prefix) and entry.endswith(".dist-info"):
+            return entry[len(prefix):-len(".dist-info")]
+    return ""
+
+
+def _find(name: str) -> str | None:
+    """The file a module would load from, without importing it; None when it is not installed."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return None if spec is None else spec.origin or ""
+
+
+def zstd_backend(find: Callable[[str], str | None] = _find) -> str:
+    """The zstd library desync.compression will pick (same order: zstandard, then the standard library)."""
+    origin = find("zstandard")
+    if origin is not None:
+        version = _installed_version("zstandard", origin)
+        return f"zstandard {version}" if version else "zstandard"
+    if find("compression.zstd") is not None:
+        return "compression.zstd"
+    return "none (install zstandard)"
+
+
+def describe() -> str:
+    """The ``desync --version`` line."""
+    build = "compiled" if compiled() else "pure Python"
+    notes = "; accelerators disabled by DESYNC_NO_ACCEL" if _accel.disabled() else ""
+    return f"desync {__version__} ({build}; {', '.join(accelerators())}; zstd: {zstd_backend()}{notes})"

@@ -330,7 +330,7 @@ def archive_mtime(mtime_ns: int, flags: int) -> int:
 
 
 def ids_in_range(flags: int, uid: int, gid: int) -> bool:
-    """Whether an ENTRY may carry this uid/gid under ``flags`` (casync's reader rule, formats.md 5.2).
+    """Whether an ENTRY may carry this uid/gid under ``flags`` (casync's reader rule, docs/formats.md 5.2).
 
     0xFFFF and 0xFFFFFFFF are the kernel's "no id" values; without a uid
     feature both must be 0.

@@ -64,6 +64,17 @@ class Chunk:
             raise ChunkInvalid(self.id, store, f"content hashes to {actual.hex()} ({digest.name})")
 
 
+def stored_size_limit(size_hint: int, compressed: bool) -> int:
+    """The most bytes a chunk file or object may hold, for bounding reads from a store.
+
+    The chunk's size from the index when known, else the largest chunk the
+    format allows; compressed, plus what zstd, xz or gzip may add to data
+    that does not compress (well under 1/256 and a few headers).
+    """
+    size = size_hint if 0 < size_hint <= CHUNK_SIZE_LIMIT else CHUNK_SIZE_LIMIT
+    return size + (size >> 8) + 4096 if compressed else size
+
+
 def parse_id(text: str) -> bytes:
     """Parse a 64-hex-digit chunk ID (lowercase is canonical, uppercase accepted)."""
     if len(text) != 64:

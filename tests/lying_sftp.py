@@ -7,7 +7,8 @@ names:
 - ``endless-file``: chunk files never end (every READ is answered in full);
 - ``padded``: chunk files are their real content followed by 1 MiB of junk;
 - ``endless-dir``: every directory listing goes on for ever;
-- ``escape-status``: opening a chunk file fails with a long STATUS message full of terminal escape sequences.
+- ``escape-status``: opening a chunk file fails with a long STATUS message full of terminal escape sequences;
+- ``stall``: reads of chunk files are never answered (everything else is).
 
 Run by the ssh stand-in of :func:`hostile_peers.sftp_ssh`; the arguments ssh would get are ignored.
 """
@@ -18,6 +19,7 @@ import sys
 
 MODE = os.environ.get("LYING_SFTP", "")
 PAD = 1 << 20
+ENDLESS, STALLED = -1, -2  # virtual sizes of files that never end, or are never answered
 ESCAPES = "\x1b]2;owned\x07\x1b[2J\x1b[31mred\nsecond line\r" + "y" * 20000
 
 INIT, VERSION, OPEN, CLOSE, READ, LSTAT, OPENDIR, READDIR, STAT = 1, 2, 3, 4, 5, 7, 11, 12, 17
@@ -33,7 +35,7 @@ class Server:
     def __init__(self) -> None:
         self.inp = sys.stdin.buffer
         self.out = sys.stdout.buffer
-        self.files: dict[bytes, tuple[bytes, int]] = {}  # handle -> (content, virtual size; -1: endless)
+        self.files: dict[bytes, tuple[bytes, int]] = {}  # handle -> (content, virtual size or ENDLESS/STALLED)
         self.dirs: dict[bytes, list[bytes] | None] = {}  # handle -> names left (None: endless)
         self.next_handle = 0
         self.junk = 0
@@ -86,7 +88,9 @@ class Server:
                 return
             size = len(content)
             if chunk and MODE == "endless-file":
-                size = -1
+                size = ENDLESS
+            elif chunk and MODE == "stall":
+                size = STALLED
             elif chunk and MODE == "padded":
                 content += b"\x00junk" * (PAD // 5)
                 size = len(content)
@@ -96,6 +100,8 @@ class Server:
         elif ptype == READ:
             content, size = self.files[arg]
             offset, length = struct.unpack(">QI", payload[4 + n:16 + n])
+            if size == STALLED:
+                return
             if size < 0:
                 self.send(DATA, struct.pack(">I", rid) + string(b"\x5a" * length))
             elif offset >= size:

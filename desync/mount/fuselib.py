@@ -4,22 +4,34 @@ The binding is optional (``pip install desync[fuse]``) and imported only
 here, when a mount is made.  :func:`serve` runs libfuse's loop in the
 foreground; libfuse handles SIGINT, SIGTERM and SIGHUP by leaving the loop
 and unmounting, after which :func:`serve` returns normally.
+
+After an unmount libfuse waits for every request being served, so one
+read stuck in a store (a peer that never answers) would keep the command
+alive for ever: :class:`UnmountWatch` notices the unmount and, when
+libfuse has not returned shortly after, cleans up and ends the process.
 """
 
 import errno
 import importlib
 import os
 import shutil
+import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from ctypes.util import find_library
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from ..errors import DesyncError
 from .fs import MountOperations
 
 # Attribute/entry caching: the content never changes while mounted.
 CACHE_SECONDS = 3600.0
+FSTYPE: Final = b"fuse.desync"
+# How often the mount table is looked at, and how long libfuse may take to return after an unmount.
+WATCH_INTERVAL: Final = 0.25
+UNMOUNT_GRACE: Final = 3.0
 
 
 def load_library() -> ModuleType:
@@ -78,14 +90,86 @@ def _fusepy_operations(ops: object) -> object:
     return type("Operations", (), members)()
 
 
-def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: str) -> None:
+def is_mounted(path: str) -> bool:
+    """Whether a desync FUSE file system is mounted at ``path`` (an absolute, resolved path).
+
+    Read from /proc/self/mountinfo, not by a stat of the mount point: that
+    would be a request to this very process, and could wait behind the
+    stuck reads this check exists for.
+    """
+    wanted = os.fsencode(path)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields, _, rest = line.partition(b" - ")
+            parts = fields.split(b" ")
+            if len(parts) > 4 and _unescape(parts[4]) == wanted and rest.split(b" ", 1)[0] == FSTYPE:
+                return True
+    return False
+
+
+def _unescape(field: bytes) -> bytes:
+    """mountinfo writes space, tab, newline and backslash in paths as three octal digits after a backslash."""
+    if b"\\" not in field:
+        return field
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i] == 0x5C and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
+            out.append(int(field[i + 1:i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
+
+
+class UnmountWatch:
+    """Ends the process when the mount is gone but libfuse does not return (a request it waits for is stuck).
+
+    ``cleanup`` runs first (what the command would do after a normal
+    return), then the process exits with status 0, as after any unmount.
+    """
+
+    def __init__(self, mountpoint: str, cleanup: Callable[[], None]) -> None:
+        self.path = os.path.realpath(mountpoint)
+        self.cleanup = cleanup
+        self.returned = threading.Event()
+
+    def start(self) -> None:
+        if os.path.exists("/proc/self/mountinfo"):
+            threading.Thread(target=self._watch, name="desync-unmount-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            while not is_mounted(self.path):  # the kernel may list the mount only after init
+                if self.returned.wait(WATCH_INTERVAL):
+                    return
+            while is_mounted(self.path):
+                if self.returned.wait(WATCH_INTERVAL):
+                    return
+        except OSError:
+            return
+        if self.returned.wait(UNMOUNT_GRACE):
+            return
+        try:
+            self.cleanup()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: str,
+          cleanup: Callable[[], None] | None = None) -> None:
     """Mount ``ops`` read-only at ``mountpoint`` and serve requests until unmounted.
 
     Until the mount is up, libfuse's stderr goes to a temp file: a failure
     then becomes one error line with libfuse's reason, and the noise libfuse
     3.14 prints on every start is dropped.  Stopped by a signal, libfuse
     reports a failure although it unmounted cleanly; a mount that had
-    started counts as a success.
+    started counts as a success.  ``cleanup`` is what the caller does after
+    this returns; it is run here instead when libfuse does not return
+    after an unmount (see :class:`UnmountWatch`), and must be safe to run twice.
     """
     options: dict[str, Any] = {
         "foreground": True,
@@ -102,11 +186,13 @@ def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: st
     capture = tempfile.TemporaryFile()
     saved = os.dup(2)
     os.dup2(capture.fileno(), 2)
+    watch = UnmountWatch(mountpoint, cleanup or _nothing)
 
-    def restore_stderr() -> None:
+    def started() -> None:
         os.dup2(saved, 2)
+        watch.start()
 
-    ops.on_start = restore_stderr
+    ops.on_start = started
     try:
         library.FUSE(target, mountpoint, **options)
     except RuntimeError:
@@ -117,6 +203,11 @@ def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: st
             reason = "; ".join(line.strip() for line in lines if line.strip() and "max threads" not in line)
             raise DesyncError(f"cannot mount {mountpoint}: {reason or 'libfuse failed'}") from None
     finally:
+        watch.returned.set()
         os.dup2(saved, 2)
         os.close(saved)
         capture.close()
+
+
+def _nothing() -> None:
+    pass

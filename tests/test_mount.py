@@ -355,8 +355,9 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM in /proc")
 
 
+@pytest.mark.parametrize("how", ["fusermount", "sigterm"])
 def test_unmounting_ends_the_command_while_a_read_is_stuck_in_the_store(
-        blob: tuple[bytes, Path, Path, Index], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        blob: tuple[bytes, Path, Path, Index], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     _, idx, store, _ = blob
     for key, value in sftp_ssh(tmp_path, "stall").items():
         monkeypatch.setenv(key, value)
@@ -366,9 +367,13 @@ def test_unmounting_ends_the_command_while_a_read_is_stuck_in_the_store(
             reader.wait(timeout=2)  # the store never answers: the read is stuck
         reader.kill()
         reader.wait(timeout=MOUNT_TIMEOUT)
-        assert FUSERMOUNT is not None
-        subprocess.run([FUSERMOUNT, "-u", str(m.mountpoint)], check=True, capture_output=True, timeout=30)
-        assert m.proc.wait(timeout=MOUNT_TIMEOUT) == 0
+        if how == "sigterm":
+            assert m.stop(signal.SIGTERM) == 0, m.stderr
+        else:
+            assert FUSERMOUNT is not None
+            subprocess.run([FUSERMOUNT, "-u", str(m.mountpoint)], check=True, capture_output=True, timeout=30)
+            assert m.proc.wait(timeout=MOUNT_TIMEOUT) == 0
+        assert not os.path.ismount(m.mountpoint)
 
 
 def test_a_chunk_far_larger_than_the_index_says_is_refused_with_eio(

@@ -5,12 +5,14 @@ here, when a mount is made.  :func:`serve` runs libfuse's loop in the
 foreground; libfuse handles SIGINT, SIGTERM and SIGHUP by leaving the loop
 and unmounting, after which :func:`serve` returns normally.
 
-After an unmount libfuse waits for every request being served, so one
-read stuck in a store (a peer that never answers) would keep the command
-alive for ever: :class:`UnmountWatch` notices the unmount and, when
-libfuse has not returned shortly after, cleans up and ends the process.
+After an unmount or a stop signal libfuse waits for every request being
+served, so one read stuck in a store (a peer that never answers) would
+keep the command alive (and, after a signal, mounted) for ever:
+:class:`UnmountWatch` notices either and, when libfuse has not returned
+shortly after, unmounts if needed, cleans up and ends the process.
 """
 
+import ctypes
 import errno
 import importlib
 import os
@@ -123,35 +125,81 @@ def _unescape(field: bytes) -> bytes:
     return bytes(out)
 
 
-class UnmountWatch:
-    """Ends the process when the mount is gone but libfuse does not return (a request it waits for is stuck).
+class _Session:
+    """libfuse 3's session as mfusepy loads it: whether libfuse took a stop signal, and its unmount.
 
-    ``cleanup`` runs first (what the command would do after a normal
-    return), then the process exits with status 0, as after any unmount.
+    Inert with another binding or libfuse 2 (then only an unmount is noticed).
     """
 
-    def __init__(self, mountpoint: str, cleanup: Callable[[], None]) -> None:
+    def __init__(self, library: ModuleType) -> None:
+        lib: Any = getattr(library, "_libfuse", None)
+        self.lib: Any = lib if getattr(library, "fuse_version_major", 0) == 3 else None
+        self.fuse: Any = None
+        self.session: Any = None
+
+    def capture(self) -> None:
+        """Called while serving a request (init), when the request's context names the fuse instance."""
+        if self.lib is None:
+            return
+        try:
+            fuse = ctypes.c_void_p(self.lib.fuse_get_context().contents.fuse)
+            get_session = self.lib["fuse_get_session"]  # an object of our own: its types are set here only
+            get_session.restype = ctypes.c_void_p
+            get_session.argtypes = [ctypes.c_void_p]
+            self.session = ctypes.c_void_p(get_session(fuse))
+            self.fuse = fuse
+        except (AttributeError, ValueError, OSError):
+            self.session = None
+
+    def exited(self) -> bool:
+        return self.session is not None and bool(self.lib["fuse_session_exited"](self.session))
+
+    def unmount(self) -> None:
+        if self.fuse is not None:
+            self.lib["fuse_unmount"](self.fuse)
+
+
+class UnmountWatch:
+    """Ends the process when the mount is gone or libfuse was stopped, but libfuse does not return.
+
+    That happens when a request libfuse waits for is stuck.  The mount is
+    then unmounted (after a signal) and ``cleanup`` runs (what the command
+    would do after a normal return); the process exits with status 0, as
+    after any unmount.
+    """
+
+    def __init__(self, library: ModuleType, mountpoint: str, cleanup: Callable[[], None]) -> None:
         self.path = os.path.realpath(mountpoint)
         self.cleanup = cleanup
+        self.session = _Session(library)
         self.returned = threading.Event()
 
     def start(self) -> None:
-        if os.path.exists("/proc/self/mountinfo"):
-            threading.Thread(target=self._watch, name="desync-unmount-watch", daemon=True).start()
+        """Called from init, in a thread serving a request."""
+        self.session.capture()
+        threading.Thread(target=self._watch, name="desync-unmount-watch", daemon=True).start()
 
     def _watch(self) -> None:
-        try:
-            while not is_mounted(self.path):  # the kernel may list the mount only after init
-                if self.returned.wait(WATCH_INTERVAL):
-                    return
-            while is_mounted(self.path):
-                if self.returned.wait(WATCH_INTERVAL):
-                    return
-        except OSError:
-            return
+        seen = False
+        while True:
+            if self.returned.wait(WATCH_INTERVAL):
+                return
+            if self.session.exited():
+                stopped = True
+                break
+            try:
+                mounted = is_mounted(self.path)
+            except OSError:
+                mounted = True  # no mount table to look at: only a stop is noticed
+            if seen and not mounted:
+                stopped = False
+                break
+            seen = seen or mounted
         if self.returned.wait(UNMOUNT_GRACE):
             return
         try:
+            if stopped:
+                self.session.unmount()
             self.cleanup()
         finally:
             sys.stdout.flush()
@@ -186,7 +234,7 @@ def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: st
     capture = tempfile.TemporaryFile()
     saved = os.dup(2)
     os.dup2(capture.fileno(), 2)
-    watch = UnmountWatch(mountpoint, cleanup or _nothing)
+    watch = UnmountWatch(library, mountpoint, cleanup or _nothing)
 
     def started() -> None:
         os.dup2(saved, 2)

@@ -8,6 +8,7 @@ terminal escape sequences.
 """
 
 import random
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,24 @@ def test_s3_object_reads_are_bounded_and_error_text_escaped(lying_s3: LyingS3, e
     result = run_measured("extract", "--error-retry", "0", "-s", f"s3+http://{lying_s3.endpoint[7:]}/bucket",
                           index, tmp_path / "out", env=_s3_env(), tmp_path=tmp_path)
     assert expected in assert_bounded_failure(result)
+
+
+# The casync protocol peer: HELLO as a readable store, then ABORT with a reason made to mess up a terminal.
+_ABORTING_REMOTE = r"""
+import sys
+from desync.protocol import messages as m
+reason = "line one \x7f\u009b2J\u009b31m" + "w" * 200000
+sys.stdout.buffer.write(m.hello(m.READABLE_STORE) + m.frame(m.ABORT, m.U64.pack(1) + reason.encode() + b"\0"))
+sys.stdout.buffer.flush()
+sys.stdin.buffer.read()
+"""
+
+
+def test_ssh_remote_abort_reason_is_shortened_and_escaped(blob: tuple[Path, Path], tmp_path: Path) -> None:
+    index, store = blob
+    ssh = tmp_path / "ssh-aborting"
+    ssh.write_text(f"#!/bin/sh\nexec {sys.executable} -c '{_ABORTING_REMOTE}'\n")
+    ssh.chmod(0o755)
+    result = run_measured("extract", "-s", f"ssh://127.0.0.1{store}", index, tmp_path / "out",
+                          env=desync_env(CASYNC_SSH_PATH=str(ssh)), tmp_path=tmp_path)
+    assert "the remote aborted: line one \\x7f\\x9b2J\\x9b31mwww" in assert_bounded_failure(result)

@@ -60,15 +60,21 @@ def run_measured(*args: Any, env: dict[str, str], tmp_path: Path, timeout: float
     return Measured(proc.returncode, proc.stdout, proc.stderr, int(rss_file.read_text()) * 1024)
 
 
-def assert_bounded_failure(result: Measured) -> str:
-    """The hostile-peer contract: ended in time, under 256 MiB, one short escaped ``desync: error:`` line."""
+def assert_bounded(result: Measured) -> list[str]:
+    """The hostile-peer contract: ended in time, under 256 MiB, failed, with short escaped lines; the lines."""
     assert result.returncode != TIMED_OUT, f"still running after the timeout: {result.error[-2000:]}"
     assert result.peak_rss < RSS_LIMIT, f"peak RSS {result.peak_rss >> 20} MiB"
     assert result.returncode == 1, result.error[-2000:]
-    lines = [line for line in result.error.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("desync: error: "), result.error[-2000:]
     assert not any(c in result.error for c in "\x1b\x07\r\x9b"), "control characters reached the terminal"
-    assert len(lines[0]) < 1000, lines[0][:2000]
+    lines = [line for line in result.error.splitlines() if line.strip()]
+    assert lines and all(len(line) < 1000 for line in lines), result.error[-2000:]
+    return lines
+
+
+def assert_bounded_failure(result: Measured) -> str:
+    """:func:`assert_bounded`, with one ``desync: error:`` line as the whole output; that line."""
+    lines = assert_bounded(result)
+    assert len(lines) == 1 and lines[0].startswith("desync: error: "), result.error[-2000:]
     return lines[0]
 
 
@@ -137,14 +143,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if mode == "cycling-tokens":  # none -> T1 -> T2 -> T1 -> ...
             following = f"T{1 if step == 2 else step + 1}"
             keys = [chunk_key(step + 1)]
-        else:  # "endless-pages": fresh tokens for ever, pages without keys
+        elif mode == "endless-pages":  # fresh tokens for ever, pages without keys
             following, keys = f"T{step + 1}", []
+        else:  # the lie is in the objects: one honest page of a few keys
+            following, keys = "", [chunk_key(i) for i in range(1, 9)]
         contents = "".join(f"<Contents><Key>{k}</Key><Size>10</Size></Contents>" for k in keys)
+        more = f"<IsTruncated>true</IsTruncated><NextContinuationToken>{following}</NextContinuationToken>" \
+            if following else "<IsTruncated>false</IsTruncated>"
         body = ('<?xml version="1.0" encoding="UTF-8"?>'
                 '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bucket</Name>'
                 f"<Prefix></Prefix><KeyCount>{len(keys)}</KeyCount><MaxKeys>1000</MaxKeys>"
-                f"<IsTruncated>true</IsTruncated><NextContinuationToken>{following}</NextContinuationToken>"
-                f"{contents}</ListBucketResult>")
+                f"{more}{contents}</ListBucketResult>")
         self.send_xml(body.encode())
 
     def get_object(self) -> None:

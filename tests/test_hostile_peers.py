@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import desync_env, run_desync
-from hostile_peers import LyingS3, assert_bounded_failure, run_measured, sftp_ssh
+from hostile_peers import LyingS3, assert_bounded, assert_bounded_failure, run_measured, sftp_ssh
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,16 @@ def test_sftp_status_message_is_shortened_and_escaped(blob: tuple[Path, Path], t
     assert "\\x1b]2;owned\\x07" in line and "\\nsecond line" in line
 
 
+def test_sftp_verify_of_chunk_files_that_never_end_stays_bounded(blob: tuple[Path, Path], tmp_path: Path) -> None:
+    index, store = blob
+    chunks = len(set(run_desync("list-chunks", index).stdout.split()))
+    result = run_measured("verify", "-s", f"sftp://127.0.0.1{store}", env=sftp_ssh(tmp_path, "endless-file"),
+                          tmp_path=tmp_path, timeout=120)
+    lines = assert_bounded(result)
+    assert all("is invalid: more than" in line for line in lines[:-1])
+    assert f"{chunks} of {chunks} chunks" in lines[-1]
+
+
 def test_sftp_directory_listing_that_never_ends_is_an_error(blob: tuple[Path, Path], tmp_path: Path) -> None:
     _, store = blob
     result = run_measured("verify", "-s", f"sftp://127.0.0.1{store}", env=sftp_ssh(tmp_path, "endless-dir"),
@@ -91,6 +101,14 @@ def test_s3_listing_that_never_ends_is_an_error(lying_s3: LyingS3, expected: str
                           env=_s3_env(), tmp_path=tmp_path)
     assert expected in assert_bounded_failure(result)
     assert lying_s3.requests < 50
+
+
+@pytest.mark.parametrize("lying_s3", ["endless-object"], indirect=True)
+def test_s3_verify_of_objects_that_never_end_stays_bounded(lying_s3: LyingS3, tmp_path: Path) -> None:
+    result = run_measured("verify", "--error-retry", "0", "-s", f"s3+http://{lying_s3.endpoint[7:]}/bucket",
+                          env=_s3_env(), tmp_path=tmp_path, timeout=120)
+    lines = assert_bounded(result)
+    assert all("is invalid: more than" in line for line in lines[:-1]) and "8 of 8 chunks" in lines[-1]
 
 
 @pytest.mark.parametrize("lying_s3, expected", [

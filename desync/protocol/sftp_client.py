@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Final
 
+from ..readbudget import ReadBudget
 from . import sftp as s
 from .stream import ConnectionClosed, MessageWriter
 from .transport import SSHProcess
@@ -190,14 +191,16 @@ class SFTPSession:
 
         A file with more raises :class:`~desync.protocol.sftp.TooLarge` once
         the excess arrives, so an endless or huge file costs at most
-        ``limit`` plus one window of memory, and a server trickling a few
-        bytes per read is given up on after a bounded number of rounds.
+        ``limit`` plus one window of memory (past LARGE_READ, one such read
+        at a time: see :mod:`desync.readbudget`), and a server trickling a
+        few bytes per read is given up on after a bounded number of rounds.
         """
         handle = self.open(path, s.OPEN_READ)
-        parts: list[bytes] = []
+        content = bytearray()  # grown in place: large ones are remapped, not copied, and freed at once
         offset = 0
         # Servers answer reads of a regular file in full; one that keeps answering short is trickling.
         rounds_left = 16 + 2 * (limit // (READ_WINDOW * BLOCK))
+        budget = ReadBudget()
         try:
             while True:
                 rounds_left -= 1
@@ -217,15 +220,18 @@ class SFTPSession:
                     data = self._expect(reply, s.DATA, path).string()
                     if len(data) > BLOCK:
                         raise s.SFTPError(f"{path}: the server sent {len(data)} bytes for a {BLOCK}-byte read")
-                    parts.append(data)
+                    content += data
                     if len(data) < BLOCK:  # short read: carry on right after it
                         stop, next_offset = True, off + len(data)
                 if next_offset < 0:
-                    return b"".join(parts)
+                    return bytes(content)
                 if next_offset > limit:
                     raise s.TooLarge(path, limit)
+                budget.grow(next_offset)
                 offset = next_offset
         finally:
+            content.clear()  # a failure's traceback must not keep what was read alive
+            budget.release()
             self.close_handle(handle, path, wait=False)
 
     def write_file(self, path: str, data: bytes, permissions: int) -> None:

@@ -33,6 +33,7 @@ from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError, UsageError
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
+from ..readbudget import ReadBudget
 from .base import Store, StoreOptions
 from .s3auth import S3Credentials, credentials_for
 
@@ -370,17 +371,26 @@ class ObjectTooLarge(StoreError):
 
 
 def read_object(body: Any, declared: Any, limit: int) -> bytes:
-    """An object's content, at most ``limit`` bytes: ObjectTooLarge when it declares or sends more."""
+    """An object's content, at most ``limit`` bytes: ObjectTooLarge when it declares or sends more.
+
+    Past LARGE_READ bytes, one such read at a time (see :mod:`desync.readbudget`).
+    """
     if isinstance(declared, int) and declared > limit:
         raise ObjectTooLarge(f"object of {declared} bytes, more than the {limit} allowed")
     out = bytearray()
-    while True:
-        piece: bytes = body.read(min(_READ_BLOCK, limit + 1 - len(out)))
-        if not piece:
-            return bytes(out)
-        out += piece
-        if len(out) > limit:
-            raise ObjectTooLarge(f"object larger than the {limit} bytes allowed")
+    budget = ReadBudget()
+    try:
+        while True:
+            piece: bytes = body.read(min(_READ_BLOCK, limit + 1 - len(out)))
+            if not piece:
+                return bytes(out)
+            out += piece
+            if len(out) > limit:
+                raise ObjectTooLarge(f"object larger than the {limit} bytes allowed")
+            budget.grow(len(out))
+    finally:
+        out.clear()  # a failure's traceback must not keep what was read alive
+        budget.release()
 
 
 class ListingError(StoreError):

@@ -7,6 +7,7 @@ names:
 - ``endless-file``: chunk files never end (every READ is answered in full);
 - ``padded``: chunk files are their real content followed by 1 MiB of junk;
 - ``endless-dir``: every directory listing goes on for ever;
+- ``empty-replies``: every directory listing goes on for ever with replies that name nothing;
 - ``escape-status``: opening a chunk file fails with a long STATUS message full of terminal escape sequences;
 - ``stall``: reads of chunk files are never answered (everything else is).
 
@@ -119,10 +120,13 @@ class Server:
                 self.status(rid, FX_NO_SUCH_FILE, "no such directory")
                 return
             h = self.handle()
-            self.dirs[h] = None if MODE == "endless-dir" else names
+            self.dirs[h] = None if MODE in ("endless-dir", "empty-replies") else names
             self.send(HANDLE, struct.pack(">I", rid) + string(h))
         elif ptype == READDIR:
             left = self.dirs[arg]
+            if left is None and MODE == "empty-replies":
+                self.send(NAME, struct.pack(">II", rid, 0))
+                return
             if left is None:
                 batch = []
                 for _ in range(1000):

@@ -71,11 +71,16 @@ def test_sftp_verify_of_chunk_files_that_never_end_stays_bounded(blob: tuple[Pat
     assert f"{chunks} of {chunks} chunks" in lines[-1]
 
 
-def test_sftp_directory_listing_that_never_ends_is_an_error(blob: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode, expected", [
+    ("endless-dir", "lists more than 1048576 entries"),
+    ("empty-replies", "keeps answering directory reads with no names"),
+])
+def test_sftp_directory_listing_that_never_ends_is_an_error(blob: tuple[Path, Path], tmp_path: Path,
+                                                            mode: str, expected: str) -> None:
     _, store = blob
-    result = run_measured("verify", "-s", f"sftp://127.0.0.1{store}", env=sftp_ssh(tmp_path, "endless-dir"),
+    result = run_measured("verify", "-s", f"sftp://127.0.0.1{store}", env=sftp_ssh(tmp_path, mode),
                           tmp_path=tmp_path)
-    assert "lists more than 1048576 entries" in assert_bounded_failure(result)
+    assert expected in assert_bounded_failure(result)
 
 
 @pytest.fixture

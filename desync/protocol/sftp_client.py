@@ -18,6 +18,7 @@ from .transport import SSHProcess
 
 BLOCK: Final = 64 * 1024
 READ_WINDOW: Final = 4
+MAX_EMPTY_REPLIES: Final = 16
 _CLOSE_GRACE: Final = 5.0
 
 
@@ -303,8 +304,10 @@ class SFTPSession:
 class DirListing:
     """The names of one directory, one READDIR reply in memory at a time.
 
-    More than :data:`~desync.protocol.sftp.MAX_DIR_ENTRIES` names is an
-    SFTPError, so an endless listing ends.  The handle is closed at the
+    More than :data:`~desync.protocol.sftp.MAX_DIR_ENTRIES` names, or more
+    than MAX_EMPTY_REPLIES replies in a row naming nothing (servers end a
+    listing with an EOF status instead), is an SFTPError, so an endless
+    listing ends.  The handle is closed at the
     end, on an error, or by :meth:`close`.
     """
 
@@ -315,6 +318,7 @@ class DirListing:
         self.batch: list[str] = []
         self.pos = 0
         self.count = 0
+        self.empty = 0
 
     def __iter__(self) -> "DirListing":
         return self
@@ -342,6 +346,9 @@ class DirListing:
         self.count += len(self.batch)
         if self.count > s.MAX_DIR_ENTRIES:
             raise s.SFTPError(f"{self.path}: the server lists more than {s.MAX_DIR_ENTRIES} entries")
+        self.empty = 0 if self.batch else self.empty + 1
+        if self.empty > MAX_EMPTY_REPLIES:
+            raise s.SFTPError(f"{self.path}: the server keeps answering directory reads with no names")
 
     def close(self) -> None:
         handle, self.handle = self.handle, None

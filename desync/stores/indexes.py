@@ -19,6 +19,8 @@ from .base import StoreOptions
 IndexReader = Callable[[str, StoreOptions], bytes]
 IndexWriter = Callable[[str, bytes, StoreOptions], None]
 
+_BLOCK: Final = 1 << 20
+
 # scheme -> ("module:read_function", "module:write_function")
 _SCHEMES: Final[dict[str, tuple[str, str]]] = {}
 
@@ -71,10 +73,15 @@ def read_index_bytes(location: str, options: StoreOptions | None = None) -> byte
 
 
 def _read_bounded(f: BinaryIO, what: str) -> bytes:
-    data = f.read(INDEX_SIZE_LIMIT + 1)
-    if len(data) > INDEX_SIZE_LIMIT:
-        raise DesyncError(f"index {what} is larger than the {INDEX_SIZE_LIMIT} bytes allowed")
-    return data
+    """All of ``f``, refused past INDEX_SIZE_LIMIT bytes (read a block at a time, so nothing is allocated ahead)."""
+    data = bytearray()
+    while True:
+        block = f.read(_BLOCK)
+        if not block:
+            return bytes(data)
+        data += block
+        if len(data) > INDEX_SIZE_LIMIT:
+            raise DesyncError(f"index {what} is larger than the {INDEX_SIZE_LIMIT} bytes allowed")
 
 
 def read_index(location: str, options: StoreOptions | None = None) -> Index:

@@ -100,7 +100,7 @@ class IndexService:
             os.close(fd)
             sys.stderr.write(f"desync: {exc}\n")
             return text(HTTPStatus.BAD_REQUEST, "failed to retrieve index")
-        return Reply(HTTPStatus.OK, b"", _OCTETS, fd, size)
+        return Reply(HTTPStatus.OK, content_type=_OCTETS, file_fd=fd, file_size=size)
 
     def _put(self, path: str, name: str, body: BodyStream | None) -> Reply:
         """Stream the upload to a temp file beside ``path``, checking it on the way; renamed in only if valid."""

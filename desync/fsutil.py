@@ -224,15 +224,17 @@ class UnreadableFile(DesyncError):
     """A path that must be a regular file of bounded size is something else (FIFO, device, directory, huge file)."""
 
 
-def open_regular(path: str, limit: int, dir_fd: int | None = None) -> tuple[int, int]:
+def open_regular(path: str, limit: int, dir_fd: int | None = None, follow: bool = True) -> tuple[int, int]:
     """Open ``path`` for reading only if it is a regular file of at most ``limit`` bytes: ``(fd, size)``.
 
     Opened non-blocking so a FIFO under the name cannot hang the caller,
     then checked with ``fstat`` on the open descriptor (no race with a
     rename).  Raises :class:`UnreadableFile` for anything else and OSError
-    (FileNotFoundError, ...) as ``os.open`` does.
+    (FileNotFoundError, ...) as ``os.open`` does; with ``follow=False`` a
+    symlink as the last component is OSError ELOOP.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    nofollow = 0 if follow else os.O_NOFOLLOW
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | nofollow, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -29,6 +29,9 @@ _TABLE_HEADER: Final = struct.Struct("<QQ")
 _ITEM: Final = struct.Struct("<Q32s")
 _TAIL: Final = struct.Struct("<QQQQQ")
 _PREAMBLE_SIZE: Final = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE
+# The largest index file read or served: 48 + 16 + 40 per chunk + 40 bytes, so 1 GiB holds 26.8 million
+# chunks, a 1.6 TiB blob at the default 64 KiB average chunk size.  A longer file is refused unread.
+INDEX_SIZE_LIMIT: Final = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,16 @@ def parse(data: bytes, name: str = "index") -> Index:
     """Parse and validate a complete index file's bytes."""
     if len(data) < _PREAMBLE_SIZE:
         raise FormatError(f"{name}: truncated index ({len(data)} bytes)")
+    flags, min_size, avg_size, max_size = _check_preamble(data, name)
+    chunks: list[IndexChunk] = []
+    scan = _TableScan(max_size, name, chunks)
+    end = scan.feed(data, _PREAMBLE_SIZE)
+    scan.finish(end == len(data))
+    return Index(flags, min_size, avg_size, max_size, chunks)
+
+
+def _check_preamble(data: bytes | bytearray, name: str) -> tuple[int, int, int, int]:
+    """Check the header and table header (the first 64 bytes); returns flags and the three chunk sizes."""
     size, rtype, flags, min_size, avg_size, max_size = _HEADER.unpack_from(data, 0)
     if size != INDEX_HEADER_SIZE or rtype != CA_FORMAT_INDEX:
         raise FormatError(f"{name}: not a casync index file (bad header)")
@@ -94,33 +107,102 @@ def parse(data: bytes, name: str = "index") -> Index:
     table_size, table_type = _TABLE_HEADER.unpack_from(data, INDEX_HEADER_SIZE)
     if table_size != TABLE_SIZE_UNKNOWN or table_type != CA_FORMAT_TABLE:
         raise FormatError(f"{name}: bad table header")
-    chunks: list[IndexChunk] = []
-    append = chunks.append
-    unpack_item = _ITEM.unpack_from
-    pos = _PREAMBLE_SIZE
-    end = len(data)
-    prev = 0
-    n = 0
-    while True:
-        if pos + TABLE_ITEM_SIZE > end:
-            raise FormatError(f"{name}: truncated index (no table tail after {n} chunks)")
-        if _is_tail(data, pos, n):
-            if pos + TABLE_ITEM_SIZE != end:
-                raise FormatError(f"{name}: trailing data after the index table")
-            break
-        offset, chunk_id = unpack_item(data, pos)
-        if offset <= prev:
-            raise FormatError(f"{name}: chunk {n} ends at {offset}, not after {prev}")
-        if offset - prev > max_size:
-            raise FormatError(f"{name}: chunk {n} is {offset - prev} bytes, above the maximum {max_size}")
-        append(IndexChunk(prev, offset - prev, chunk_id))
-        prev = offset
-        pos += TABLE_ITEM_SIZE
-        n += 1
-    return Index(flags, min_size, avg_size, max_size, chunks)
+    return flags, min_size, avg_size, max_size
 
 
-def _is_tail(data: bytes, pos: int, n: int) -> bool:
+class _TableScan:
+    """The table checks, over the whole file at once or fed a piece at a time (then nothing is kept)."""
+
+    def __init__(self, max_size: int, name: str, chunks: list[IndexChunk] | None) -> None:
+        self.max_size = max_size
+        self.name = name
+        self.chunks = chunks
+        self.prev = 0
+        self.n = 0
+        self.tail = False
+
+    def feed(self, data: bytes | bytearray, pos: int) -> int:
+        """Check the items of ``data`` from ``pos``; returns where the first unchecked byte starts.
+
+        That is past the tail when the tail was found (``self.tail``), else
+        at the first item that is not whole in ``data``.
+        """
+        if self.tail:
+            return pos
+        chunks = self.chunks
+        unpack_item = _ITEM.unpack_from
+        end = len(data)
+        prev = self.prev
+        n = self.n
+        max_size = self.max_size
+        name = self.name
+        while pos + TABLE_ITEM_SIZE <= end:
+            if _is_tail(data, pos, n):
+                self.tail = True
+                pos += TABLE_ITEM_SIZE
+                break
+            offset, chunk_id = unpack_item(data, pos)
+            if offset <= prev:
+                raise FormatError(f"{name}: chunk {n} ends at {offset}, not after {prev}")
+            if offset - prev > max_size:
+                raise FormatError(f"{name}: chunk {n} is {offset - prev} bytes, above the maximum {max_size}")
+            if chunks is not None:
+                chunks.append(IndexChunk(prev, offset - prev, chunk_id))
+            prev = offset
+            pos += TABLE_ITEM_SIZE
+            n += 1
+        self.prev = prev
+        self.n = n
+        return pos
+
+    def finish(self, at_end: bool) -> None:
+        """The input ended; ``at_end`` says whether nothing followed what :meth:`feed` consumed."""
+        if not self.tail:
+            raise FormatError(f"{self.name}: truncated index (no table tail after {self.n} chunks)")
+        if not at_end:
+            raise FormatError(f"{self.name}: trailing data after the index table")
+
+
+class IndexCheck:
+    """Validates an index file fed in pieces of any size, keeping at most one partial table item.
+
+    For index files too large to hold in memory as parsed chunks (uploads
+    to the index server, files it serves): the same checks as
+    :func:`parse`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pending = bytearray()
+        self.scan: _TableScan | None = None
+        self.size = 0
+        self.trailing = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self.size += len(data)
+        if self.size > INDEX_SIZE_LIMIT:
+            raise FormatError(f"{self.name}: index larger than {INDEX_SIZE_LIMIT} bytes")
+        if self.trailing:
+            return
+        self.pending += data
+        if self.scan is None:
+            if len(self.pending) < _PREAMBLE_SIZE:
+                return
+            self.scan = _TableScan(_check_preamble(self.pending, self.name)[3], self.name, None)
+            del self.pending[:_PREAMBLE_SIZE]
+        used = self.scan.feed(self.pending, 0)
+        del self.pending[:used]
+        if self.scan.tail and self.pending:
+            self.trailing = True
+
+    def finish(self) -> None:
+        """Raise FormatError unless everything fed was one whole, valid index."""
+        if self.scan is None:
+            raise FormatError(f"{self.name}: truncated index ({self.size} bytes)")
+        self.scan.finish(not self.trailing and not self.pending)
+
+
+def _is_tail(data: bytes | bytearray, pos: int, n: int) -> bool:
     zero1, zero2, index_offset, table_size, marker = _TAIL.unpack_from(data, pos)
     return bool(marker == CA_FORMAT_TABLE_TAIL_MARKER and zero1 == 0 and zero2 == 0
                 and index_offset == INDEX_HEADER_SIZE

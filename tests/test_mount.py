@@ -27,6 +27,7 @@ from desync.index import Index, IndexChunk
 from desync.stores.indexes import read_index
 
 from conftest import NEUTRAL_DIR, assert_one_line_error, desync_env, run_desync
+from hostile_peers import sftp_ssh
 
 MOUNT_TIMEOUT = 30.0
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
@@ -345,3 +346,49 @@ def test_usage_errors_are_one_line(blob: tuple[bytes, Path, Path, Index], tmp_pa
     assert "no store given" in assert_one_line_error(proc, status=2)
     proc = run_desync("mount-index", "--cor-file", tmp_path / "c", tmp_path / "x.catar", tmp_path, check=False)
     assert "needs an index" in assert_one_line_error(proc, status=2)
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc")
+
+
+@pytest.mark.parametrize("how", ["fusermount", "sigterm"])
+def test_unmounting_ends_the_command_while_a_read_is_stuck_in_the_store(
+        blob: tuple[bytes, Path, Path, Index], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    _, idx, store, _ = blob
+    for key, value in sftp_ssh(tmp_path, "stall").items():
+        monkeypatch.setenv(key, value)
+    with mounted(tmp_path / "mnt", "--timeout", "600", "-s", f"sftp://127.0.0.1{store}", idx) as m:
+        reader = subprocess.Popen([sys.executable, "-c", f"open({str(m.mountpoint / 'disk.img')!r}, 'rb').read(10)"])
+        with pytest.raises(subprocess.TimeoutExpired):
+            reader.wait(timeout=2)  # the store never answers: the read is stuck
+        reader.kill()
+        reader.wait(timeout=MOUNT_TIMEOUT)
+        if how == "sigterm":
+            assert m.stop(signal.SIGTERM) == 0, m.stderr
+        else:
+            assert FUSERMOUNT is not None
+            subprocess.run([FUSERMOUNT, "-u", str(m.mountpoint)], check=True, capture_output=True, timeout=30)
+            assert m.proc.wait(timeout=MOUNT_TIMEOUT) == 0
+        assert not os.path.ismount(m.mountpoint)
+
+
+def test_a_chunk_far_larger_than_the_index_says_is_refused_with_eio(
+        blob: tuple[bytes, Path, Path, Index], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, idx, store, _ = blob
+    for key, value in sftp_ssh(tmp_path, "endless-file").items():
+        monkeypatch.setenv(key, value)
+    with mounted(tmp_path / "mnt", "-s", f"sftp://127.0.0.1{store}", idx) as m:
+        with pytest.raises(OSError) as info:
+            with open(m.mountpoint / "disk.img", "rb") as f:
+                f.read(len(data))
+        assert info.value.errno == errno.EIO
+        assert _peak_rss(m.proc.pid) < 256 << 20
+        assert FUSERMOUNT is not None
+        subprocess.run([FUSERMOUNT, "-u", str(m.mountpoint)], check=True, capture_output=True, timeout=30)
+        assert m.proc.wait(timeout=MOUNT_TIMEOUT) == 0
+        assert m.proc.stderr is not None
+        assert "is invalid: more than" in m.proc.stderr.read().decode()

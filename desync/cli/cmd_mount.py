@@ -61,45 +61,75 @@ def run_mount_index(args: argparse.Namespace) -> int:
         raise UsageError("--cor-state-save and --cor-state-init need --cor-file")
     library = fuselib.load_library()
     fuselib.check_environment(args.mountpoint)
+    teardown = _Teardown()
     if args.index.endswith(".catar"):
         if args.cor_file:
             raise UsageError("--cor-file needs an index; a catar file is read directly")
         source = FileSource(args.index)
+        teardown.source = source
         try:
             ops: MountOperations = TreeFS(ArchiveTree(source))
-            fuselib.serve(library, ops, args.mountpoint, f"desync:{os.path.basename(args.index)}")
+            fuselib.serve(library, ops, args.mountpoint, f"desync:{os.path.basename(args.index)}", teardown)
         finally:
-            source.close()
+            teardown()
         return 0
     index = common.load_index(args.index, args)
-    store = common.read_store(args, index.digest)
-    sparse: SparseFile | None = None
-    reader: BlobReader | None = None
-    preload: threading.Thread | None = None
+    teardown.store = common.read_store(args, index.digest)
     try:
         if args.cor_file:
-            sparse = SparseFile(args.cor_file, index, args.cor_state_save, args.cor_state_init)
-        reader = BlobReader(index, store, workers=common.cpu_workers(args, store), sparse=sparse)
-        if sparse is not None and sparse.preload:
-            preload = _start_preload(reader, sparse.preload, args.cor_init_n)
+            teardown.sparse = SparseFile(args.cor_file, index, args.cor_state_save, args.cor_state_init)
+        reader = BlobReader(index, teardown.store, workers=common.cpu_workers(args, teardown.store),
+                            sparse=teardown.sparse)
+        teardown.reader = reader
+        if teardown.sparse is not None and teardown.sparse.preload:
+            teardown.preload = _start_preload(reader, teardown.sparse.preload, args.cor_init_n)
         name = blob_file_name(args.index)
         if args.index.endswith(".caidx"):
             ops = TreeFS(ArchiveTree(reader, expected_flags=index.flags))
         else:
             ops = BlobFS(reader, name)
-        fuselib.serve(library, ops, args.mountpoint, f"desync:{name}")
+        fuselib.serve(library, ops, args.mountpoint, f"desync:{name}", teardown)
     finally:
-        if reader is not None:
-            reader.close()
-        if preload is not None:
-            preload.join(timeout=10.0)
-        if sparse is not None:
-            try:
-                sparse.save_state()
-            finally:
-                sparse.close()
-        store.close()
+        teardown()
     return 0
+
+
+class _Teardown:
+    """What ends a mount: stop fetching, save the copy-on-read state, close the store.
+
+    Run once, by whichever comes first: the command after libfuse returns,
+    or the unmount watch when libfuse does not (a read stuck in the store).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.done = False
+        self.source: FileSource | None = None
+        self.store: Store | None = None
+        self.sparse: SparseFile | None = None
+        self.reader: BlobReader | None = None
+        self.preload: threading.Thread | None = None
+
+    def __call__(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done = True
+            try:
+                if self.source is not None:
+                    self.source.close()
+                if self.reader is not None:
+                    self.reader.close()
+                if self.preload is not None:
+                    self.preload.join(timeout=10.0)
+                if self.sparse is not None:
+                    try:
+                        self.sparse.save_state()
+                    finally:
+                        self.sparse.close()
+            finally:
+                if self.store is not None:
+                    self.store.close()
 
 
 def _start_preload(reader: BlobReader, chunks: list[int], workers: int) -> threading.Thread:

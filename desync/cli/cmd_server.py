@@ -12,6 +12,7 @@ from typing import IO, Any
 from .. import digest as digest_mod
 from ..constants import CHUNK_SIZE_LIMIT
 from ..errors import DesyncError, UsageError
+from ..index import INDEX_SIZE_LIMIT
 from ..server.chunks import ChunkService
 from ..server.httpd import HTTPServer, RequestLog, Service, server_tls
 from ..server.indexes import IndexService
@@ -85,7 +86,8 @@ def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Sto
     return store
 
 
-def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int) -> HTTPServer:
+def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int,
+           stream_put: bool = False) -> HTTPServer:
     if args.mutual_tls and not args.client_ca:
         raise UsageError("--mutual-tls needs --client-ca")
     if bool(args.cert) != bool(args.key):
@@ -108,7 +110,7 @@ def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int)
                 raise DesyncError(f"cannot open log {args.log}: {exc.strerror}") from None
         log = RequestLog(stream)
     auth = args.authorization or os.environ.get("DESYNC_HTTP_AUTH", "")
-    server = HTTPServer(service, tls=tls, authorization=auth, log=log, max_body=max_body)
+    server = HTTPServer(service, tls=tls, authorization=auth, log=log, max_body=max_body, stream_put=stream_put)
     for spec in args.listen or [":http"]:
         try:
             url = server.listen(spec)
@@ -161,6 +163,7 @@ def run_chunk_server(args: argparse.Namespace) -> int:
 def run_index_server(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.index_dir):
         raise DesyncError(f"index directory {args.index_dir} does not exist")
-    server = _serve(args, IndexService(args.index_dir, writable=args.writable), "index-server", 1 << 30)
+    server = _serve(args, IndexService(args.index_dir, writable=args.writable), "index-server", INDEX_SIZE_LIMIT,
+                    stream_put=True)
     server.wait()
     return 0

@@ -4,22 +4,36 @@ The binding is optional (``pip install mfusepy``) and imported only
 here, when a mount is made.  :func:`serve` runs libfuse's loop in the
 foreground; libfuse handles SIGINT, SIGTERM and SIGHUP by leaving the loop
 and unmounting, after which :func:`serve` returns normally.
+
+After an unmount or a stop signal libfuse waits for every request being
+served, so one read stuck in a store (a peer that never answers) would
+keep the command alive (and, after a signal, mounted) for ever:
+:class:`UnmountWatch` notices either and, when libfuse has not returned
+shortly after, unmounts if needed, cleans up and ends the process.
 """
 
+import ctypes
 import errno
 import importlib
 import os
 import shutil
+import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from ctypes.util import find_library
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
 from ..errors import DesyncError
 from .fs import MountOperations
 
 # Attribute/entry caching: the content never changes while mounted.
 CACHE_SECONDS = 3600.0
+FSTYPE: Final = b"fuse.desync"
+# How often the mount table is looked at, and how long libfuse may take to return after an unmount.
+WATCH_INTERVAL: Final = 0.25
+UNMOUNT_GRACE: Final = 3.0
 
 
 def load_library() -> ModuleType:
@@ -78,14 +92,132 @@ def _fusepy_operations(ops: object) -> object:
     return type("Operations", (), members)()
 
 
-def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: str) -> None:
+def is_mounted(path: str) -> bool:
+    """Whether a desync FUSE file system is mounted at ``path`` (an absolute, resolved path).
+
+    Read from /proc/self/mountinfo, not by a stat of the mount point: that
+    would be a request to this very process, and could wait behind the
+    stuck reads this check exists for.
+    """
+    wanted = os.fsencode(path)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields, _, rest = line.partition(b" - ")
+            parts = fields.split(b" ")
+            if len(parts) > 4 and _unescape(parts[4]) == wanted and rest.split(b" ", 1)[0] == FSTYPE:
+                return True
+    return False
+
+
+def _unescape(field: bytes) -> bytes:
+    """mountinfo writes space, tab, newline and backslash in paths as three octal digits after a backslash."""
+    if b"\\" not in field:
+        return field
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i] == 0x5C and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
+            out.append(int(field[i + 1:i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
+
+
+class _Session:
+    """libfuse 3's session as mfusepy loads it: whether libfuse took a stop signal, and its unmount.
+
+    Inert with another binding or libfuse 2 (then only an unmount is noticed).
+    """
+
+    def __init__(self, library: ModuleType) -> None:
+        lib: Any = getattr(library, "_libfuse", None)
+        self.lib: Any = lib if getattr(library, "fuse_version_major", 0) == 3 else None
+        self.fuse: Any = None
+        self.session: Any = None
+
+    def capture(self) -> None:
+        """Called while serving a request (init), when the request's context names the fuse instance."""
+        if self.lib is None:
+            return
+        try:
+            fuse = ctypes.c_void_p(self.lib.fuse_get_context().contents.fuse)
+            get_session = self.lib["fuse_get_session"]  # an object of our own: its types are set here only
+            get_session.restype = ctypes.c_void_p
+            get_session.argtypes = [ctypes.c_void_p]
+            self.session = ctypes.c_void_p(get_session(fuse))
+            self.fuse = fuse
+        except (AttributeError, ValueError, OSError):
+            self.session = None
+
+    def exited(self) -> bool:
+        return self.session is not None and bool(self.lib["fuse_session_exited"](self.session))
+
+    def unmount(self) -> None:
+        if self.fuse is not None:
+            self.lib["fuse_unmount"](self.fuse)
+
+
+class UnmountWatch:
+    """Ends the process when the mount is gone or libfuse was stopped, but libfuse does not return.
+
+    That happens when a request libfuse waits for is stuck.  The mount is
+    then unmounted (after a signal) and ``cleanup`` runs (what the command
+    would do after a normal return); the process exits with status 0, as
+    after any unmount.
+    """
+
+    def __init__(self, library: ModuleType, mountpoint: str, cleanup: Callable[[], None]) -> None:
+        self.path = os.path.realpath(mountpoint)
+        self.cleanup = cleanup
+        self.session = _Session(library)
+        self.returned = threading.Event()
+
+    def start(self) -> None:
+        """Called from init, in a thread serving a request."""
+        self.session.capture()
+        threading.Thread(target=self._watch, name="desync-unmount-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        seen = False
+        while True:
+            if self.returned.wait(WATCH_INTERVAL):
+                return
+            if self.session.exited():
+                stopped = True
+                break
+            try:
+                mounted = is_mounted(self.path)
+            except OSError:
+                mounted = True  # no mount table to look at: only a stop is noticed
+            if seen and not mounted:
+                stopped = False
+                break
+            seen = seen or mounted
+        if self.returned.wait(UNMOUNT_GRACE):
+            return
+        try:
+            if stopped:
+                self.session.unmount()
+            self.cleanup()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: str,
+          cleanup: Callable[[], None] | None = None) -> None:
     """Mount ``ops`` read-only at ``mountpoint`` and serve requests until unmounted.
 
     Until the mount is up, libfuse's stderr goes to a temp file: a failure
     then becomes one error line with libfuse's reason, and the noise libfuse
     3.14 prints on every start is dropped.  Stopped by a signal, libfuse
     reports a failure although it unmounted cleanly; a mount that had
-    started counts as a success.
+    started counts as a success.  ``cleanup`` is what the caller does after
+    this returns; it is run here instead when libfuse does not return
+    after an unmount (see :class:`UnmountWatch`), and must be safe to run twice.
     """
     options: dict[str, Any] = {
         "foreground": True,
@@ -102,11 +234,13 @@ def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: st
     capture = tempfile.TemporaryFile()
     saved = os.dup(2)
     os.dup2(capture.fileno(), 2)
+    watch = UnmountWatch(library, mountpoint, cleanup or _nothing)
 
-    def restore_stderr() -> None:
+    def started() -> None:
         os.dup2(saved, 2)
+        watch.start()
 
-    ops.on_start = restore_stderr
+    ops.on_start = started
     try:
         library.FUSE(target, mountpoint, **options)
     except RuntimeError:
@@ -117,6 +251,11 @@ def serve(library: ModuleType, ops: MountOperations, mountpoint: str, fsname: st
             reason = "; ".join(line.strip() for line in lines if line.strip() and "max threads" not in line)
             raise DesyncError(f"cannot mount {mountpoint}: {reason or 'libfuse failed'}") from None
     finally:
+        watch.returned.set()
         os.dup2(saved, 2)
         os.close(saved)
         capture.close()
+
+
+def _nothing() -> None:
+    pass

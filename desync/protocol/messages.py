@@ -11,6 +11,7 @@ from typing import Final
 
 from ..constants import CHUNK_ID_SIZE
 from ..errors import DesyncError
+from ..peertext import peer_text
 
 HEADER: Final = struct.Struct("<QQ")
 U64: Final = struct.Struct("<Q")
@@ -188,10 +189,11 @@ def parse_chunk_flags(flags_and_id: bytes) -> tuple[bool, bytes]:
 
 
 def parse_abort(body: bytes) -> tuple[int, str]:
+    """(error code, reason); the reason comes from the peer, so it is shortened and escaped for an error line."""
     error: int = U64.unpack_from(body)[0]
     text = body[8:]
     if error >= 0x7FFFFFFF:
         raise ProtocolError(f"bad message: ABORT with error code {error}")
     if not text.endswith(b"\0") or any(b < 0x20 for b in text[:-1]):
         raise ProtocolError("bad message: ABORT reason is not a NUL-terminated line of text")
-    return error, text[:-1].decode("utf-8", "replace")
+    return error, peer_text(text[:-1])

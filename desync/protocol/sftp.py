@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..errors import StoreError
+from ..peertext import peer_text
 
 VERSION: Final = 3
 MAX_PACKET: Final = 4 * 1024 * 1024
+# Entries one directory listing may have: a store's top level holds at most 65536 prefix directories, and a
+# prefix directory this full means a store of 2^36 chunks; a server listing more is lying (or endless).
+MAX_DIR_ENTRIES: Final = 1 << 20
 
 INIT: Final = 1
 VERSION_REPLY: Final = 2
@@ -72,8 +76,16 @@ class StatusError(StoreError):
     """A request failed with an SSH_FXP_STATUS code."""
 
     def __init__(self, code: int, message: str, path: str) -> None:
-        super().__init__(f"{path}: {message or f'SFTP error {code}'}")
+        super().__init__(f"{path}: {peer_text(message) or f'SFTP error {code}'}")
         self.code = code
+
+
+class TooLarge(SFTPError):
+    """A file holds more bytes than the caller allows (a chunk or an index cannot be that large)."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__(f"{path}: larger than the {limit} bytes allowed")
+        self.limit = limit
 
 
 @dataclass(slots=True)

@@ -11,12 +11,14 @@ import threading
 import time
 from typing import Final
 
+from ..readbudget import ReadBudget
 from . import sftp as s
 from .stream import ConnectionClosed, MessageWriter
 from .transport import SSHProcess
 
 BLOCK: Final = 64 * 1024
 READ_WINDOW: Final = 4
+MAX_EMPTY_REPLIES: Final = 16
 _CLOSE_GRACE: Final = 5.0
 
 
@@ -185,13 +187,26 @@ class SFTPSession:
         if wait:
             self.check(self.wait(reply), path)
 
-    def read_file(self, path: str) -> bytes:
-        """The whole file; StatusError with FX_NO_SUCH_FILE when it does not exist."""
+    def read_file(self, path: str, limit: int) -> bytes:
+        """The whole file, at most ``limit`` bytes; StatusError with FX_NO_SUCH_FILE when it does not exist.
+
+        A file with more raises :class:`~desync.protocol.sftp.TooLarge` once
+        the excess arrives, so an endless or huge file costs at most
+        ``limit`` plus one window of memory (past LARGE_READ, one such read
+        at a time: see :mod:`desync.readbudget`), and a server trickling a
+        few bytes per read is given up on after a bounded number of rounds.
+        """
         handle = self.open(path, s.OPEN_READ)
-        parts: list[bytes] = []
+        content = bytearray()  # grown in place: large ones are remapped, not copied, and freed at once
         offset = 0
+        # Servers answer reads of a regular file in full; one that keeps answering short is trickling.
+        rounds_left = 16 + 2 * (limit // (READ_WINDOW * BLOCK))
+        budget = ReadBudget()
         try:
             while True:
+                rounds_left -= 1
+                if rounds_left < 0:
+                    raise s.SFTPError(f"{path}: the server answers reads with too little data")
                 window = [(off, self.start(s.READ, s.string(handle) + s.u64(off) + s.u32(BLOCK)))
                           for off in range(offset, offset + READ_WINDOW * BLOCK, BLOCK)]
                 stop = False
@@ -204,13 +219,20 @@ class SFTPSession:
                         stop, next_offset = True, -1
                         continue
                     data = self._expect(reply, s.DATA, path).string()
-                    parts.append(data)
+                    if len(data) > BLOCK:
+                        raise s.SFTPError(f"{path}: the server sent {len(data)} bytes for a {BLOCK}-byte read")
+                    content += data
                     if len(data) < BLOCK:  # short read: carry on right after it
                         stop, next_offset = True, off + len(data)
                 if next_offset < 0:
-                    return b"".join(parts)
+                    return bytes(content)
+                if next_offset > limit:
+                    raise s.TooLarge(path, limit)
+                budget.grow(next_offset)
                 offset = next_offset
         finally:
+            content.clear()  # a failure's traceback must not keep what was read alive
+            budget.release()
             self.close_handle(handle, path, wait=False)
 
     def write_file(self, path: str, data: bytes, permissions: int) -> None:
@@ -236,17 +258,10 @@ class SFTPSession:
             raise s.StatusError(code, reply[1].text(), path)
         return self._expect(reply, s.ATTRS, path).attrs()
 
-    def listdir(self, path: str) -> list[str]:
+    def listdir(self, path: str) -> "DirListing":
+        """The names in directory ``path``, fetched a reply at a time (see :class:`DirListing`)."""
         handle = self._expect(self.call(s.OPENDIR, s.string(path)), s.HANDLE, path).string()
-        names: list[str] = []
-        try:
-            while True:
-                reply = self.call(s.READDIR, s.string(handle))
-                if reply[0] == s.STATUS and self.status(reply, path)[0] == s.FX_EOF:
-                    return names
-                names.extend(name for name, _ in s.parse_names(self._expect(reply, s.NAME, path)))
-        finally:
-            self.close_handle(handle, path, wait=False)
+        return DirListing(self, handle, path)
 
     def remove(self, path: str) -> bool:
         """False when there was no such file."""
@@ -284,3 +299,62 @@ class SFTPSession:
         self.process.close_input()
         self.process.wait(_CLOSE_GRACE)
         self.reading.join(timeout=_CLOSE_GRACE)
+
+
+class DirListing:
+    """The names of one directory, one READDIR reply in memory at a time.
+
+    More than :data:`~desync.protocol.sftp.MAX_DIR_ENTRIES` names, or more
+    than MAX_EMPTY_REPLIES replies in a row naming nothing (servers end a
+    listing with an EOF status instead), is an SFTPError, so an endless
+    listing ends.  The handle is closed at the
+    end, on an error, or by :meth:`close`.
+    """
+
+    def __init__(self, session: SFTPSession, handle: bytes, path: str) -> None:
+        self.session = session
+        self.handle: bytes | None = handle
+        self.path = path
+        self.batch: list[str] = []
+        self.pos = 0
+        self.count = 0
+        self.empty = 0
+
+    def __iter__(self) -> "DirListing":
+        return self
+
+    def __next__(self) -> str:
+        while self.pos >= len(self.batch):
+            if self.handle is None:
+                raise StopIteration
+            try:
+                self._fetch()
+            except BaseException:
+                self.close()
+                raise
+        self.pos += 1
+        return self.batch[self.pos - 1]
+
+    def _fetch(self) -> None:
+        assert self.handle is not None
+        reply = self.session.call(s.READDIR, s.string(self.handle))
+        if reply[0] == s.STATUS and self.session.status(reply, self.path)[0] == s.FX_EOF:
+            self.close()
+            return
+        self.batch = [name for name, _ in s.parse_names(self.session._expect(reply, s.NAME, self.path))]
+        self.pos = 0
+        self.count += len(self.batch)
+        if self.count > s.MAX_DIR_ENTRIES:
+            raise s.SFTPError(f"{self.path}: the server lists more than {s.MAX_DIR_ENTRIES} entries")
+        self.empty = 0 if self.batch else self.empty + 1
+        if self.empty > MAX_EMPTY_REPLIES:
+            raise s.SFTPError(f"{self.path}: the server keeps answering directory reads with no names")
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        self.batch, self.pos = [], 0
+        if handle is not None:
+            try:
+                self.session.close_handle(handle, self.path, wait=False)
+            except s.SFTPError:
+                pass

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..errors import StoreError, UsageError
+from ..peertext import peer_text
 from .stream import prepare_pipe
 
 _NAME: Final = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*")
@@ -141,7 +142,7 @@ class SSHProcess:
             lines = [ln.strip() for ln in self.err_tail.decode("utf-8", "replace").splitlines() if ln.strip()]
         code = self.proc.poll()
         status = f" (exit status {code})" if code not in (None, 0) else ""
-        return (lines[-1] if lines else "no error output") + status
+        return (peer_text(lines[-1]) if lines else "no error output") + status
 
     def close_input(self) -> None:
         stdin = self.proc.stdin

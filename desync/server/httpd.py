@@ -9,6 +9,7 @@ exactly and never decode it into a file path.  The optional
 """
 
 import hmac
+import os
 import socket
 import ssl
 import sys
@@ -22,9 +23,32 @@ from typing import IO, Final
 from .._version import __version__
 
 MAX_LINE: Final = 8192
+SEND_BLOCK: Final = 1 << 20
 MAX_HEADERS: Final = 100
 IDLE_TIMEOUT: Final = 300.0
 SERVER_NAME: Final = f"desync/{__version__}"
+
+
+class IncompleteBody(Exception):
+    """The client closed the connection before sending the whole request body."""
+
+
+class BodyStream:
+    """A request body read piece by piece by the service (servers made with ``stream_put``)."""
+
+    def __init__(self, rfile: IO[bytes], length: int) -> None:
+        self.rfile = rfile
+        self.remaining = length
+
+    def read(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the body; b"" at its end; IncompleteBody if the client left early."""
+        if self.remaining <= 0:
+            return b""
+        data = self.rfile.read(min(limit, self.remaining))
+        if not data:
+            raise IncompleteBody("connection closed in the middle of the request body")
+        self.remaining -= len(data)
+        return data
 
 
 @dataclass(slots=True)
@@ -35,13 +59,18 @@ class Request:
     client: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    stream: BodyStream | None = None
 
 
 @dataclass(slots=True)
 class Reply:
+    """An answer; with ``file_fd`` set, the body is the first ``file_size`` bytes of that file (closed after)."""
+
     status: int
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
+    file_fd: int = -1
+    file_size: int = 0
 
 
 Service = Callable[[Request], Reply]
@@ -98,8 +127,10 @@ class HTTPServer:
     """Listens on each address; ``service`` answers every authorised request."""
 
     def __init__(self, service: Service, tls: ssl.SSLContext | None = None, authorization: str = "",
-                 log: RequestLog | None = None, max_body: int = 1 << 30) -> None:
+                 log: RequestLog | None = None, max_body: int = 1 << 30, stream_put: bool = False) -> None:
+        """``stream_put``: PUT bodies are left for the service to read from ``Request.stream``."""
         self.service = service
+        self.stream_put = stream_put
         self.tls = tls
         self.authorization = authorization.encode()
         self.log = log
@@ -197,6 +228,8 @@ class HTTPServer:
             except Exception as exc:
                 sys.stderr.write(f"desync: {req.method} {_printable(req.target)}: internal error: {exc}\n")
                 reply = text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error")
+        if req.stream is not None and req.stream.remaining:
+            keep = False  # the rest of the body is still on the connection
         self._send(sock, req, reply, keep)
         return keep
 
@@ -213,19 +246,33 @@ class HTTPServer:
             raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
         if req.headers.get("expect", "").lower() == "100-continue":
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.stream_put and req.method == "PUT":
+            req.stream = BodyStream(rfile, length)
+            return
         body = rfile.read(length)
         if len(body) != length:
             raise OSError("connection closed in the middle of the request body")
         req.body = body
 
     def _send(self, sock: socket.socket, req: Request, reply: Reply, keep: bool) -> None:
+        if reply.file_fd < 0:
+            self._send_reply(sock, req, reply, keep)
+            return
+        try:
+            self._send_reply(sock, req, reply, keep)
+            if req.method != "HEAD":
+                _send_file(sock, reply.file_fd, reply.file_size)
+        finally:
+            os.close(reply.file_fd)
+
+    def _send_reply(self, sock: socket.socket, req: Request, reply: Reply, keep: bool) -> None:
         status = reply.status
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = "Unknown"
         body = b"" if req.method == "HEAD" else reply.body
-        length = len(reply.body)
+        length = len(reply.body) if reply.file_fd < 0 else reply.file_size
         head = (f"HTTP/1.1 {status} {phrase}\r\nServer: {SERVER_NAME}\r\nContent-Type: {reply.content_type}\r\n"
                 f"Content-Length: {length}\r\n")
         if not keep:
@@ -233,8 +280,19 @@ class HTTPServer:
         elif req.version == "HTTP/1.0":
             head += "Connection: keep-alive\r\n"
         if self.log is not None:
-            self.log.write(req, status, len(body))
+            self.log.write(req, status, 0 if req.method == "HEAD" else length)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+
+
+def _send_file(sock: socket.socket, fd: int, size: int) -> None:
+    """Send the first ``size`` bytes of ``fd``; a file that shrank meanwhile drops the connection."""
+    offset = 0
+    while offset < size:
+        block = os.pread(fd, min(SEND_BLOCK, size - offset), offset)
+        if not block:
+            raise OSError("the file shrank while being sent")
+        sock.sendall(block)
+        offset += len(block)
 
 
 def _read_head(rfile: IO[bytes], req: Request) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Final
 from .._version import __version__
 from ..compression import stored_size_limit
 from ..errors import StoreError
+from ..peertext import peer_text
 from ..rawio import SocketSource
 from .base import StoreOptions
 
@@ -38,9 +39,9 @@ class Response:
     body: bytes
 
     def reason(self) -> str:
-        """The status and the first line of the body, for error messages."""
+        """The status and the first line of the body, for error messages (escaped: the server is a peer)."""
         text = self.body[:200].decode("utf-8", "replace").strip().splitlines()
-        return f"HTTP {self.status}" + (f" ({text[0]})" if text else "")
+        return f"HTTP {self.status}" + (f" ({peer_text(text[0])})" if text else "")
 
 
 class NetworkError(Exception):

@@ -5,18 +5,21 @@ that takes an index goes through :func:`read_index`/:func:`write_index`.
 """
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
-from typing import Final
+from typing import BinaryIO, Final
 
 from .. import fsutil
 from .. import index as index_mod
 from ..errors import DesyncError, UsageError
-from ..index import Index
+from ..index import INDEX_SIZE_LIMIT, Index
 from .base import StoreOptions
 
 IndexReader = Callable[[str, StoreOptions], bytes]
 IndexWriter = Callable[[str, bytes, StoreOptions], None]
+
+_BLOCK: Final = 1 << 20
 
 # scheme -> ("module:read_function", "module:write_function")
 _SCHEMES: Final[dict[str, tuple[str, str]]] = {}
@@ -56,13 +59,29 @@ def read_index_bytes(location: str, options: StoreOptions | None = None) -> byte
         assert isinstance(data, bytes)
         return data
     if location == "-":
-        return fsutil.stdin_binary().read()
+        return _read_bounded(fsutil.stdin_binary(), "on stdin")
     path = _local_path(location)
     try:
+        # Opened blocking: a pipe the user names (``<(...)``) is read as they asked, up to the limit.
         with open(path, "rb") as f:
-            return f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size > INDEX_SIZE_LIMIT:
+                raise DesyncError(f"index {path} is larger than the {INDEX_SIZE_LIMIT} bytes allowed")
+            return _read_bounded(f, path)
     except OSError as exc:
         raise DesyncError(f"cannot read index {path}: {exc.strerror}") from None
+
+
+def _read_bounded(f: BinaryIO, what: str) -> bytes:
+    """All of ``f``, refused past INDEX_SIZE_LIMIT bytes (read a block at a time, so nothing is allocated ahead)."""
+    data = bytearray()
+    while True:
+        block = f.read(_BLOCK)
+        if not block:
+            return bytes(data)
+        data += block
+        if len(data) > INDEX_SIZE_LIMIT:
+            raise DesyncError(f"index {what} is larger than the {INDEX_SIZE_LIMIT} bytes allowed")
 
 
 def read_index(location: str, options: StoreOptions | None = None) -> Index:

@@ -10,8 +10,15 @@ no temp names and several clients may store the same chunk at once.
 boto3 is an optional dependency, imported when the first S3 location is
 opened.  One client serves all threads; botocore retries throttling, 5xx
 answers and connection failures ("standard" mode), ``--error-retry`` times.
+
+The server is a peer, not trusted: a chunk object is read only up to the
+largest chunk file it may hold, any other answer (listing pages, error
+bodies) up to :data:`MAX_ANSWER` bytes, listings end with an error when a
+continuation token comes back or pages stop advancing, and the server's
+words reach error messages escaped and shortened.
 """
 
+import hashlib
 import os
 import time
 import urllib.parse
@@ -22,8 +29,12 @@ from typing import Any, Final, NoReturn
 
 from .._version import __version__
 from ..chunk import Chunk
+from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
-from ..errors import ChunkMissing, DesyncError, StoreError, UsageError
+from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError, UsageError
+from ..index import INDEX_SIZE_LIMIT
+from ..peertext import peer_text
+from ..readbudget import ReadBudget
 from .base import Store, StoreOptions
 from .s3auth import S3Credentials, credentials_for
 
@@ -32,6 +43,12 @@ _HEX: Final = frozenset("0123456789abcdef")
 _MISSING: Final = ("NoSuchKey", "404", "NotFound")
 # Keeps botocore from reading ~/.aws/config or AWS_PROFILE: credentials come from s3auth only.
 _ISOLATED: Final = {"profile": (None, None, None, None), "config_file": (None, None, os.devnull, None)}
+
+# The most bytes read of an answer that is not an object's content: a listing page of 1000 keys is ~300 KB.
+MAX_ANSWER: Final = 16 << 20
+# Listing pages in a row that are truncated yet hold no key: a real server never sends one.
+MAX_EMPTY_PAGES: Final = 16
+_READ_BLOCK: Final = 1 << 20
 
 # The lazily imported boto3 pieces, filled by _boto() on first use.
 _MODULES: dict[str, Any] = {}
@@ -118,12 +135,91 @@ def make_client(loc: S3Location, creds: S3Credentials, options: StoreOptions) ->
         verify = options.ca_cert
     # Anonymous requests go unsigned; placeholder keys keep botocore from searching for credentials.
     try:
-        return mods["session"].create_client(
+        client = mods["session"].create_client(
             "s3", region_name=creds.region, endpoint_url=loc.endpoint, verify=verify, config=config,
             aws_access_key_id=creds.access_key or "anonymous", aws_secret_access_key=creds.secret_key or "anonymous",
             aws_session_token=creds.session_token or None)
     except Exception as exc:
         raise DesyncError(f"S3 location {loc.location}: {_describe(exc)}") from None
+    _bound_answers(client)
+    return client
+
+
+class AnswerTooLarge(StoreError):
+    """An S3 answer that is not an object's content (a listing page, an error) exceeds MAX_ANSWER."""
+
+
+def _bound_answers(client: Any) -> None:
+    """Make the client read every answer body except an object's content at most MAX_ANSWER bytes.
+
+    botocore reads error bodies and listing pages whole before parsing
+    them, so an endless one would grow without end: its HTTP session is
+    wrapped so those bodies come through a bounded reader instead.
+    """
+    endpoint = getattr(client, "_endpoint", None)
+    session = getattr(endpoint, "http_session", None)
+    if endpoint is None or session is None:
+        raise DesyncError("this botocore version is not supported (no HTTP session to bound S3 answers with)")
+    endpoint.http_session = _BoundedSession(session)
+
+
+class _BoundedSession:
+    """botocore's HTTP session, with the answers botocore reads whole read through a bound.
+
+    Those are all but an object's content (GetObject answered 200), which
+    stays a stream for :func:`read_object` to bound.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def send(self, request: Any) -> Any:
+        preload = not request.stream_output
+        request.stream_output = True  # the inner session must not read the body: done here, bounded
+        response = self.inner.send(request)
+        if preload or response.status_code >= 300:
+            response.raw = _BoundedRaw(response.raw)
+            response.content  # noqa: B018  (botocore reads it whole now or when parsing the error)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _BoundedRaw:
+    """What ``AWSResponse.content`` needs of a urllib3 response: ``stream()``, stopping past MAX_ANSWER."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def stream(self, amt: int = 1 << 16, decode_content: bool | None = None) -> "_BoundedStream":
+        return _BoundedStream(self.inner, amt)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _BoundedStream:
+    """The pieces of a body, failing with AnswerTooLarge past MAX_ANSWER bytes (an iterator class: compiled
+    generators mishandle exceptions raised inside them)."""
+
+    def __init__(self, raw: Any, amt: int) -> None:
+        self.raw = raw
+        self.amt = amt
+        self.total = 0
+
+    def __iter__(self) -> "_BoundedStream":
+        return self
+
+    def __next__(self) -> bytes:
+        piece: bytes = self.raw.read(self.amt)
+        if not piece:
+            raise StopIteration
+        self.total += len(piece)
+        if self.total > MAX_ANSWER:
+            self.raw.close()
+            raise AnswerTooLarge(f"the server's answer is larger than {MAX_ANSWER} bytes")
+        return piece
 
 
 @dataclass(slots=True)
@@ -143,13 +239,14 @@ def _failure(exc: BaseException) -> _Failure | None:
         error: dict[str, Any] = response.get("Error", {}) or {}
         status = int((response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode", 0) or 0)
         code = str(error.get("Code", "") or status)
-        text = " ".join(str(error.get("Message", "") or "").split())
-        message = f"HTTP {status} {text}" if code.isdigit() else f"{code}: {text}"
+        text = peer_text(" ".join(str(error.get("Message", "") or "").split()))
+        message = f"HTTP {status} {text}" if code.isdigit() else f"{peer_text(code, 80)}: {text}"
         if status == 403:
             message += " (check the S3 credentials)"
         return _Failure(code, status, message.strip())
     if isinstance(exc, mods["BotoCoreError"]):
-        return _Failure(type(exc).__name__, 0, " ".join(str(exc).split()))
+        # Some (a reply that does not parse) quote the server's answer.
+        return _Failure(type(exc).__name__, 0, peer_text(" ".join(str(exc).split())))
     return None
 
 
@@ -174,6 +271,8 @@ class S3Store(Store):
 
     def fail(self, exc: Exception, what: str) -> NoReturn:
         """Raise ``exc`` as a one-line StoreError naming the store (anything not from boto3 unchanged)."""
+        if isinstance(exc, (AnswerTooLarge, ListingError)):
+            raise StoreError(f"store {self.location}: {what}: {exc}")
         found = _failure(exc)
         if found is None:
             raise exc
@@ -182,27 +281,34 @@ class S3Store(Store):
         raise StoreError(f"store {self.location}: {what}: {found.message}")
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
-        raw = self._download(chunk_id)
+        limit = stored_size_limit(size_hint)
+        try:
+            raw = self._download(chunk_id, limit)
+        except ObjectTooLarge:
+            raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
         chunk = Chunk(chunk_id, data=raw) if self.options.uncompressed else Chunk(chunk_id, compressed=raw)
         if not self.options.skip_verify:
             chunk.verify(self.options.digest, self.location, size_hint)
         return chunk
 
-    def _download(self, chunk_id: bytes) -> bytes:
-        """GET the object; a body cut short is fetched again (botocore retries only the request itself)."""
+    def _download(self, chunk_id: bytes, limit: int) -> bytes:
+        """GET the object, at most ``limit`` bytes; a body cut short is fetched again (botocore retries only
+        the request itself)."""
         key = self.key(chunk_id)
         attempt = 0
         while True:
             try:
-                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
             except Exception as exc:
                 found = _failure(exc)
                 if found is not None and found.code in _MISSING:
                     raise ChunkMissing(chunk_id, self.location) from None
                 self.fail(exc, f"chunk {chunk_id.hex()}")
+            body = answer["Body"]
             try:
-                data: bytes = body.read()
-                return data
+                return read_object(body, answer.get("ContentLength"), limit)
+            except ObjectTooLarge:
+                raise
             except Exception as read_error:
                 if _failure(read_error) is None or attempt >= self.options.error_retry:
                     self.fail(read_error, f"chunk {chunk_id.hex()}")
@@ -261,17 +367,55 @@ def chunk_id_from_key(name: str, suffix: str) -> bytes | None:
     return bytes.fromhex(hex_id)
 
 
+class ObjectTooLarge(StoreError):
+    """An object holds more bytes than the caller allows."""
+
+
+def read_object(body: Any, declared: Any, limit: int) -> bytes:
+    """An object's content, at most ``limit`` bytes: ObjectTooLarge when it declares or sends more.
+
+    Past LARGE_READ bytes, one such read at a time (see :mod:`desync.readbudget`).
+    """
+    if isinstance(declared, int) and declared > limit:
+        raise ObjectTooLarge(f"object of {declared} bytes, more than the {limit} allowed")
+    out = bytearray()
+    budget = ReadBudget()
+    try:
+        while True:
+            piece: bytes = body.read(min(_READ_BLOCK, limit + 1 - len(out)))
+            if not piece:
+                return bytes(out)
+            out += piece
+            if len(out) > limit:
+                raise ObjectTooLarge(f"object larger than the {limit} bytes allowed")
+            budget.grow(len(out))
+    finally:
+        out.clear()  # a failure's traceback must not keep what was read alive
+        budget.release()
+
+
+class ListingError(StoreError):
+    """The server's listing does not end: a continuation token came back, or pages stopped advancing."""
+
+
 class _ChunkListing:
     """Chunk IDs of a store, a page of the bucket listing at a time; other objects are skipped.
 
-    An iterator class rather than a generator: listing errors are turned into
-    StoreErrors inside the loop, which compiled generators get wrong.
+    A page at a time in memory, with the tokens seen so far (one per page):
+    a token seen before, pages whose keys do not advance past the previous
+    page's, or many truncated pages without keys end the listing with an
+    error rather than looping forever.  An iterator class rather than a
+    generator: listing errors are turned into StoreErrors inside the loop,
+    which compiled generators get wrong.
     """
 
     def __init__(self, store: S3Store) -> None:
         self.store = store
-        paginator = store.client.get_paginator("list_objects_v2")
-        self.pages: Iterator[Any] = iter(paginator.paginate(Bucket=store.bucket, Prefix=store.prefix))
+        self.token: str | None = None
+        self.done = False
+        self.seen: set[bytes] = set()  # digests: the tokens themselves may be long
+        self.last_key = ""
+        self.empty_pages = 0
         self.ids: list[bytes] = []
         self.pos = 0
 
@@ -280,22 +424,54 @@ class _ChunkListing:
 
     def __next__(self) -> bytes:
         while self.pos >= len(self.ids):
+            if self.done:
+                raise StopIteration
             try:
-                page = next(self.pages)
-            except StopIteration:
-                raise
+                page = self._page()
             except Exception as exc:
                 self.store.fail(exc, "cannot list chunks")
-            self.ids = []
-            self.pos = 0
-            skip = len(self.store.prefix)
-            for obj in page.get("Contents", []) or []:
-                key: str = obj["Key"]
-                found = chunk_id_from_key(key[skip:], self.store.suffix) if key.startswith(self.store.prefix) else None
-                if found is not None:
-                    self.ids.append(found)
+            self._take(page)
         self.pos += 1
         return self.ids[self.pos - 1]
+
+    def _page(self) -> dict[str, Any]:
+        store = self.store
+        args: dict[str, Any] = {"Bucket": store.bucket, "Prefix": store.prefix}
+        if self.token is not None:
+            args["ContinuationToken"] = self.token
+        page: dict[str, Any] = store.client.list_objects_v2(**args)
+        return page
+
+    def _take(self, page: dict[str, Any]) -> None:
+        self.ids = []
+        self.pos = 0
+        skip = len(self.store.prefix)
+        keys = [str(obj.get("Key", "")) for obj in page.get("Contents", []) or []]
+        for key in keys:
+            found = chunk_id_from_key(key[skip:], self.store.suffix) if key.startswith(self.store.prefix) else None
+            if found is not None:
+                self.ids.append(found)
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            self.done = True
+            return
+        self.token = str(token)
+        digest = hashlib.sha256(self.token.encode("utf-8", "surrogateescape")).digest()
+        if digest in self.seen:
+            self.store.fail(ListingError("the server's listing loops (a continuation token came back)"),
+                            "cannot list chunks")
+        self.seen.add(digest)
+        if keys:
+            if max(keys) <= self.last_key:
+                self.store.fail(ListingError("the server's listing does not advance (a page repeats keys)"),
+                                "cannot list chunks")
+            self.last_key = max(keys)
+            self.empty_pages = 0
+            return
+        self.empty_pages += 1
+        if self.empty_pages > MAX_EMPTY_PAGES:
+            self.store.fail(ListingError(f"the server sent {self.empty_pages} listing pages in a row that are "
+                                         "truncated yet hold no key"), "cannot list chunks")
 
 
 def open_s3_store(location: str, options: StoreOptions, writable: bool) -> Store:
@@ -316,12 +492,14 @@ def read_s3_index(location: str, options: StoreOptions) -> bytes:
     loc, key = _index_object(location)
     client = make_client(loc, credentials_for(loc.endpoint), options)
     try:
-        body = client.get_object(Bucket=loc.bucket, Key=key)["Body"]
+        answer = client.get_object(Bucket=loc.bucket, Key=key)
+        body = answer["Body"]
         try:
-            data: bytes = body.read()
+            return read_object(body, answer.get("ContentLength"), INDEX_SIZE_LIMIT)
         finally:
             body.close()
-        return data
+    except (ObjectTooLarge, AnswerTooLarge) as too_large:
+        raise DesyncError(f"cannot read index {location}: {too_large}") from None
     except Exception as exc:
         found = _failure(exc)
         if found is None:

@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from typing import Final
 
 from ..chunk import Chunk
+from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
-from ..errors import ChunkMissing, DesyncError, StoreError
+from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError
+from ..index import INDEX_SIZE_LIMIT
 from ..protocol import sftp as s
 from ..protocol.sftp_client import SFTPSession
 from ..protocol.transport import RemoteTarget, parse_remote_url, sftp_command
@@ -83,13 +85,15 @@ class SFTPStore(Store):
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         session = self._session()
         for path in self._paths(chunk_id):
+            compressed = path.endswith(self.suffix)
             try:
-                raw = session.read_file(path)
+                raw = session.read_file(path, stored_size_limit(size_hint))
             except s.StatusError as exc:
                 if exc.code == s.FX_NO_SUCH_FILE:
                     continue
                 raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {exc}") from None
-            compressed = path.endswith(self.suffix)
+            except s.TooLarge as too_large:
+                raise ChunkInvalid(chunk_id, self.location, f"more than {too_large.limit} bytes") from None
             chunk = Chunk(chunk_id, compressed=raw) if compressed else Chunk(chunk_id, data=raw)
             if not self.options.skip_verify:
                 chunk.verify(self.options.digest, self.location, size_hint)
@@ -156,7 +160,8 @@ class SFTPStore(Store):
                 continue
 
     def _prefixes(self, session: SFTPSession) -> list[str]:
-        return sorted(n for n in session.listdir(self.path) if len(n) == 4 and all(c in _HEX for c in n))
+        """The prefix directories, sorted: at most 65536 names are kept whatever the listing holds."""
+        return sorted({n for n in session.listdir(self.path) if len(n) == 4 and all(c in _HEX for c in n)})
 
     def iter_chunks(self) -> Iterator[bytes]:
         session = self._session()
@@ -194,8 +199,8 @@ def read_sftp_index(location: str, options: StoreOptions) -> bytes:
     target = parse_remote_url(location, "sftp")
     session = _open_session(target, f"index {location}", options)
     try:
-        return session.read_file(target.path)
-    except s.StatusError as exc:
+        return session.read_file(target.path, INDEX_SIZE_LIMIT)
+    except (s.StatusError, s.TooLarge) as exc:
         raise DesyncError(f"cannot read index {location}: {exc}") from None
     finally:
         session.close()

@@ -164,14 +164,14 @@ def run_tar(args: argparse.Namespace) -> int:
         chunker = common.chunker_from(args)
         store: Store | None = None
         if args.stores:
-            store = common.write_store(common.single_store_location(args), args, digest)
+            store = common.write_store(common.single_store_location(args), args, digest, lock="shared")
         try:
             index = chunk_stream(stream, chunker, digest, store, workers=common.cpu_workers(args), flags=flags,
                                  stats=MakeStats())
+            common.save_index(args.archive, index, args)  # under the store lock: no prune in between
         finally:
             if store is not None:
                 store.close()
-        common.save_index(args.archive, index, args)
         return 0
     items = _archive_stream(args, flags, slices=True)
     if args.archive == "-":

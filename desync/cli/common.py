@@ -168,10 +168,17 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> 
     return store
 
 
-def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None) -> Store:
+def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None, lock: str = "") -> Store:
+    """A writable store; ``lock`` "shared" or "exclusive" takes its writer lock (see Store.writer_lock)."""
     store = open_location(location, args, digest, writable=True)
     if not store.writable:
         raise UsageError(f"store {location} is read-only")
+    if lock:
+        try:
+            store.writer_lock(lock == "exclusive")
+        except BaseException:
+            store.close()
+            raise
     return store
 
 

@@ -144,6 +144,11 @@ class Connection:
     def close(self) -> None:
         self.open = False
         try:
+            # Wake a thread blocked reading first: closing its buffered reader would wait for it.
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self.rfile.close()
             self.sock.close()
         except OSError:

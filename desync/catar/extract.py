@@ -104,9 +104,9 @@ def extract_events(
     tmp = tempnames.temp_beside(path)
     try:
         _Extractor(opts).run(events, tmp)
-        # One flush of every file system instead of an fsync per file: the tree must be on disk
+        # One flush of the file system instead of an fsync per file: the tree must be on disk
         # before the rename makes it visible, or a power loss could leave empty files under the name.
-        os.sync()
+        fsutil.sync_filesystem(tmp)
         try:
             os.rename(tmp, path)
         except OSError as e:

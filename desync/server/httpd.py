@@ -400,8 +400,9 @@ class _Reader:
         while True:
             m = _HEAD_END.search(buf, max(0, searched - 3))
             if m is not None:
-                head = bytes(buf[:m.start()])
-                del buf[:m.end()]
+                start, end = m.span()  # bound first: mypyc evaluates a call in a slice bound twice
+                head = bytes(buf[:start])
+                del buf[:end]
                 return head
             if len(buf) > MAX_HEAD:
                 first = buf.find(b"\n")

@@ -19,7 +19,8 @@ The rule for removing a leftover (:func:`owner_gone`):
   modified for :data:`STALE_AFTER` seconds.
 
 The next write of the same target sweeps its own leftovers
-(:func:`sweep_beside`); ``prune`` and ``verify -r`` sweep a store's.
+(:func:`sweep_beside`); ``prune`` and ``verify -r`` sweep a store's (an
+SFTP store's by age alone: its writers run on other hosts).
 """
 
 import hashlib

@@ -63,12 +63,14 @@ def test_new_clients_are_served_promptly_under_a_slow_client_flood(store: Path) 
                 s.close()
 
 
-def test_a_client_trickling_its_headers_is_cut_off_at_the_header_deadline(store: Path) -> None:
+@pytest.mark.parametrize("trickle", [b"GET " + NAME.encode() + b" HTTP/1.1\r\nX-Slow: " + b"y" * 50, b"\r\n" * 40],
+                         ids=["headers", "blank-lines"])
+def test_a_client_trickling_its_headers_is_cut_off_at_the_header_deadline(store: Path, trickle: bytes) -> None:
     with ServerProcess("chunk-server", "-s", store, "--header-timeout", "1.5") as srv:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
             started = time.monotonic()
             closed = False
-            for byte in b"GET " + NAME.encode() + b" HTTP/1.1\r\nX-Slow: " + b"y" * 50:
+            for byte in trickle:
                 try:
                     s.sendall(bytes([byte]))
                     s.settimeout(0.3)

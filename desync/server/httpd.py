@@ -199,7 +199,8 @@ class HTTPServer:
     def _connection(self, conn: socket.socket, client: str) -> None:
         sock = conn
         key = id(conn)
-        self._conns.enter(key, conn)
+        state = _Conn(conn)
+        self._conns.enter(key, state)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tls is not None:
@@ -207,7 +208,7 @@ class HTTPServer:
                 sock = self.tls.wrap_socket(conn, server_side=True)
             reader = _Reader(sock)
             wait = self.header_timeout  # a new connection must start its request promptly
-            while not self.stopped.is_set() and self._one(sock, reader, client, wait, key):
+            while not self.stopped.is_set() and self._one(sock, reader, client, wait, state):
                 wait = self.idle_timeout
         except (OSError, ValueError, _Gone):
             pass
@@ -218,13 +219,13 @@ class HTTPServer:
             except OSError:
                 pass
 
-    def _one(self, sock: socket.socket, reader: "_Reader", client: str, wait: float, key: int) -> bool:
+    def _one(self, sock: socket.socket, reader: "_Reader", client: str, wait: float, state: "_Conn") -> bool:
         """Serve one request; False when the connection should close."""
         req = Request("-", "-", "-", client)
-        self._conns.waiting(key, True)
+        state.idle_since = time.monotonic()
         try:
             head = reader.head(wait, self.header_timeout)
-            self._conns.waiting(key, False)
+            state.idle_since = 0.0
             if head is None:
                 return False
             _parse_head(head, req)
@@ -232,8 +233,8 @@ class HTTPServer:
                 raise _Refused(HTTPStatus.NOT_IMPLEMENTED, "chunked request bodies are not supported")
             self._read_body(sock, reader, req)
         except _Refused as refused:
-            self._conns.waiting(key, False)
-            self._send(sock, req, text(refused.status, str(refused)), keep=False)
+            state.idle_since = 0.0
+            self._send(sock, reader, req, text(refused.status, str(refused)), keep=False)
             return False
         keep = _keep_alive(req)
         if self.authorization and not hmac.compare_digest(
@@ -245,7 +246,7 @@ class HTTPServer:
             except Exception as exc:
                 sys.stderr.write(f"desync: {req.method} {_printable(req.target)}: internal error: {exc}\n")
                 reply = text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error")
-        self._send(sock, req, reply, keep)
+        self._send(sock, reader, req, reply, keep)
         return keep
 
     def _read_body(self, sock: socket.socket, reader: "_Reader", req: Request) -> None:
@@ -260,11 +261,11 @@ class HTTPServer:
         if length > self.max_body:
             raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
         if req.headers.get("expect", "").lower() == "100-continue":
-            sock.settimeout(self.header_timeout)
+            reader.set_timeout(self.header_timeout)
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         req.body = reader.body(length, self.header_timeout + length / MIN_BODY_RATE)
 
-    def _send(self, sock: socket.socket, req: Request, reply: Reply, keep: bool) -> None:
+    def _send(self, sock: socket.socket, reader: "_Reader", req: Request, reply: Reply, keep: bool) -> None:
         status = reply.status
         try:
             phrase = HTTPStatus(status).phrase
@@ -281,19 +282,31 @@ class HTTPServer:
         if self.log is not None:
             self.log.write(req, status, len(body))
         # A client that stops reading is dropped after the idle timeout, like one that stops sending.
-        sock.settimeout(self.idle_timeout)
+        reader.set_timeout(self.idle_timeout)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+
+
+class _Conn:
+    """One open connection; ``idle_since`` is when it began waiting for its next request (0: busy).
+
+    Only its own thread sets ``idle_since`` (a plain store, no lock on the
+    per-request path); the accept thread reads it to choose whom to close.
+    """
+
+    __slots__ = ("sock", "idle_since")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.idle_since = 0.0
 
 
 class _Connections:
     """The open connections and which of them wait for a request (the ones that may be closed for room)."""
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.Lock())
         self.count = 0
-        self.socks: dict[int, socket.socket] = {}
-        # key -> when it started waiting for its next request; oldest first.
-        self.idle: dict[int, float] = {}
+        self.open: dict[int, _Conn] = {}
 
     def admit(self, limit: int, patience: float) -> bool:
         """Make room for one more connection: close the longest-waiting idle one at the cap.
@@ -304,10 +317,11 @@ class _Connections:
         deadline = time.monotonic() + patience
         with self.cond:
             while self.count >= limit:
-                if self.idle:
-                    victim = next(iter(self.idle))
-                    del self.idle[victim]
-                    _cut(self.socks.get(victim))
+                idle = [c for c in self.open.values() if c.idle_since > 0.0]
+                if idle:
+                    victim = min(idle, key=_idle_since)
+                    victim.idle_since = 0.0
+                    _cut(victim.sock)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -315,29 +329,21 @@ class _Connections:
             self.count += 1
         return True
 
-    def enter(self, key: int, sock: socket.socket) -> None:
+    def enter(self, key: int, conn: _Conn) -> None:
         with self.cond:
-            self.socks[key] = sock
+            self.open[key] = conn
 
     def leave(self, key: int) -> None:
         with self.cond:
-            self.socks.pop(key, None)
-            self.idle.pop(key, None)
+            self.open.pop(key, None)
             self.count -= 1
             self.cond.notify_all()
 
-    def waiting(self, key: int, idle: bool) -> None:
-        with self.cond:
-            if idle:
-                self.idle[key] = time.monotonic()
-            else:
-                self.idle.pop(key, None)
-
     def close_idle(self) -> None:
         with self.cond:
-            for key in list(self.idle):
-                _cut(self.socks.get(key))
-            self.idle.clear()
+            for conn in self.open.values():
+                if conn.idle_since > 0.0:
+                    _cut(conn.sock)
 
     def wait_empty(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -349,10 +355,12 @@ class _Connections:
                 self.cond.wait(left)
 
 
-def _cut(sock: socket.socket | None) -> None:
+def _idle_since(conn: _Conn) -> float:
+    return conn.idle_since
+
+
+def _cut(sock: socket.socket) -> None:
     """Wake the thread blocked on ``sock`` by shutting the connection down; it then closes it."""
-    if sock is None:
-        return
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -365,12 +373,19 @@ class _Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.timeout = -1.0
+
+    def set_timeout(self, seconds: float) -> None:
+        """Set the socket timeout, skipping the system call when it is within half a second already."""
+        if abs(seconds - self.timeout) > 0.5:
+            self.sock.settimeout(seconds)
+            self.timeout = seconds
 
     def _fill(self, deadline: float) -> None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise _Gone()
-        self.sock.settimeout(left)
+        self.set_timeout(left)
         try:
             data = self.sock.recv(65536)
         except socket.timeout:
@@ -382,15 +397,11 @@ class _Reader:
     def head(self, wait: float, limit: float) -> bytes | None:
         """The next request's head (without the blank line); None on a clean close before it began.
 
-        The first byte may take ``wait``; from then the whole head must
-        arrive within ``limit``.
+        The first byte may take ``wait``; from then the whole head (blank
+        lines before it included) must arrive within ``limit``.
         """
         buf = self.buf
-        while True:
-            while buf and buf[0] in (13, 10):  # blank lines before a request are allowed
-                del buf[0]
-            if buf:
-                break
+        if not buf:
             try:
                 self._fill(time.monotonic() + wait)
             except _Gone:
@@ -398,6 +409,13 @@ class _Reader:
         deadline = time.monotonic() + limit
         searched = 0
         while True:
+            if buf[0] in (13, 10):  # blank lines before a request are allowed
+                blank = len(buf) - len(buf.lstrip(b"\r\n"))  # bound first (mypyc: slice bounds)
+                del buf[:blank]
+                searched = 0
+                if not buf:
+                    self._fill(deadline)
+                    continue
             m = _HEAD_END.search(buf, max(0, searched - 3))
             if m is not None:
                 start, end = m.span()  # bound first: mypyc evaluates a call in a slice bound twice

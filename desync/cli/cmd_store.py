@@ -14,8 +14,10 @@ from . import common
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("verify", help="check every chunk in a store",
-                       description="Read every chunk of the store and check it against its ID; "
-                                   "with -r remove the invalid ones.")
+                       description="Read every chunk of the store and check it against its ID, reporting "
+                                   "every invalid or unreadable entry; with -r remove them (a directory under "
+                                   "a chunk name only when empty) and the temp files of killed writers. The "
+                                   "exit status is non-zero while anything bad remains.")
     common.add_store_options(p)
     p.add_argument("-r", "--repair", action="store_true", help="remove invalid chunks")
     p.set_defaults(func=run_verify)

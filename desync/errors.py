@@ -44,10 +44,3 @@ class ChunkInvalid(StoreError):
 class Interrupted(DesyncError):
     """The user pressed Ctrl-C; temp files were removed."""
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (temp files removed), exit status 128 + ``signum``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
-        self.signum = signum

@@ -11,12 +11,12 @@ from typing import IO, Any
 
 from .. import digest as digest_mod
 from ..constants import CHUNK_SIZE_LIMIT
-from ..errors import DesyncError, Terminated, UsageError
+from ..errors import DesyncError, UsageError
 from ..server.chunks import ChunkService
 from ..server.httpd import HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, HTTPServer, RequestLog, Service, server_tls
 from ..server.indexes import IndexService
 from ..stores import CachedStore, Store, StoreRouter
-from . import common
+from . import common, stopsignals
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -198,9 +198,9 @@ def _run_until_stopped(server: HTTPServer) -> int:
         sys.stderr.write(server.ready_message)
         sys.stderr.flush()
         server.wait()
-    except KeyboardInterrupt as stop:
+    except KeyboardInterrupt:
         server.shutdown()
-        if isinstance(stop, Terminated) and stop.signum == signal.SIGTERM:
+        if stopsignals.received() == signal.SIGTERM:
             sys.stderr.write("desync: stopped\n")
             return 0
         raise

@@ -8,14 +8,14 @@ arguments and returning the exit status.
 import argparse
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from .._accel import fileio_module
 from .._version import __version__
-from ..errors import DesyncError, Terminated, UsageError
+from ..errors import DesyncError, UsageError
+from . import stopsignals
 from .common import HelpFormatter, add_global_options
 from .cmd_remote import prepare_argv
 
@@ -104,29 +104,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose library handles these signals itself (libfuse unmounts on them).
-_OWN_SIGNAL_HANDLING = frozenset({"mount-index"})
-
-
-def _on_stop_signal(signum: int, frame: object) -> None:
-    """SIGTERM/SIGHUP unwind like Ctrl-C (temp files removed); a repeat during the cleanup is ignored."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    raise Terminated(signum)
-
-
-def _handle_stop_signals(command: str) -> None:
-    """Turn SIGTERM and SIGHUP into :class:`Terminated` in the main thread; an ignored SIGHUP (nohup) stays so."""
-    if command in _OWN_SIGNAL_HANDLING:
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        try:
-            if signal.getsignal(sig) == signal.SIG_DFL:
-                signal.signal(sig, _on_stop_signal)
-        except ValueError:
-            return  # not the main thread (an embedding program): leave signals to it
-
-
 def _print_traceback() -> None:
     import traceback  # only for --verbose: keeps start-up lean
 
@@ -143,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list, server = prepare_argv(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args_list or "-v" in args_list
     try:
-        _handle_stop_signals(command_name(args_list))
+        stopsignals.install(command_name(args_list))
         if fileio_module is not None:
             fileio_module.tune_allocator()
         parser = build_parser(args_list)
@@ -161,9 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             _print_traceback()
         return 1
-    except KeyboardInterrupt as stop:
-        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
-        sys.stderr.write(f"desync: {'interrupted' if signum == signal.SIGINT else 'terminated'}\n")
+    except KeyboardInterrupt:
+        signum = stopsignals.received()
+        sys.stderr.write(f"desync: {'terminated' if stopsignals.terminated() else 'interrupted'}\n")
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

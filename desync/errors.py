@@ -44,3 +44,4 @@ class ChunkInvalid(StoreError):
 
 class Interrupted(DesyncError):
     """The user pressed Ctrl-C; temp files were removed."""
+

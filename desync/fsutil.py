@@ -7,13 +7,13 @@ never a partial one.
 
 import errno
 import os
-import secrets
 import stat
 import sys
 from collections.abc import Callable, Iterable
 from typing import BinaryIO, Final
 
 from ._accel import fileio_module
+from . import tempnames
 from .errors import DesyncError
 
 _FILEIO: Final = fileio_module
@@ -85,15 +85,15 @@ def copy_bytes(src: int, offset: int, dst: int, size: int, kernel: list[bool]) -
 
 
 def write_file_atomic(path: str, data: bytes | bytearray | memoryview, mode: int = 0o666,
-                      tmp_name: str = "") -> None:
+                      tmp_name: str = "", durable: bool = True) -> None:
     """Replace ``path`` with ``data`` via a temp file beside it; raises OSError, leaves no temp file."""
-    write_pieces_atomic(path, (data,), mode, tmp_name)
+    write_pieces_atomic(path, (data,), mode, tmp_name, durable)
 
 
 def write_pieces_atomic(path: str, pieces: Iterable[bytes | bytearray | memoryview], mode: int = 0o666,
-                        tmp_name: str = "") -> None:
+                        tmp_name: str = "", durable: bool = True) -> None:
     """Like :func:`write_file_atomic` for content produced piece by piece (a stream)."""
-    write_atomic_with(path, _PieceWriter(pieces), mode, tmp_name)
+    write_atomic_with(path, _PieceWriter(pieces), mode, tmp_name, durable)
 
 
 class _PieceWriter:
@@ -105,18 +105,32 @@ class _PieceWriter:
             write_all(fd, piece)
 
 
-def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o666, tmp_name: str = "") -> None:
-    """Create ``path`` from what ``produce(fd)`` writes, via a temp file beside it renamed into place."""
+def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o666, tmp_name: str = "",
+                      durable: bool = True) -> None:
+    """Create ``path`` from what ``produce(fd)`` writes, via a temp file beside it renamed into place.
+
+    Without ``tmp_name`` the temp name carries its owner (see tempnames) and
+    leftovers of earlier killed writes of ``path`` are removed first.
+    ``durable`` syncs the data before the rename and the directory after,
+    so a power loss leaves the old or the new file, never an empty one.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    name = tmp_name or f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp"
-    tmp = os.path.join(directory, name)
+    if tmp_name:
+        tmp = os.path.join(directory, tmp_name)
+    else:
+        tempnames.sweep_beside(path)
+        tmp = tempnames.temp_beside(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
             produce(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
+        if durable:
+            sync_directory(directory)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -178,6 +192,49 @@ def replace_user_file(path: str, produce: Callable[[int], None]) -> None:
         produce(fd)
 
     write_atomic_with(real, adopt_then_produce)
+
+
+def sync_directory(directory: str) -> None:
+    """fsync a directory so a rename in it survives a power loss; refusals (some file systems) are ignored."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: str) -> None:
+    """Flush the file system holding ``path`` (syncfs): one call instead of an fsync per file.
+
+    Falls back to sync() (every file system) where syncfs is unavailable.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.sync()
+        return
+    try:
+        if _syncfs(fd):
+            return
+    finally:
+        os.close(fd)
+    os.sync()
+
+
+def _syncfs(fd: int) -> bool:
+    import ctypes  # only here: most commands never flush
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    result: int = call(fd)
+    return result == 0
 
 
 def write_items(fd: int, items: list[bytes | tuple[int, int]]) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ futures, and daemon threads so an interrupted command exits at once.
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
@@ -75,8 +76,9 @@ class Workers:
         self._stop.set()
         for _ in self._threads:
             self._jobs.put(None)
+        deadline = time.monotonic() + 2.0  # in all: many workers may be stuck at once
         for t in self._threads:
-            t.join(timeout=2.0)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 class _Slot(Generic[R]):

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,11 @@ CERTS = FIXTURES / "certs"
 class ServerProcess:
     """``desync chunk-server``/``index-server`` on a free loopback port; stderr is collected."""
 
-    def __init__(self, *args: Any, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: Any, env: dict[str, str] | None = None,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         cmd = [sys.executable, "-m", "desync", *map(str, args), "-l", "127.0.0.1:0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or desync_env(),
-                                     cwd=NEUTRAL_DIR)
+                                     cwd=NEUTRAL_DIR, preexec_fn=preexec_fn)
         self.lines: list[str] = []
         self.changed = threading.Condition()
         assert self.proc.stderr is not None

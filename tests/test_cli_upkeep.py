@@ -82,6 +82,7 @@ def test_prune_removes_unreferenced_chunks(made: tuple[Path, Path, bytes], tmp_p
     before = len(list(store.rglob("*.cacnk")))
     prefix = sorted(p for p in store.iterdir() if p.is_dir())[0]
     (prefix / ".tmp-cacnkdeadbeef").write_bytes(b"stray")
+    os.utime(prefix / ".tmp-cacnkdeadbeef", (1.0, 1.0))  # untagged: removed only when a day old
     refused = run_desync("prune", "-s", store, index, check=False)
     assert refused.returncode == 2
     assert len(list(store.rglob("*.cacnk"))) == before

@@ -160,3 +160,37 @@ def test_quotes_in_a_path_reach_the_remote_as_data(sshd: LoopbackSSHD, data: Pat
                       env=sshd.env(sshd.remote), check=False)
     assert "missing" in assert_one_line_error(proc)
     assert not marker.exists()
+
+
+def test_sftp_store_recreates_pruned_prefixes_and_spares_live_temp_files(sshd: LoopbackSSHD, data: Path,
+                                                                         tmp_path: Path) -> None:
+    import time
+
+    env = sshd.env()
+    store = tmp_path / "remote" / "store"
+    url = f"sftp://127.0.0.1{store}"
+    keep = tmp_path / "keep.bin"
+    keep.write_bytes(b"kept " * 100)
+    run_desync("make", "-s", url, tmp_path / "keep.caibx", keep, env=env)
+    prefix = next(p for p in store.iterdir() if p.is_dir())
+    fresh, old = prefix / ".tmp-cacnk0123456789abcdef", prefix / ".tmp-cacnkfedcba9876543210"
+    fresh.write_bytes(b"a live writer's")
+    old.write_bytes(b"a killed writer's")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    run_desync("prune", "-y", "-s", url, tmp_path / "keep.caibx", env=env)
+    assert fresh.exists() and not old.exists()
+    # A running chunk-server writing through SFTP: prune removes a prefix under it, the next upload re-creates it.
+    import zstandard
+    from conftest import sha512_256
+    from http_util import ServerProcess, request
+
+    payload = b"uploaded " * 300
+    cid = sha512_256(payload)
+    name = f"/{cid[:4]}/{cid}.cacnk"
+    body = zstandard.ZstdCompressor().compress(payload)
+    with ServerProcess("chunk-server", "-w", "-s", url, env=env) as srv:
+        assert request(srv.port, "PUT", name, body)[0] == 200
+        run_desync("prune", "-y", "-s", url, tmp_path / "keep.caibx", env=env)
+        assert not (store / cid[:4]).exists()
+        assert request(srv.port, "PUT", name, body)[0] == 200
+        assert (store / cid[:4] / f"{cid}.cacnk").exists()

@@ -31,7 +31,6 @@ import fcntl
 import grp
 import os
 import pwd
-import secrets
 import shutil
 import stat
 import struct
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .. import featureflags as ff
-from .. import fsutil
+from .. import fsutil, tempnames
 from ..errors import DesyncError
 from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
 from .decoder import ByteSource, DirEnd, Node, decode
@@ -101,14 +100,18 @@ def extract_events(
     if os.path.lexists(path):
         _Extractor(opts).run(events, path)
         return
-    parent, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(parent, f".{name}.{secrets.token_hex(6)}.tmp")
+    tempnames.sweep_beside(path)
+    tmp = tempnames.temp_beside(path)
     try:
         _Extractor(opts).run(events, tmp)
+        # One flush of the file system instead of an fsync per file: the tree must be on disk
+        # before the rename makes it visible, or a power loss could leave empty files under the name.
+        fsutil.sync_filesystem(tmp)
         try:
             os.rename(tmp, path)
         except OSError as e:
             raise DesyncError(f"cannot move the extracted tree to {path}: {e.strerror}") from None
+        fsutil.sync_directory(os.path.dirname(tmp))
     except BaseException:
         _remove_tree(tmp, opts)
         raise

@@ -169,15 +169,15 @@ def run_tar(args: argparse.Namespace) -> int:
         chunker = common.chunker_from(args)
         store: Store | None = None
         if args.stores:
-            store = common.write_store(common.single_store_location(args), args, digest)
+            store = common.write_store(common.single_store_location(args), args, digest, lock="shared")
         try:
             with common.show_progress("Chunking", 0) as prog:
                 index = chunk_stream(stream, chunker, digest, store, workers=common.cpu_workers(args), flags=flags,
                                      progress=prog, stats=MakeStats())
+            common.save_index(args.archive, index, args)  # under the store lock: no prune in between
         finally:
             if store is not None:
                 store.close()
-        common.save_index(args.archive, index, args)
         return 0
     targets.check_archive_target(args.archive, args.force)
     items = _archive_stream(args, flags, slices=True)

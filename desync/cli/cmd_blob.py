@@ -85,15 +85,17 @@ def run_make(args: argparse.Namespace) -> int:
     digest = digest_mod.by_name(args.digest)
     store: Store | None = None
     if args.stores:
-        store = common.write_store(common.single_store_location(args), args, digest)
+        store = common.write_store(common.single_store_location(args), args, digest, lock="shared")
     stats = MakeStats()
     size = _size_of(args.file)
-    with common.show_progress("Chunking", size) as prog:
-        index = make_blob_index(args.file, chunker, digest, store, workers=common.cpu_workers(args, store),
-                                progress=prog, stats=stats)
-    if store is not None:
-        store.close()
-    common.save_index(args.index, index, args)
+    try:
+        with common.show_progress("Chunking", size) as prog:
+            index = make_blob_index(args.file, chunker, digest, store, workers=common.cpu_workers(args, store),
+                                    progress=prog, stats=stats)
+        common.save_index(args.index, index, args)  # under the store lock: no prune between chunks and index
+    finally:
+        if store is not None:
+            store.close()
     if args.print_stats:
         sys.stderr.write(f"Chunks produced: {stats.chunks}\nUnique chunks: {stats.unique}\n"
                          f"Chunks stored: {stats.stored}\nBytes: {stats.bytes}\n")

@@ -14,10 +14,10 @@ from ..constants import CHUNK_SIZE_LIMIT
 from ..errors import DesyncError, UsageError
 from ..index import INDEX_SIZE_LIMIT
 from ..server.chunks import ChunkService
-from ..server.httpd import HTTPServer, RequestLog, Service, server_tls
+from ..server.httpd import HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, HTTPServer, RequestLog, Service, server_tls
 from ..server.indexes import IndexService
 from ..stores import CachedStore, Store, StoreRouter
-from . import common
+from . import common, stopsignals
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
@@ -31,6 +31,32 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--authorization", default="", metavar="VALUE",
                    help="required Authorization header value (default $DESYNC_HTTP_AUTH)")
     p.add_argument("--log", default="", metavar="FILE", help="request log file ('-' for stdout)")
+    p.add_argument("--max-connections", type=_positive_int, default=MAX_CONNECTIONS, metavar="N",
+                   help="open connections at most; at the cap the longest-idle one is closed for a new one "
+                        f"(default {MAX_CONNECTIONS})")
+    p.add_argument("--header-timeout", type=_positive_float, default=HEADER_TIMEOUT, metavar="SECONDS",
+                   help="time a client has to send a request's headers; idle keep-alive connections are "
+                        f"closed after {IDLE_TIMEOUT:g} s (default {HEADER_TIMEOUT:g})")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -110,7 +136,8 @@ def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int,
                 raise DesyncError(f"cannot open log {args.log}: {exc.strerror}") from None
         log = RequestLog(stream)
     auth = args.authorization or os.environ.get("DESYNC_HTTP_AUTH", "")
-    server = HTTPServer(service, tls=tls, authorization=auth, log=log, max_body=max_body, stream_put=stream_put)
+    server = HTTPServer(service, tls=tls, authorization=auth, log=log, max_body=max_body, stream_put=stream_put,
+                        max_connections=args.max_connections, header_timeout=args.header_timeout)
     for spec in args.listen or [":http"]:
         try:
             url = server.listen(spec)
@@ -118,9 +145,7 @@ def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int,
             raise UsageError(str(bad_address)) from None
         except OSError as os_error:
             raise DesyncError(f"cannot listen on {spec}: {os_error.strerror or os_error}") from None
-        sys.stderr.write(f"desync: {what} listening on {url}\n")
-    sys.stderr.flush()
-    server.start()
+        server.ready_message += f"desync: {what} listening on {url}\n"
     return server
 
 
@@ -155,9 +180,9 @@ def run_chunk_server(args: argparse.Namespace) -> int:
         if args.store_file:
             threading.Thread(target=reload, name="desync-reload", daemon=True).start()
 
-    signal.signal(signal.SIGHUP, on_hangup)
-    server.wait()
-    return 0
+    if args.store_file:
+        signal.signal(signal.SIGHUP, on_hangup)
+    return _run_until_stopped(server)
 
 
 def run_index_server(args: argparse.Namespace) -> int:
@@ -165,5 +190,21 @@ def run_index_server(args: argparse.Namespace) -> int:
         raise DesyncError(f"index directory {args.index_dir} does not exist")
     server = _serve(args, IndexService(args.index_dir, writable=args.writable), "index-server", INDEX_SIZE_LIMIT,
                     stream_put=True)
-    server.wait()
+    return _run_until_stopped(server)
+
+
+def _run_until_stopped(server: HTTPServer) -> int:
+    """Serve until a signal: SIGTERM stops cleanly (requests in progress finish) with status 0."""
+    try:
+        server.start()
+        # Announced inside the try: a SIGTERM from anyone who saw the message stops cleanly.
+        sys.stderr.write(server.ready_message)
+        sys.stderr.flush()
+        server.wait()
+    except KeyboardInterrupt:
+        server.shutdown()
+        if stopsignals.received() == signal.SIGTERM:
+            sys.stderr.write("desync: stopped\n")
+            return 0
+        raise
     return 0

@@ -5,7 +5,7 @@ import sys
 from typing import Any
 
 from .. import digest as digest_mod
-from ..errors import ChunkInvalid, DesyncError, UsageError
+from ..errors import DesyncError, UsageError
 from ..index import Index
 from ..ops.upkeep import chop, fill_cache, prune, unique_ids
 from ..ops.verify import verify_store
@@ -14,8 +14,10 @@ from . import common
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p = sub.add_parser("verify", help="check every chunk in a store",
-                       description="Read every chunk of the store and check it against its ID; "
-                                   "with -r remove the invalid ones.")
+                       description="Read every chunk of the store and check it against its ID, reporting "
+                                   "every invalid or unreadable entry; with -r remove them (a directory under "
+                                   "a chunk name only when empty) and the temp files of killed writers. The "
+                                   "exit status is non-zero while anything bad remains.")
     common.add_store_options(p)
     p.add_argument("-r", "--repair", action="store_true", help="remove invalid chunks")
     p.set_defaults(func=run_verify)
@@ -37,7 +39,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
     p = sub.add_parser("prune", help="remove chunks no index refers to",
                        description="Remove every chunk from the store that is not referenced by one of "
-                                   "the given indexes. Asks for confirmation unless -y is given.")
+                                   "the given indexes. Asks for confirmation unless -y is given. A local "
+                                   "store is locked while pruning: prune refuses to start while a make, "
+                                   "tar, chop or cache is adding chunks to it, and those wait for a running "
+                                   "prune, so an index just written never refers to a pruned chunk. Temp "
+                                   "files of killed writers are removed once their process is gone.")
     common.add_store_options(p)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks to keep")
@@ -56,24 +62,28 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         store = common.open_location(location, args, digest)
 
-    def report(bad: ChunkInvalid) -> None:
+    def report(bad: DesyncError) -> None:
         sys.stderr.write(f"desync: {bad}\n")
 
     with store, common.show_progress("Verifying", 0, "chunks") as prog:
         result = verify_store(store, digest, repair=args.repair, workers=common.cpu_workers(args, store),
                               progress=prog, report=report)
-    if result.invalid and not args.repair:
-        raise DesyncError(f"{len(result.invalid)} of {result.checked} chunks in {location} are invalid "
-                          f"(use -r to remove them)")
     if result.removed:
         sys.stderr.write(f"desync: removed {result.removed} invalid chunks from {location}\n")
+    if result.strays:
+        sys.stderr.write(f"desync: removed {result.strays} temp files of killed writers from {location}\n")
+    if result.left:
+        raise DesyncError(f"{len(result.left)} bad entries in {location} could not be removed")
+    if result.bad and not args.repair:
+        raise DesyncError(f"{result.bad} of {result.checked} chunks in {location} are invalid or unreadable "
+                          f"(use -r to remove them)")
     return 0
 
 
 def run_chop(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     ignore = set(unique_ids(_load_all(args.ignore, args)))
-    store = common.write_store(common.single_store_location(args), args, index.digest)
+    store = common.write_store(common.single_store_location(args), args, index.digest, lock="shared")
     with store, common.show_progress("Chopping", 0) as prog:
         chop(index, args.file, store, ignore=ignore, workers=common.cpu_workers(args, store), progress=prog)
     return 0
@@ -88,7 +98,7 @@ def run_cache(args: argparse.Namespace) -> int:
     ids = [i for i in unique_ids(indexes) if i not in ignore]
     sizes = {c.id: c.size for idx in indexes for c in idx.chunks}
     source = common.read_store(args, digest, cache=False)
-    cache = common.write_store(args.cache, args, digest)
+    cache = common.write_store(args.cache, args, digest, lock="shared")
     with source, cache, common.show_progress("Caching", sum(sizes[i] for i in ids)) as prog:
         fill_cache(ids, source, cache, workers=common.cpu_workers(args, source), progress=prog, sizes=sizes)
     return 0
@@ -109,6 +119,7 @@ def run_prune(args: argparse.Namespace) -> int:
             sys.stderr.write("desync: prune cancelled\n")
             return 1
     with store:
+        store.writer_lock(exclusive=True)  # after the question: a waiting prompt must not hold up makes
         removed = prune(store, keep)
     sys.stderr.write(f"desync: removed {removed} chunks from {location}\n")
     return 0

@@ -197,10 +197,17 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
-def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None) -> Store:
+def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None, lock: str = "") -> Store:
+    """A writable store; ``lock`` "shared" or "exclusive" takes its writer lock (see Store.writer_lock)."""
     store = open_location(location, args, digest, writable=True)
     if not store.writable:
         raise UsageError(f"store {location} is read-only")
+    if lock:
+        try:
+            store.writer_lock(lock == "exclusive")
+        except BaseException:
+            store.close()
+            raise
     return store
 
 

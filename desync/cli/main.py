@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from .._accel import fileio_module
 from ..errors import DesyncError, UsageError
+from . import stopsignals
 from .common import HelpFormatter, add_global_options
 from .cmd_remote import prepare_argv
 
@@ -142,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list, server = prepare_argv(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args_list or "-v" in args_list
     try:
+        stopsignals.install(command_name(args_list))
         if fileio_module is not None:
             fileio_module.tune_allocator()
         parser = build_parser(args_list)
@@ -160,14 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_traceback()
         return 1
     except KeyboardInterrupt:
-        sys.stderr.write("desync: interrupted\n")
+        signum = stopsignals.received()
+        sys.stderr.write(f"desync: {'terminated' if stopsignals.terminated() else 'interrupted'}\n")
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
         # Temp files are already removed; worker threads blocked on I/O must not delay the exit.
-        os._exit(130)
+        os._exit(128 + signum)
     except BrokenPipeError:
         _quiet_stdout()
         return 1

@@ -2,20 +2,22 @@
 
 Without in-place mode the blob is assembled in a temp file beside the
 target and renamed over it only when complete, so a failed or interrupted
-extract never leaves a half-written target.  Each distinct chunk is fetched
+extract never leaves a half-written target; the data is synced before the
+rename, so not even a power loss can (see tempnames for how leftovers of
+killed runs are removed by the next extract to the same target).  Each distinct chunk is fetched
 once and written to every offset it occurs at; all-zero chunks are left as
 holes in the fresh (sparse) temp file.
 """
 
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import DesyncError
-from ..fsutil import adopt_attributes, pwrite_many, resolve_target
+from .. import tempnames
+from ..fsutil import adopt_attributes, pwrite_many, resolve_target, sync_directory
 from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
@@ -122,8 +124,8 @@ def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = Fa
     if in_place:
         _extract_in_place(index, store, target, st, workers, progress, stats)
         return
-    directory = os.path.dirname(os.path.abspath(target))
-    tmp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
+    tempnames.sweep_beside(target)
+    tmp = tempnames.temp_beside(target)
     try:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -134,9 +136,11 @@ def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = Fa
                 adopt_attributes(fd, st)
             os.ftruncate(fd, index.length)
             write_chunks(fd, index, store, workers=workers, fresh=True, progress=progress, stats=stats)
+            os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, target)
+        sync_directory(os.path.dirname(tmp))
     except BaseException as failure:
         try:
             os.unlink(tmp)

@@ -84,6 +84,8 @@ class _Pipeline:
 
     def finish(self) -> list[IndexChunk]:
         self.pool.join()
+        if self.store is not None:
+            self.store.flush()  # the index about to be written must not outlive its chunks in a power loss
         return [c for batch in self.results for c in batch]
 
     def abort(self) -> None:

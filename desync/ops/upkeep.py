@@ -44,6 +44,7 @@ def chop(index: Index, path: str, store: Store, *, ignore: set[bytes] | None = N
         run_all(work, todo, workers)
     finally:
         os.close(fd)
+    store.flush()
     return stored.value
 
 

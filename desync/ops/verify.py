@@ -16,36 +16,61 @@ from ..parallel import ordered_map
 class VerifyResult:
     checked: int = 0
     invalid: list[ChunkInvalid] = field(default_factory=list)
+    unreadable: list[DesyncError] = field(default_factory=list)
     removed: int = 0
+    left: list[DesyncError] = field(default_factory=list)
+    strays: int = 0
+
+    @property
+    def bad(self) -> int:
+        return len(self.invalid) + len(self.unreadable)
 
 
 def verify_store(store: Store, digest: Digest, *, repair: bool = False, workers: int = 4,
                  progress: Progress | None = None,
-                 report: Callable[[ChunkInvalid], None] | None = None) -> VerifyResult:
-    """Read and hash every chunk; with ``repair`` remove the invalid ones."""
+                 report: Callable[[DesyncError], None] | None = None) -> VerifyResult:
+    """Read and hash every chunk; with ``repair`` remove the invalid ones and killed writers' temp files.
+
+    An entry that cannot be read at all (a directory, an unreadable file, a
+    symlink loop under a chunk name) is reported like an invalid chunk and
+    the check goes on; ``repair`` removes it when it can and lists in
+    ``left`` what it could not remove.
+    """
     result = VerifyResult()
 
-    def check(chunk_id: bytes) -> ChunkInvalid | None:
+    def check(chunk_id: bytes) -> tuple[bytes, DesyncError | None]:
         try:
             store.get_chunk(chunk_id).verify(digest, str(store))
-        except ChunkInvalid as exc:
-            return exc
         except ChunkMissing:
-            return None  # removed by someone else while we were listing
-        return None
+            return chunk_id, None  # removed by someone else while we were listing
+        except DesyncError as exc:
+            return chunk_id, exc
+        return chunk_id, None
 
-    for bad in ordered_map(check, store.iter_chunks(), workers):
+    for chunk_id, bad in ordered_map(check, store.iter_chunks(), workers):
         result.checked += 1
         if progress is not None:
             progress.add(1)
         if bad is None:
             continue
-        result.invalid.append(bad)
+        if isinstance(bad, ChunkInvalid):
+            result.invalid.append(bad)
+        else:
+            result.unreadable.append(bad)
         if report is not None:
             report(bad)
         if repair:
-            store.remove_chunk(bad.chunk_id)
-            result.removed += 1
+            try:
+                store.remove_chunk(chunk_id)
+                result.removed += 1
+            except ChunkMissing:
+                result.removed += 1
+            except DesyncError as stuck:
+                result.left.append(stuck)
+                if report is not None:
+                    report(stuck)
+    if repair:
+        result.strays = store.remove_stray_files()
     return result
 
 

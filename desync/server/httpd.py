@@ -6,10 +6,21 @@ upstream store never holds up anyone else.  Requests are parsed here
 raw request target is handed to the service untouched: services match it
 exactly and never decode it into a file path.  The optional
 ``Authorization`` check happens before any service code runs.
+
+Slow or idle clients cannot starve the others: a request's headers must
+arrive within ``header_timeout`` of its first byte (and a new connection's
+first byte within it too), an idle keep-alive connection is closed after
+``idle_timeout``, a body must keep coming, and at most
+``max_connections`` connections are open; when a new one arrives at the
+cap, the connection that has waited longest for its next request is
+closed to make room (busy ones are never cut).  The open-file limit is
+raised to the hard limit so the cap, not the limit, decides.
 """
 
 import hmac
 import os
+import re
+import resource
 import socket
 import ssl
 import sys
@@ -23,30 +34,44 @@ from typing import IO, Final
 from .._version import __version__
 
 MAX_LINE: Final = 8192
-SEND_BLOCK: Final = 1 << 20
 MAX_HEADERS: Final = 100
-IDLE_TIMEOUT: Final = 300.0
+MAX_HEAD: Final = MAX_LINE * 4
+IDLE_TIMEOUT: Final = 60.0
+HEADER_TIMEOUT: Final = 20.0
+MAX_CONNECTIONS: Final = 1024
+# A body must arrive at least this fast (bytes/s) on top of one header_timeout of slack.
+MIN_BODY_RATE: Final = 64 * 1024
+# Descriptors kept free for the store, logs and the listeners.
+_RESERVED_FDS: Final = 64
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 SERVER_NAME: Final = f"desync/{__version__}"
+SEND_BLOCK: Final = 1 << 20
 
 
 class IncompleteBody(Exception):
-    """The client closed the connection before sending the whole request body."""
+    """The client closed the connection (or stalled past its deadline) before sending the whole body."""
 
 
 class BodyStream:
-    """A request body read piece by piece by the service (servers made with ``stream_put``)."""
+    """A request body read piece by piece by the service (servers made with ``stream_put``).
 
-    def __init__(self, rfile: IO[bytes], length: int) -> None:
-        self.rfile = rfile
+    The body must arrive by ``deadline`` (time.monotonic), as a buffered
+    body must: a trickling upload cannot hold its thread forever.
+    """
+
+    def __init__(self, reader: "_Reader", length: int, deadline: float) -> None:
+        self.reader = reader
         self.remaining = length
+        self.deadline = deadline
 
     def read(self, limit: int) -> bytes:
         """Up to ``limit`` bytes of the body; b"" at its end; IncompleteBody if the client left early."""
         if self.remaining <= 0:
             return b""
-        data = self.rfile.read(min(limit, self.remaining))
-        if not data:
-            raise IncompleteBody("connection closed in the middle of the request body")
+        try:
+            data = self.reader.some(min(limit, self.remaining), self.deadline)
+        except _Gone:
+            raise IncompleteBody("connection closed in the middle of the request body") from None
         self.remaining -= len(data)
         return data
 
@@ -74,6 +99,10 @@ class Reply:
 
 
 Service = Callable[[Request], Reply]
+
+
+class _Gone(Exception):
+    """The connection timed out or was closed: drop it without an answer."""
 
 
 class _Refused(Exception):
@@ -127,7 +156,9 @@ class HTTPServer:
     """Listens on each address; ``service`` answers every authorised request."""
 
     def __init__(self, service: Service, tls: ssl.SSLContext | None = None, authorization: str = "",
-                 log: RequestLog | None = None, max_body: int = 1 << 30, stream_put: bool = False) -> None:
+                 log: RequestLog | None = None, max_body: int = 1 << 30, max_connections: int = MAX_CONNECTIONS,
+                 header_timeout: float = HEADER_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 stream_put: bool = False) -> None:
         """``stream_put``: PUT bodies are left for the service to read from ``Request.stream``."""
         self.service = service
         self.stream_put = stream_put
@@ -135,8 +166,13 @@ class HTTPServer:
         self.authorization = authorization.encode()
         self.log = log
         self.max_body = max_body
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.max_connections = max(1, min(max_connections, raise_open_file_limit() - _RESERVED_FDS))
         self.listeners: list[socket.socket] = []
+        self.ready_message = ""  # what the command prints once serving
         self.stopped = threading.Event()
+        self._conns = _Connections()
 
     def listen(self, spec: str) -> str:
         """Bind one address; returns the URL it serves (with the real port when 0 was asked)."""
@@ -150,7 +186,7 @@ class HTTPServer:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         try:
             sock.bind(addr)
-            sock.listen(128)
+            sock.listen(1024)
         except OSError:
             sock.close()
             raise
@@ -173,6 +209,16 @@ class HTTPServer:
         for sock in self.listeners:
             sock.close()
 
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stop accepting, close idle connections, give requests in progress ``grace`` seconds to finish."""
+        self.stop()
+        self._conns.close_idle()
+        self._conns.wait_empty(grace)
+
+    @property
+    def connections(self) -> int:
+        return self._conns.count
+
     def _accept(self, sock: socket.socket) -> None:
         while not self.stopped.is_set():
             try:
@@ -182,41 +228,51 @@ class HTTPServer:
                     return
                 time.sleep(0.05)
                 continue
+            if not self._conns.admit(self.max_connections, self.header_timeout):
+                conn.close()
+                continue
             threading.Thread(target=self._connection, args=(conn, str(peer[0])), name="desync-conn",
                              daemon=True).start()
 
     def _connection(self, conn: socket.socket, client: str) -> None:
         sock = conn
+        key = id(conn)
+        state = _Conn(conn)
+        self._conns.enter(key, state)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(IDLE_TIMEOUT)
             if self.tls is not None:
+                conn.settimeout(self.header_timeout)
                 sock = self.tls.wrap_socket(conn, server_side=True)
-            rfile = sock.makefile("rb")
-            try:
-                while self._one(sock, rfile, client):
-                    pass
-            finally:
-                rfile.close()
-        except (OSError, ValueError):
+            reader = _Reader(sock)
+            wait = self.header_timeout  # a new connection must start its request promptly
+            while not self.stopped.is_set() and self._one(sock, reader, client, wait, state):
+                wait = self.idle_timeout
+        except (OSError, ValueError, _Gone):
             pass
         finally:
+            self._conns.leave(key)
             try:
                 sock.close()
             except OSError:
                 pass
 
-    def _one(self, sock: socket.socket, rfile: IO[bytes], client: str) -> bool:
+    def _one(self, sock: socket.socket, reader: "_Reader", client: str, wait: float, state: "_Conn") -> bool:
         """Serve one request; False when the connection should close."""
         req = Request("-", "-", "-", client)
+        state.idle_since = time.monotonic()
         try:
-            if not _read_head(rfile, req):
+            head = reader.head(wait, self.header_timeout)
+            state.idle_since = 0.0
+            if head is None:
                 return False
+            _parse_head(head, req)
             if req.headers.get("transfer-encoding"):
                 raise _Refused(HTTPStatus.NOT_IMPLEMENTED, "chunked request bodies are not supported")
-            self._read_body(sock, rfile, req)
+            self._read_body(sock, reader, req)
         except _Refused as refused:
-            self._send(sock, req, text(refused.status, str(refused)), keep=False)
+            state.idle_since = 0.0
+            self._send(sock, reader, req, text(refused.status, str(refused)), keep=False)
             return False
         keep = _keep_alive(req)
         if self.authorization and not hmac.compare_digest(
@@ -230,10 +286,10 @@ class HTTPServer:
                 reply = text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error")
         if req.stream is not None and req.stream.remaining:
             keep = False  # the rest of the body is still on the connection
-        self._send(sock, req, reply, keep)
+        self._send(sock, reader, req, reply, keep)
         return keep
 
-    def _read_body(self, sock: socket.socket, rfile: IO[bytes], req: Request) -> None:
+    def _read_body(self, sock: socket.socket, reader: "_Reader", req: Request) -> None:
         raw = req.headers.get("content-length", "")
         if not raw:
             if req.method in ("PUT", "POST"):
@@ -245,27 +301,26 @@ class HTTPServer:
         if length > self.max_body:
             raise _Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
         if req.headers.get("expect", "").lower() == "100-continue":
+            reader.set_timeout(self.header_timeout)
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        allowed = self.header_timeout + length / MIN_BODY_RATE
         if self.stream_put and req.method == "PUT":
-            req.stream = BodyStream(rfile, length)
+            req.stream = BodyStream(reader, length, time.monotonic() + allowed)
             return
-        body = rfile.read(length)
-        if len(body) != length:
-            raise OSError("connection closed in the middle of the request body")
-        req.body = body
+        req.body = reader.body(length, allowed)
 
-    def _send(self, sock: socket.socket, req: Request, reply: Reply, keep: bool) -> None:
+    def _send(self, sock: socket.socket, reader: "_Reader", req: Request, reply: Reply, keep: bool) -> None:
         if reply.file_fd < 0:
-            self._send_reply(sock, req, reply, keep)
+            self._send_reply(sock, reader, req, reply, keep)
             return
         try:
-            self._send_reply(sock, req, reply, keep)
+            self._send_reply(sock, reader, req, reply, keep)
             if req.method != "HEAD":
                 _send_file(sock, reply.file_fd, reply.file_size)
         finally:
             os.close(reply.file_fd)
 
-    def _send_reply(self, sock: socket.socket, req: Request, reply: Reply, keep: bool) -> None:
+    def _send_reply(self, sock: socket.socket, reader: "_Reader", req: Request, reply: Reply, keep: bool) -> None:
         status = reply.status
         try:
             phrase = HTTPStatus(status).phrase
@@ -281,6 +336,8 @@ class HTTPServer:
             head += "Connection: keep-alive\r\n"
         if self.log is not None:
             self.log.write(req, status, 0 if req.method == "HEAD" else length)
+        # A client that stops reading is dropped after the idle timeout, like one that stops sending.
+        reader.set_timeout(self.idle_timeout)
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
 
 
@@ -295,16 +352,191 @@ def _send_file(sock: socket.socket, fd: int, size: int) -> None:
         offset += len(block)
 
 
-def _read_head(rfile: IO[bytes], req: Request) -> bool:
-    """Fill in the request line and headers; False on a clean end of the connection."""
-    line = rfile.readline(MAX_LINE + 1)
-    while line in (b"\r\n", b"\n"):
-        line = rfile.readline(MAX_LINE + 1)
-    if not line:
-        return False
+class _Conn:
+    """One open connection; ``idle_since`` is when it began waiting for its next request (0: busy).
+
+    Only its own thread sets ``idle_since`` (a plain store, no lock on the
+    per-request path); the accept thread reads it to choose whom to close.
+    """
+
+    __slots__ = ("sock", "idle_since")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.idle_since = 0.0
+
+
+class _Connections:
+    """The open connections and which of them wait for a request (the ones that may be closed for room)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.count = 0
+        self.open: dict[int, _Conn] = {}
+
+    def admit(self, limit: int, patience: float) -> bool:
+        """Make room for one more connection: close the longest-waiting idle one at the cap.
+
+        When every connection is busy, wait up to ``patience`` for one to end;
+        False if none did (the new connection is then closed).
+        """
+        deadline = time.monotonic() + patience
+        with self.cond:
+            while self.count >= limit:
+                idle = [c for c in self.open.values() if c.idle_since > 0.0]
+                if idle:
+                    victim = min(idle, key=_idle_since)
+                    victim.idle_since = 0.0
+                    _cut(victim.sock)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 0.05))
+            self.count += 1
+        return True
+
+    def enter(self, key: int, conn: _Conn) -> None:
+        with self.cond:
+            self.open[key] = conn
+
+    def leave(self, key: int) -> None:
+        with self.cond:
+            self.open.pop(key, None)
+            self.count -= 1
+            self.cond.notify_all()
+
+    def close_idle(self) -> None:
+        with self.cond:
+            for conn in self.open.values():
+                if conn.idle_since > 0.0:
+                    _cut(conn.sock)
+
+    def wait_empty(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.count > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self.cond.wait(left)
+
+
+def _idle_since(conn: _Conn) -> float:
+    return conn.idle_since
+
+
+def _cut(sock: socket.socket) -> None:
+    """Wake the thread blocked on ``sock`` by shutting the connection down; it then closes it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Reader:
+    """Buffered reads from a connection, each read bounded by an overall deadline."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.timeout = -1.0
+
+    def set_timeout(self, seconds: float) -> None:
+        """Set the socket timeout, skipping the system call when it is within half a second already."""
+        if abs(seconds - self.timeout) > 0.5:
+            self.sock.settimeout(seconds)
+            self.timeout = seconds
+
+    def _fill(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Gone()
+        self.set_timeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise _Gone() from None
+        if not data:
+            raise _Gone()
+        self.buf += data
+
+    def head(self, wait: float, limit: float) -> bytes | None:
+        """The next request's head (without the blank line); None on a clean close before it began.
+
+        The first byte may take ``wait``; from then the whole head (blank
+        lines before it included) must arrive within ``limit``.
+        """
+        buf = self.buf
+        if not buf:
+            try:
+                self._fill(time.monotonic() + wait)
+            except _Gone:
+                return None
+        deadline = time.monotonic() + limit
+        searched = 0
+        while True:
+            if buf[0] in (13, 10):  # blank lines before a request are allowed
+                blank = len(buf) - len(buf.lstrip(b"\r\n"))  # bound first (mypyc: slice bounds)
+                del buf[:blank]
+                searched = 0
+                if not buf:
+                    self._fill(deadline)
+                    continue
+            m = _HEAD_END.search(buf, max(0, searched - 3))
+            if m is not None:
+                start, end = m.span()  # bound first: mypyc evaluates a call in a slice bound twice
+                head = bytes(buf[:start])
+                del buf[:end]
+                return head
+            if len(buf) > MAX_HEAD:
+                first = buf.find(b"\n")
+                if first < 0 or first > MAX_LINE:
+                    raise _Refused(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
+                raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large")
+            searched = len(buf)
+            self._fill(deadline)
+
+    def some(self, most: int, deadline: float) -> bytes:
+        """Up to ``most`` bytes: what is buffered, else what the next receive brings (_Gone at the deadline)."""
+        if not self.buf:
+            self._fill(deadline)
+        take = min(most, len(self.buf))
+        data = bytes(self.buf[:take])
+        del self.buf[:take]
+        return data
+
+    def body(self, length: int, limit: float) -> bytes:
+        deadline = time.monotonic() + limit
+        while len(self.buf) < length:
+            try:
+                self._fill(deadline)
+            except _Gone:
+                raise OSError("connection closed in the middle of the request body") from None
+        body = bytes(self.buf[:length])
+        del self.buf[:length]
+        return body
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (each connection needs a descriptor); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (OSError, ValueError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def _parse_head(head: bytes, req: Request) -> None:
+    """Fill in the request line and headers from a complete head."""
+    lines = head.split(b"\n")
+    line = lines[0]
     if len(line) > MAX_LINE:
         raise _Refused(HTTPStatus.REQUEST_URI_TOO_LONG, "request line too long")
-    parts = line.decode("latin-1").rstrip("\r\n").split(" ")
+    parts = line.decode("latin-1").rstrip("\r").split(" ")
     if len(parts) != 3:
         raise _Refused(HTTPStatus.BAD_REQUEST, "malformed request line")
     req.method, req.target, req.version = parts
@@ -314,19 +546,15 @@ def _read_head(rfile: IO[bytes], req: Request) -> bool:
         if version.startswith("HTTP/"):
             raise _Refused(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "unsupported HTTP version")
         raise _Refused(HTTPStatus.BAD_REQUEST, "malformed request line")
-    for _ in range(MAX_HEADERS + 1):
-        line = rfile.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
+    if len(lines) > MAX_HEADERS + 1:
+        raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header lines")
+    for raw in lines[1:]:
+        if len(raw) > MAX_LINE:
             raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header line too long")
-        if line in (b"\r\n", b"\n"):
-            return True
-        if not line:
-            raise OSError("connection closed in the middle of the request headers")
-        name, sep, value = line.decode("latin-1").partition(":")
+        name, sep, value = raw.decode("latin-1").rstrip("\r").partition(":")
         if not sep or not name or name != name.strip():
             raise _Refused(HTTPStatus.BAD_REQUEST, "malformed header line")
         req.headers[name.lower()] = value.strip()
-    raise _Refused(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header lines")
 
 
 def _keep_alive(req: Request) -> bool:

@@ -72,6 +72,17 @@ class Store(ABC):
     def touch_chunk(self, chunk_id: bytes) -> None:
         """Mark a chunk as recently used; only stores that keep access times need it."""
 
+    def flush(self) -> None:
+        """Make the chunks written so far durable (before an index that refers to them is written)."""
+
+    def writer_lock(self, exclusive: bool) -> None:
+        """Take the store's writer lock until close(); only local stores have one.
+
+        Commands that add chunks an index will refer to (make, tar, chop,
+        cache) hold it shared; prune holds it exclusively, so it never
+        deletes a chunk such a command has just found or written.
+        """
+
     @property
     def writable(self) -> bool:
         return False

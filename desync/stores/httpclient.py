@@ -157,6 +157,7 @@ class Connection:
         """Close, even while another thread is blocked reading: shutting the socket down wakes it first."""
         self.open = False
         try:
+            # Wake a thread blocked reading first: closing its buffered reader would wait for it.
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass

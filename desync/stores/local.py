@@ -7,12 +7,13 @@ writes: zstd/xz/gzip ``.cacnk`` files and uncompressed files without suffix.
 """
 
 import errno
+import fcntl
 import os
-import secrets
+import time
 from collections.abc import Iterator
 from typing import Final
 
-from .. import fsutil
+from .. import fsutil, tempnames
 from ..chunk import Chunk
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..compression import stored_size_limit
@@ -20,7 +21,9 @@ from ..errors import ChunkInvalid, ChunkMissing, StoreError
 from .base import Store, StoreOptions
 
 TMP_PREFIX: Final = ".tmp-cacnk"
+LOCK_NAME: Final = ".desync-lock"
 _HEX: Final = frozenset("0123456789abcdef")
+_PREFIX_ATTEMPTS: Final = 3
 
 
 class LocalStore(Store):
@@ -29,7 +32,8 @@ class LocalStore(Store):
         self.location = path
         self.options = options
         self.suffix = os.environ.get("CASYNC_COMPRESSED_CHUNK_SUFFIX", COMPRESSED_CHUNK_SUFFIX)
-        self._dirs: set[str] = set()
+        self._lock_fd = -1
+        self._written = False
         if create:
             try:
                 os.makedirs(path, exist_ok=True)
@@ -108,6 +112,37 @@ class LocalStore(Store):
     def writable(self) -> bool:
         return True
 
+    def writer_lock(self, exclusive: bool) -> None:
+        """flock ``<store>/.desync-lock``: shared waits for a running prune, exclusive fails at once if held."""
+        if self._lock_fd >= 0:
+            return
+        path = os.path.join(self.path, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot open its lock {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"store {self.path} is in use by a running make, tar, chop or cache; "
+                             f"prune it when they have finished") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
+    def flush(self) -> None:
+        """One syncfs for all chunks written since the last flush (an fsync per chunk costs ~2x the write)."""
+        if self._written:
+            self._written = False
+            fsutil.sync_filesystem(self.path)
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
     def put_chunk(self, chunk: Chunk) -> None:
         h = chunk.id.hex()
         prefix = os.path.join(self.path, h[:4])
@@ -117,13 +152,20 @@ class LocalStore(Store):
         else:
             payload = chunk.compressed()
             final = os.path.join(prefix, h + self.suffix)
-        if prefix not in self._dirs:
+        # The prefix directory is not remembered: prune or verify -r (here or in another process) may
+        # remove it at any time, so a write that finds it missing creates it and tries again.
+        for attempt in range(_PREFIX_ATTEMPTS):
+            try:
+                write_atomic(final, payload, 0o444)
+                self._written = True
+                return
+            except FileNotFoundError:
+                if attempt == _PREFIX_ATTEMPTS - 1:
+                    raise StoreError(f"cannot write {final}: its directory keeps disappearing") from None
             try:
                 os.makedirs(prefix, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"store {self.path}: cannot create {prefix}: {exc.strerror}") from None
-            self._dirs.add(prefix)
-        write_atomic(final, payload, 0o444)
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         removed = False
@@ -133,6 +175,8 @@ class LocalStore(Store):
                 removed = True
             except FileNotFoundError:
                 continue
+            except IsADirectoryError:
+                removed = _remove_empty_dir(path, self.path) or removed
             except OSError as exc:
                 raise StoreError(f"store {self.path}: cannot remove {path}: {exc.strerror}") from None
         if not removed:
@@ -140,7 +184,6 @@ class LocalStore(Store):
         prefix = os.path.dirname(self._paths(chunk_id)[0])
         try:
             os.rmdir(prefix)
-            self._dirs.discard(prefix)
         except OSError:
             pass
 
@@ -162,19 +205,41 @@ class LocalStore(Store):
                         yield bytes.fromhex(name)
 
     def remove_stray_files(self) -> int:
-        """Delete temp files left by interrupted writers (ours, casync's, the Go tool's)."""
+        """Delete temp files left by killed writers (ours, casync's, the Go tool's); see tempnames.
+
+        Ours carry their owner and go once it is gone; the others go when
+        they have not changed for a day, so a live writer's file is spared.
+        """
         count = 0
+        now = time.time()
         for e in os.scandir(self.path):
-            if not (e.is_dir() and _is_hex(e.name, 4)):
+            if not (e.is_dir(follow_symlinks=False) and _is_hex(e.name, 4)):
                 continue
-            for f in os.scandir(e.path):
-                if f.name.startswith(TMP_PREFIX) or f.name.endswith(".tmp"):
-                    try:
-                        os.unlink(f.path)
+            try:
+                with os.scandir(e.path) as files:
+                    temps = [f for f in files if f.name.startswith(TMP_PREFIX) or f.name.endswith(".tmp")]
+            except OSError:
+                continue
+            for f in temps:
+                token = f.name[len(TMP_PREFIX) + 1:] if f.name.startswith(TMP_PREFIX + ".") else ""
+                try:
+                    if tempnames.owner_gone(token, f.stat(follow_symlinks=False).st_mtime, now) \
+                            and tempnames.remove_leftover(f.path):
                         count += 1
-                    except FileNotFoundError:
-                        pass
+                except OSError:
+                    continue
         return count
+
+
+def _remove_empty_dir(path: str, store: str) -> bool:
+    """A directory under a chunk name: removed if empty, else a StoreError (its content may be someone's)."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"store {store}: {path} is a directory and cannot be removed: {exc.strerror}") from None
+    return True
 
 
 def _is_hex(name: str, length: int) -> bool:
@@ -182,9 +247,15 @@ def _is_hex(name: str, length: int) -> bool:
 
 
 def write_atomic(final: str, payload: bytes, mode: int) -> None:
-    """Write ``payload`` to a temp file beside ``final`` and rename it into place."""
+    """Write ``payload`` to a temp file beside ``final`` and rename it into place.
+
+    FileNotFoundError (the directory is missing) is passed on for the caller
+    to handle; every other failure becomes a StoreError.
+    """
     try:
-        fsutil.write_file_atomic(final, payload, mode, TMP_PREFIX + secrets.token_hex(8))
+        fsutil.write_file_atomic(final, payload, mode, f"{TMP_PREFIX}.{tempnames.owner_tag()}", durable=False)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
         raise StoreError(f"cannot write {final}: {reason}") from None

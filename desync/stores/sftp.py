@@ -13,8 +13,9 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from typing import Final
+from typing import Final, NoReturn
 
+from .. import tempnames
 from ..chunk import Chunk
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
@@ -44,7 +45,6 @@ class SFTPStore(Store):
         self.limit = max(1, min(options.workers, MAX_SESSIONS))
         self.sessions: list[SFTPSession] = []
         self.lock = threading.Lock()
-        self.dirs: set[str] = set()
         session = self._session()
         attrs = session.stat(self.path)
         if attrs is None and create:
@@ -116,24 +116,31 @@ class SFTPStore(Store):
             payload, final = chunk.data(), f"{prefix}/{h}"
         else:
             payload, final = chunk.compressed(), f"{prefix}/{h}{self.suffix}"
-        if prefix not in self.dirs:
-            if session.stat(prefix) is None:
-                try:
-                    session.mkdir(prefix)
-                except s.StatusError:
-                    if session.stat(prefix) is None:
-                        raise
-            self.dirs.add(prefix)
-        tmp = f"{prefix}/{TMP_PREFIX}{secrets.token_hex(8)}"
-        try:
-            session.write_file(tmp, payload, 0o444)
-            session.rename_over(tmp, final)
-        except StoreError as exc:
+        # The prefix directory is not remembered: a prune may remove it at any time, so a write that
+        # finds it missing creates it and tries again.
+        for attempt in range(3):
+            tmp = f"{prefix}/{TMP_PREFIX}{secrets.token_hex(8)}"
             try:
-                session.remove(tmp)
-            except StoreError:
-                pass
-            raise StoreError(f"store {self.location}: cannot write chunk {h}: {exc}") from None
+                session.write_file(tmp, payload, 0o444)
+                session.rename_over(tmp, final)
+                return
+            except s.StatusError as missing:
+                if missing.code != s.FX_NO_SUCH_FILE or attempt == 2:
+                    self._failed_write(session, tmp, h, missing)
+            except StoreError as exc:
+                self._failed_write(session, tmp, h, exc)
+            try:
+                session.mkdir(prefix)
+            except s.StatusError:
+                if session.stat(prefix) is None:
+                    raise
+
+    def _failed_write(self, session: SFTPSession, tmp: str, h: str, exc: StoreError) -> NoReturn:
+        try:
+            session.remove(tmp)
+        except StoreError:
+            pass
+        raise StoreError(f"store {self.location}: cannot write chunk {h}: {exc}") from None
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         session = self._session()
@@ -145,7 +152,6 @@ class SFTPStore(Store):
         prefix = f"{self.path}/{chunk_id.hex()[:4]}"
         try:
             session.rmdir(prefix)
-            self.dirs.discard(prefix)
         except s.StatusError:
             pass
 
@@ -176,12 +182,17 @@ class SFTPStore(Store):
                     yield bytes.fromhex(name)
 
     def remove_stray_files(self) -> int:
+        """Delete temp files of killed writers: those unchanged for a day (see tempnames; a live writer's stays)."""
         session = self._session()
         count = 0
+        now = time.time()
         for prefix in self._prefixes(session):
             for name in session.listdir(f"{self.path}/{prefix}"):
                 if name.startswith(TMP_PREFIX) or name.endswith(".tmp"):
-                    count += session.remove(f"{self.path}/{prefix}/{name}")
+                    path = f"{self.path}/{prefix}/{name}"
+                    attrs = session.stat(path)
+                    if attrs is not None and attrs.mtime >= 0 and tempnames.owner_gone("", attrs.mtime, now):
+                        count += session.remove(path)
         return count
 
     def close(self) -> None:

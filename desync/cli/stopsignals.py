@@ -1,0 +1,45 @@
+"""SIGTERM and SIGHUP end a command like Ctrl-C: the same unwinding, so temp files are removed.
+
+The handler raises a plain KeyboardInterrupt in the main thread (every
+cleanup path already handles it) and records which signal it was, for the
+exit status 128 + signal.  A repeat during the cleanup is ignored; a
+SIGHUP that was ignored when we started (nohup) stays ignored.
+"""
+
+import signal
+from types import FrameType
+from typing import Final
+
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
+# Commands whose library handles these signals itself (libfuse unmounts on them).
+OWN_HANDLING: Final = frozenset({"mount-index"})
+_received: list[int] = []
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    _received.append(signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install(command: str) -> None:
+    """Handle SIGTERM and SIGHUP for ``command`` (not from a thread other than the main one)."""
+    if command in OWN_HANDLING:
+        return
+    for sig in STOP_SIGNALS:
+        try:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _on_stop_signal)
+        except ValueError:
+            return  # not the main thread (an embedding program): leave signals to it
+
+
+def received() -> int:
+    """The signal that interrupted the command: SIGTERM or SIGHUP if one did, else SIGINT (Ctrl-C)."""
+    return _received[0] if _received else int(signal.SIGINT)
+
+
+def terminated() -> bool:
+    """Whether SIGTERM or SIGHUP (not Ctrl-C) interrupted the command."""
+    return bool(_received)

@@ -1,0 +1,138 @@
+"""Temp names that say who owns them, so leftovers of killed runs can be found and removed.
+
+Everything desync writes under a final name is first written under a temp
+name beside it (see fsutil): ``.<name>.<tag>.tmp`` for indexes, extracted
+images and untar trees, ``.tmp-cacnk.<tag>`` for chunks in a local store.
+A run killed with SIGKILL (or by a power loss) leaves that temp behind.
+The tag is ``dsy<host><boot>-<pid>-<random>``: ``host`` is a hash of the
+host name and PID namespace, ``boot`` of the kernel's boot ID.
+
+The rule for removing a leftover (:func:`owner_gone`):
+
+- same host and PID namespace, same boot: removed once the owning PID no
+  longer exists (``kill(pid, 0)`` fails with ESRCH);
+- same host and PID namespace, an earlier boot: removed (its owner died
+  with that boot);
+- anything else (another host sharing the directory over a network file
+  system, another container, a name without a tag written by an older
+  desync, casync or the Go desync): removed only when it has not been
+  modified for :data:`STALE_AFTER` seconds.
+
+The next write of the same target sweeps its own leftovers
+(:func:`sweep_beside`); ``prune`` and ``verify -r`` sweep a store's (an
+SFTP store's by age alone: its writers run on other hosts).
+"""
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from typing import Final
+
+STALE_AFTER: Final = 24 * 3600.0
+TMP_SUFFIX: Final = ".tmp"
+_TAG: Final = re.compile(r"dsy([0-9a-f]{8})([0-9a-f]{8})-([0-9]{1,10})-[0-9a-f]{8}")
+_OLD_TOKEN: Final = re.compile(r"[0-9a-f]{12}")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _ident() -> tuple[str, str]:
+    """(host, boot) parts of this process's tags."""
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = ""
+    host = hashlib.sha256(f"{os.uname().nodename}\0{pid_ns}".encode()).hexdigest()[:8]
+    boot_id = _read_text("/proc/sys/kernel/random/boot_id")
+    boot = hashlib.sha256(boot_id.encode()).hexdigest()[:8] if boot_id else "00000000"
+    return host, boot
+
+
+_HOST, _BOOT = _ident()
+
+
+def owner_tag() -> str:
+    """A fresh tag naming this process as the owner (computed per call: the PID changes in a fork)."""
+    return f"dsy{_HOST}{_BOOT}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def temp_beside(path: str) -> str:
+    """The temp path for writing ``path``: hidden, in the same directory, tagged with its owner."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.{owner_tag()}{TMP_SUFFIX}")
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def owner_gone(token: str, mtime: float, now: float) -> bool:
+    """Whether a temp whose name carries ``token`` (and was last modified at ``mtime``) is a leftover."""
+    m = _TAG.fullmatch(token)
+    if m is not None and m.group(1) == _HOST and _BOOT != "00000000":
+        if m.group(2) != _BOOT:
+            return True
+        pid = int(m.group(3))
+        return pid != os.getpid() and not _pid_exists(pid)
+    return now - mtime > STALE_AFTER
+
+
+def remove_leftover(path: str) -> bool:
+    """Remove a leftover file or tree (never following symlinks); False if it is already gone."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def sweep_beside(path: str) -> int:
+    """Remove the leftover temps of earlier writes of ``path``; returns how many.
+
+    Only names this module makes for ``path`` (and the untagged
+    ``.<name>.<12 hex>.tmp`` of older desync versions) are considered; a
+    failure to list or remove is ignored (the write itself reports real
+    problems).
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    head = f".{name}."
+    now = time.time()
+    removed = 0
+    try:
+        with os.scandir(directory) as entries:
+            candidates = [e for e in entries if e.name.startswith(head) and e.name.endswith(TMP_SUFFIX)]
+    except OSError:
+        return 0
+    for entry in candidates:
+        token = entry.name[len(head):-len(TMP_SUFFIX)]
+        if _TAG.fullmatch(token) is None and _OLD_TOKEN.fullmatch(token) is None:
+            continue
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+            if owner_gone(token, mtime, now) and remove_leftover(entry.path):
+                removed += 1
+        except OSError:
+            continue
+    return removed

@@ -1,63 +1,23 @@
-"""Peers that lie, for the hostile-peer tests, and a way to run the CLI with its memory measured.
+"""Peers that lie, for the hostile-peer tests.
 
 - :func:`sftp_ssh`: an ssh stand-in (for ``CASYNC_SSH_PATH``) that runs ``lying_sftp.py``;
 - :class:`LyingS3`: an HTTP server answering ListObjectsV2 and GetObject with the lie its ``mode`` names;
-- :func:`run_measured`: ``desync ARGS`` killed past a timeout, with the peak resident memory it reached.
+- :func:`assert_bounded`: the contract every command keeps against them (run with ``measure.run_measured``).
 """
 
 import http.server
 import socketserver
-import subprocess
 import sys
 import threading
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import NEUTRAL_DIR, desync_env
+from conftest import desync_env
+from measure import RSS_LIMIT, TIMED_OUT, Measured, run_measured
 
 LYING_SFTP = Path(__file__).parent / "lying_sftp.py"
 MIB = 1 << 20
-RSS_LIMIT = 256 * MIB
-TIMED_OUT = 124
-
-# Runs the command, kills it past the timeout (exit 124), writes the peak RSS of the child (KiB) to a file.
-_MEASURE = r"""
-import resource, subprocess, sys
-out, timeout, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-proc = subprocess.Popen(cmd)
-try:
-    rc = proc.wait(timeout)
-except subprocess.TimeoutExpired:
-    proc.kill()
-    proc.wait()
-    rc = 124
-with open(out, "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-sys.exit(rc)
-"""
-
-
-@dataclass
-class Measured:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-    peak_rss: int  # bytes
-
-    @property
-    def error(self) -> str:
-        return self.stderr.decode(errors="replace")
-
-
-def run_measured(*args: Any, env: dict[str, str], tmp_path: Path, timeout: float = 60) -> Measured:
-    """``desync ARGS`` as a user runs it, stopped after ``timeout`` s (returncode 124), with its peak RSS."""
-    rss_file = tmp_path / "peak-rss"
-    cmd = [sys.executable, "-c", _MEASURE, str(rss_file), str(timeout), sys.executable, "-m", "desync",
-           *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, cwd=NEUTRAL_DIR, env=env, timeout=timeout + 30)
-    return Measured(proc.returncode, proc.stdout, proc.stderr, int(rss_file.read_text()) * 1024)
 
 
 def assert_bounded(result: Measured) -> list[str]:

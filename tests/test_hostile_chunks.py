@@ -8,10 +8,8 @@ Memory is measured, not assumed: a CLI run's peak resident size comes from
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import NEUTRAL_DIR, assert_one_line_error, desync_env, run_desync, sha512_256
+import measure
+from conftest import assert_one_line_error, run_desync, sha512_256
 from http_util import ServerProcess, request
 from test_compression import zstd_bomb
 
@@ -34,29 +33,12 @@ RSS_LIMIT_KIB = 256 * 1024
 SHA = digest_mod.SHA512_256_DIGEST
 
 
-# Runs desync and prints the child's peak RSS.  A small process of its own, because a forked child's peak
-# starts from its parent's size (the pages it shares until exec), and the test process may be large.
-_LAUNCHER = """
-import os, subprocess, sys
-with open(os.devnull, "wb") as devnull:
-    child = subprocess.Popen([sys.executable, "-m", "desync", *sys.argv[1:]], stdout=devnull)
-_, status, usage = os.wait4(child.pid, 0)
-print(usage.ru_maxrss)
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def run_measured(*args: object, timeout: float = 60) -> tuple[int, str, int]:
     """Run the CLI; (exit status, stderr, peak resident KiB of the desync process)."""
-    proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=desync_env(), cwd=NEUTRAL_DIR, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise AssertionError(f"desync {' '.join(map(str, args))} still running after {timeout}s") from None
-    return proc.returncode, err.decode(errors="replace"), int(out.split()[-1])
+    result = measure.run_measured(*args, timeout=timeout)
+    if result.returncode == measure.TIMED_OUT:
+        raise AssertionError(f"desync {' '.join(map(str, args))} still running after {timeout}s")
+    return result.returncode, result.error, result.peak_rss // 1024
 
 
 def one_line(status: int, err: str, code: int = 1) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NEUTRAL_DIR, assert_one_line_error, desync_env, run_desync
+from measure import RSS_LIMIT, run_measured
 from desync import index as index_mod
 from desync.featureflags import SHA512_256
 from desync.protocol import messages as m
@@ -18,7 +19,6 @@ from desync.protocol.server import ServerConfig, serve
 from desync.protocol.stream import Message, MessageReader
 
 PUSH_FLAGS = m.PUSH_CHUNKS | m.PUSH_INDEX | m.PUSH_INDEX_CHUNKS
-RSS_LIMIT_KIB = 256 * 1024
 
 
 def _messages(path: Path) -> list[Message]:
@@ -82,35 +82,13 @@ def test_pull_exits_0_after_answering_requests_sent_with_goodbye(
 
 # --- push: chunks verified with the index's digest and size, incomplete transfers fail --------------------------
 
-def _push(root: Path, feed: bytes, *, measure: bool = False) -> tuple[subprocess.CompletedProcess[bytes], int]:
-    """Run `desync push` on ``feed`` (the whole client side at once); (result, peak RSS in KiB)."""
+def _push(root: Path, feed: bytes) -> subprocess.CompletedProcess[bytes]:
+    """Run `desync push` on ``feed`` (the whole client side at once)."""
     target = root / "remote"
     target.mkdir(exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "desync", "push", "-", "-", str(target / "b.caibx"),
-                             str(target / "store")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=desync_env(), cwd=NEUTRAL_DIR)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    out: list[bytes] = []
-    err: list[bytes] = []
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read())),  # type: ignore[union-attr]
-               threading.Thread(target=lambda: err.append(proc.stderr.read()))]  # type: ignore[union-attr]
-    for t in readers:
-        t.start()
-    try:
-        proc.stdin.write(feed)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    killer = threading.Timer(60, proc.kill)
-    killer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for t in readers:
-        t.join(timeout=10)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, b"".join(out), b"".join(err)), usage.ru_maxrss
+    return subprocess.run([sys.executable, "-m", "desync", "push", "-", "-", str(target / "b.caibx"),
+                           str(target / "store")], input=feed, capture_output=True, env=desync_env(),
+                          cwd=NEUTRAL_DIR, timeout=60)
 
 
 def _index_feed(index_bytes: bytes) -> bytes:
@@ -130,7 +108,7 @@ def test_push_rejects_a_chunk_named_by_the_other_digest(tmp_path: Path) -> None:
     for cid in dict.fromkeys(c.id for c in honest.chunks):
         data = _chunk_file(tmp_path, cid)
         feed += m.chunk_header(cid, len(data), True) + data
-    proc, _ = _push(tmp_path, feed)
+    proc = _push(tmp_path, feed)
     line = assert_one_line_error(proc, status=1)
     assert "invalid" in line and "sha512-256" in line, line
     assert not (tmp_path / "remote" / "b.caibx").exists()
@@ -147,7 +125,7 @@ def test_push_accepts_an_index_made_with_sha256(tmp_path: Path) -> None:
     for cid in dict.fromkeys(c.id for c in index_mod.parse(index_bytes).chunks):
         data = _chunk_file(tmp_path, cid)
         feed += m.chunk_header(cid, len(data), True) + data
-    proc, _ = _push(tmp_path, feed + m.goodbye())
+    proc = _push(tmp_path, feed + m.goodbye())
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "remote" / "b.caibx").read_bytes() == index_bytes
 
@@ -160,7 +138,7 @@ def test_push_fails_when_the_client_says_goodbye_with_chunks_missing(
     for cid in ids[:-2]:
         data = _chunk_file(root, cid)
         feed += m.chunk_header(cid, len(data), True) + data
-    proc, _ = _push(root, feed + m.goodbye())
+    proc = _push(root, feed + m.goodbye())
     line = assert_one_line_error(proc, status=1)
     assert "2 chunks" in line and "not installed" in line, line
     assert not (root / "remote" / "b.caibx").exists()
@@ -183,11 +161,15 @@ def test_push_never_inflates_a_zstd_frame_without_content_size(
     bomb = _zstd_bomb(512 << 20)
     assert len(bomb) < m.MAX_MESSAGE_SIZE // 4
     cid = chunks[0].id if requested else b"\x05" * 32
-    proc, peak_kib = _push(root, _index_feed((root / "b.caibx").read_bytes())
-                           + m.chunk_header(cid, len(bomb), True) + bomb)
-    line = assert_one_line_error(proc, status=1)
+    target = root / "remote"
+    target.mkdir(exist_ok=True)
+    result = run_measured("push", "-", "-", target / "b.caibx", target / "store",
+                          input=_index_feed((root / "b.caibx").read_bytes()) + m.chunk_header(cid, len(bomb), True)
+                          + bomb)
+    line = assert_one_line_error(subprocess.CompletedProcess([], result.returncode, result.stdout, result.stderr),
+                                 status=1)
     assert cid.hex() in line, line
-    assert peak_kib < RSS_LIMIT_KIB, f"push peaked at {peak_kib >> 10} MiB resident"
+    assert result.peak_rss < RSS_LIMIT, f"push peaked at {result.peak_rss >> 20} MiB resident"
     assert not list((root / "remote" / "store").rglob("*.cacnk"))
 
 

@@ -319,6 +319,8 @@ def test_stdlib_zstd_writes_and_reads_the_same_chunks(stdlib_app: Zipapp, data: 
     assert ours.keys() == theirs.keys()
     dctx = zstandard.ZstdDecompressor()
     for name, raw in ours.items():
+        if not name.endswith(".cacnk"):
+            continue  # the store's writer lock (.desync-lock)
         plain = dctx.decompress(raw)
         assert plain == dctx.decompress(theirs[name])
         assert hashlib.new("sha512_256", plain).hexdigest() == Path(name).name.removesuffix(".cacnk")

@@ -9,6 +9,7 @@ awaited, so a chunk costs about two round trips, not one per block.
 import io
 import threading
 import time
+from collections.abc import Generator
 from typing import Final
 
 from ..readbudget import ReadBudget
@@ -193,15 +194,32 @@ class SFTPSession:
         A file with more raises :class:`~desync.protocol.sftp.TooLarge` once
         the excess arrives, so an endless or huge file costs at most
         ``limit`` plus one window of memory (past LARGE_READ, one such read
-        at a time: see :mod:`desync.readbudget`), and a server trickling a
-        few bytes per read is given up on after a bounded number of rounds.
+        at a time: see :mod:`desync.readbudget`).
+        """
+        content = bytearray()  # grown in place: large ones are remapped, not copied, and freed at once
+        budget = ReadBudget()
+        pieces = self.read_pieces(path, limit)
+        try:
+            for piece in pieces:
+                content += piece
+                budget.grow(len(content))
+            return bytes(content)
+        finally:
+            pieces.close()
+            content.clear()  # a failure's traceback must not keep what was read alive
+            budget.release()
+
+    def read_pieces(self, path: str, limit: int) -> Generator[bytes, None, None]:
+        """The file's content a window of reads at a time, like :meth:`read_file` without holding it whole.
+
+        Close the iterator when stopping early (it closes the handle).  A
+        server trickling a few bytes per read is given up on after a bounded
+        number of rounds.
         """
         handle = self.open(path, s.OPEN_READ)
-        content = bytearray()  # grown in place: large ones are remapped, not copied, and freed at once
         offset = 0
         # Servers answer reads of a regular file in full; one that keeps answering short is trickling.
         rounds_left = 16 + 2 * (limit // (READ_WINDOW * BLOCK))
-        budget = ReadBudget()
         try:
             while True:
                 rounds_left -= 1
@@ -211,6 +229,7 @@ class SFTPSession:
                           for off in range(offset, offset + READ_WINDOW * BLOCK, BLOCK)]
                 stop = False
                 next_offset = offset + READ_WINDOW * BLOCK
+                got = bytearray()
                 for off, pending in window:
                     reply = self.wait(pending)
                     if stop:
@@ -221,18 +240,17 @@ class SFTPSession:
                     data = self._expect(reply, s.DATA, path).string()
                     if len(data) > BLOCK:
                         raise s.SFTPError(f"{path}: the server sent {len(data)} bytes for a {BLOCK}-byte read")
-                    content += data
+                    got += data
                     if len(data) < BLOCK:  # short read: carry on right after it
                         stop, next_offset = True, off + len(data)
-                if next_offset < 0:
-                    return bytes(content)
                 if next_offset > limit:
                     raise s.TooLarge(path, limit)
-                budget.grow(next_offset)
+                if got:
+                    yield bytes(got)
+                if next_offset < 0:
+                    return
                 offset = next_offset
         finally:
-            content.clear()  # a failure's traceback must not keep what was read alive
-            budget.release()
             self.close_handle(handle, path, wait=False)
 
     def write_file(self, path: str, data: bytes, permissions: int) -> None:

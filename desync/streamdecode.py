@@ -28,6 +28,10 @@ _MAGIC_LEN: Final = max(len(ZSTD_MAGIC), len(XZ_MAGIC), len(GZIP_MAGIC))
 _HEADER, _BLOCK_HEAD, _SKIP, _DONE = range(4)
 
 
+class FrameError(CompressionError):
+    """What :class:`ZstdFrameWalk` finds wrong with a frame's structure."""
+
+
 class ZstdFrameWalk:
     """What :func:`~desync.compression.zstd_frame` checks, on a frame fed in pieces.
 
@@ -70,9 +74,9 @@ class ZstdFrameWalk:
 
     def finish(self) -> ZstdFrame:
         if self.phase != _DONE or self.frame is None:
-            raise CompressionError("truncated zstd frame")
+            raise FrameError("truncated zstd frame")
         if self.trailing:
-            raise CompressionError(f"zstd: {self.trailing} bytes of trailing data after the frame")
+            raise FrameError(f"zstd: {self.trailing} bytes of trailing data after the frame")
         return self.frame
 
     def _header(self) -> None:
@@ -81,7 +85,7 @@ class ZstdFrameWalk:
             return
         descriptor = head[4]
         if descriptor & 0x08:
-            raise CompressionError("zstd: reserved bit set in the frame header")
+            raise FrameError("zstd: reserved bit set in the frame header")
         single = bool(descriptor & 0x20)
         fcs_len = (1 if single else 0, 2, 4, 8)[descriptor >> 6]
         pos = (5 if single else 6) + (0, 1, 2, 4)[descriptor & 3]
@@ -109,9 +113,9 @@ class ZstdFrameWalk:
         kind = (value >> 1) & 3
         size = value >> 3
         if kind == 3:
-            raise CompressionError("zstd: reserved block type")
+            raise FrameError("zstd: reserved block type")
         if kind != 1 and size > self.block_max:
-            raise CompressionError("zstd: block larger than the frame allows")
+            raise FrameError("zstd: block larger than the frame allows")
         self.last = bool(value & 1)
         self.need = 1 if kind == 1 else size
         self.phase = _SKIP
@@ -215,20 +219,22 @@ def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int) -> Iterator[byte
         walk.finish()  # raises: the input ended inside the header
         return
     source = _Input(seen, rest, walk)
-    _check_declared(frame, limit)
     large = frame.content_size < 0 and frame.window_size > STREAM_WINDOW_MAX
     try:
+        _check_declared(frame, limit)
         if large:
             # The window costs as much as the content: one such frame at a time, as decompressed_pieces does.
             with _LARGE:
                 yield from _zstd_decode(source, limit, large)
         else:
             yield from _zstd_decode(source, limit, large)
+    except FrameError:
+        raise
     except CompressionError:
-        if walk.phase == _DONE:
-            # Bytes after the frame are refused before what is wrong inside it, as zstd_frame does.
-            source.drain()
-            walk.finish()
+        # What is wrong with the frame's structure (truncated, trailing bytes, a bad block header) is
+        # refused before what its header claims or its blocks hold, as decompressed_pieces does.
+        source.drain()
+        walk.finish()
         raise
     source.drain()
     walk.finish()

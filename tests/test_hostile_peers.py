@@ -63,7 +63,7 @@ def test_sftp_status_message_is_shortened_and_escaped(blob: tuple[Path, Path], t
 
 @pytest.mark.parametrize("mode, expected", [
     ("endless-file", "is invalid: unknown compression format"),
-    ("endless-frame", "is invalid: zstd frame larger than expected"),
+    ("endless-frame", "is invalid: more than"),
 ])
 def test_sftp_verify_of_chunk_files_that_never_end_streams_them(blob: tuple[Path, Path], tmp_path: Path,
                                                                 mode: str, expected: str) -> None:
@@ -116,7 +116,7 @@ def test_s3_listing_that_never_ends_is_an_error(lying_s3: LyingS3, expected: str
 
 @pytest.mark.parametrize("lying_s3, expected", [
     ("endless-object", "is invalid: unknown compression format"),
-    ("endless-frame", "is invalid: zstd frame larger than expected"),
+    ("endless-frame", "is invalid: more than"),
 ], indirect=["lying_s3"])
 def test_s3_verify_of_objects_that_never_end_streams_them(lying_s3: LyingS3, expected: str, tmp_path: Path) -> None:
     result = run_measured("verify", "-n", "4", "--error-retry", "0", "-s",

@@ -98,12 +98,30 @@ def verify_stored(chunk_id: bytes, stored: Iterable[bytes], compressed: bool, di
     whole file, so a huge or endless chunk file costs no more memory than
     a small one.  Errors the pieces raise (reading them) are passed on.
     """
+    content = _Content(digest)
     try:
-        content = streamdecode.stream_pieces(stored, CHUNK_SIZE_LIMIT - 1) if compressed else stored
-        actual, size = digest.sum_pieces(content)
+        if compressed:
+            streamdecode.stream_content(stored, CHUNK_SIZE_LIMIT - 1, content.take)
+        else:
+            for piece in stored:
+                content.take(piece)
     except compression.CompressionError as exc:
         raise ChunkInvalid(chunk_id, store, str(exc)) from None
-    _judge(chunk_id, store, digest, size, actual)
+    _judge(chunk_id, store, digest, content.size, content.hash.digest())
+
+
+class _Content:
+    """The hash and length of content handed over in pieces."""
+
+    __slots__ = ("hash", "size")
+
+    def __init__(self, digest: Digest) -> None:
+        self.hash = digest.hasher()
+        self.size = 0
+
+    def take(self, piece: bytes) -> None:
+        self.hash.update(piece)
+        self.size += len(piece)
 
 
 def _judge(chunk_id: bytes, store: str, digest: Digest, size: int, actual: bytes) -> None:

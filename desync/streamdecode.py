@@ -15,7 +15,7 @@ a different one of them, since a stream sees them in a different order.
 
 import lzma
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, XZ_MEMLIMIT, CompressionError,
@@ -175,12 +175,13 @@ class _Input:
             count += len(piece)
 
 
-def stream_pieces(source: Iterable[bytes], limit: int = CHUNK_SIZE_LIMIT) -> Iterator[bytes]:
-    """The content of the chunk file whose bytes ``source`` yields, in pieces of at most PIECE_SIZE.
+def stream_content(source: Iterable[bytes], limit: int, take: Callable[[bytes], None]) -> None:
+    """Hand ``take`` the content of the chunk file ``source`` yields the bytes of, a piece at a time.
 
-    What :func:`~desync.compression.decompressed_pieces` does for bytes in
-    memory, holding only a piece of input, a piece of output and the
-    decoder's bounded state at a time.
+    What :func:`~desync.compression.decompressed_pieces` gives for the
+    bytes in memory, or its error, holding only a piece of input, a piece
+    of output and the decoder's bounded state at a time.  (A callback, not
+    a generator: compiled generators mishandle ``yield`` inside ``try``.)
     """
     limit = min(limit, CHUNK_SIZE_LIMIT)
     rest = iter(source)
@@ -194,17 +195,17 @@ def stream_pieces(source: Iterable[bytes], limit: int = CHUNK_SIZE_LIMIT) -> Ite
                 break
     start = b"".join(seen)[:_MAGIC_LEN]
     if start.startswith(ZSTD_MAGIC):
-        yield from _zstd(seen, rest, limit)
+        _zstd(seen, rest, limit, take)
     elif start.startswith(XZ_MAGIC):
-        yield from _unstream(_Input(seen, rest, None), lzma.LZMADecompressor(format=lzma.FORMAT_XZ,
-                                                                            memlimit=XZ_MEMLIMIT), "xz", limit)
+        _unstream(_Input(seen, rest, None), lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT),
+                  "xz", limit, take)
     elif start.startswith(GZIP_MAGIC):
-        yield from _unstream(_Input(seen, rest, None), zlib.decompressobj(wbits=31), "gzip", limit)
+        _unstream(_Input(seen, rest, None), zlib.decompressobj(wbits=31), "gzip", limit, take)
     else:
         raise CompressionError("unknown compression format")
 
 
-def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int) -> Iterator[bytes]:
+def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int, take: Callable[[bytes], None]) -> None:
     walk = ZstdFrameWalk()
     for piece in seen:
         walk.feed(piece)
@@ -225,9 +226,9 @@ def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int) -> Iterator[byte
         if large:
             # The window costs as much as the content: one such frame at a time, as decompressed_pieces does.
             with _LARGE:
-                yield from _zstd_decode(source, limit, large)
+                _zstd_decode(source, limit, large, take)
         else:
-            yield from _zstd_decode(source, limit, large)
+            _zstd_decode(source, limit, large, take)
     except FrameError:
         raise
     except CompressionError:
@@ -240,7 +241,7 @@ def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int) -> Iterator[byte
     walk.finish()
 
 
-def _zstd_decode(source: _Input, limit: int, large: bool) -> Iterator[bytes]:
+def _zstd_decode(source: _Input, limit: int, large: bool, take: Callable[[bytes], None]) -> None:
     zstd = binding()
     module: Any = zstd.module
     total = 0
@@ -255,7 +256,7 @@ def _zstd_decode(source: _Input, limit: int, large: bool) -> Iterator[bytes]:
                 total += len(piece)
                 if total > limit:
                     raise CompressionError("zstd frame larger than expected")
-                yield piece
+                take(piece)
         except zstd.error as exc:
             raise CompressionError(f"zstd: {exc}") from None
     assert isinstance(zstd, StdlibBinding)
@@ -273,13 +274,13 @@ def _zstd_decode(source: _Input, limit: int, large: bool) -> Iterator[bytes]:
             if total > limit:
                 raise CompressionError("zstd frame larger than expected")
             if out:
-                yield out
+                take(out)
     except zstd.error as exc:
         raise CompressionError(f"zstd: {_first_sentence(str(exc))}") from None
 
 
-def _unstream(source: _Input, dobj: "lzma.LZMADecompressor | zlib._Decompress", name: str,
-              limit: int) -> Iterator[bytes]:
+def _unstream(source: _Input, dobj: "lzma.LZMADecompressor | zlib._Decompress", name: str, limit: int,
+              take: Callable[[bytes], None]) -> None:
     """One xz or gzip stream's content in pieces, as its input arrives; past ``limit`` or followed by other
     bytes is an error."""
     total = 0
@@ -304,7 +305,7 @@ def _unstream(source: _Input, dobj: "lzma.LZMADecompressor | zlib._Decompress", 
             if total > limit:
                 raise CompressionError(f"{name} stream larger than expected")
             if piece:
-                yield piece
+                take(piece)
     except (lzma.LZMAError, zlib.error) as exc:
         raise CompressionError(f"{name}: {exc}") from None
     if dobj.unused_data or data or source.drain():

@@ -106,14 +106,17 @@ class SFTPStore(Store):
         session = self._session()
         limit = stored_size_limit(0)
         for path in self._paths(chunk_id):
-            pieces = session.read_pieces(path, limit)
             try:
-                verify_stored(chunk_id, pieces, path.endswith(self.suffix), digest, self.location)
-                return
+                pieces = session.read_pieces(path, limit)
             except s.StatusError as exc:
                 if exc.code == s.FX_NO_SUCH_FILE:
                     continue
                 raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {exc}") from None
+            try:
+                verify_stored(chunk_id, pieces, path.endswith(self.suffix), digest, self.location)
+                return
+            except s.StatusError as failed:
+                raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {failed}") from None
             except s.TooLarge as too_large:
                 raise ChunkInvalid(chunk_id, self.location, f"more than {too_large.limit} bytes") from None
             finally:

@@ -9,8 +9,10 @@ pieces as they are read costs a piece, a bounded zstd window and a hash.
 The verdicts and errors are those of :func:`~desync.compression.decompressed_pieces`
 on the whole bytes: the same frame structure checks (done by
 :class:`ZstdFrameWalk` as the bytes go by), the same limits, the same
-refusal of trailing bytes.  A file with several faults may be refused for
-a different one of them, since a stream sees them in a different order.
+refusal of trailing bytes.  Structure is judged first there, so when the
+decoder fails the rest of the file is still read through the walk (not
+kept: the store's own bound on what it reads ends an endless one) before
+the decoder's error is reported.
 """
 
 import lzma
@@ -100,7 +102,7 @@ class ZstdFrameWalk:
             content = int.from_bytes(head[pos:pos + fcs_len], "little") + (256 if fcs_len == 2 else 0)
         if single:
             window = content
-        self.frame = ZstdFrame(content, window, 0, 0)
+        self.frame = ZstdFrame(content, window, 0, 0)  # length and content bound: not known until the end
         self.block_max = min(window, _BLOCK_MAX)
         self.checksum = bool(descriptor & 0x04)
         self.head = bytearray()

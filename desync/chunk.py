@@ -5,7 +5,9 @@ made only when someone asks for it, so a chunk copied from one compressed
 store to another is never decompressed and recompressed needlessly.
 """
 
-from . import compression
+from collections.abc import Iterable
+
+from . import compression, streamdecode
 from .constants import CHUNK_SIZE_LIMIT, ZSTD_MAGIC
 from .digest import Digest
 from .errors import ChunkInvalid
@@ -86,10 +88,47 @@ class Chunk:
                 raise ChunkInvalid(self.id, store, undecodable.reason) from None
             size = len(data)
             actual = digest.sum(data) if 0 < size < CHUNK_SIZE_LIMIT else b""
-        if not 0 < size < CHUNK_SIZE_LIMIT:
-            raise ChunkInvalid(self.id, store, f"bad chunk size {size}")
-        if actual != self.id:
-            raise ChunkInvalid(self.id, store, f"content hashes to {actual.hex()} ({digest.name})")
+        _judge(self.id, store, digest, size, actual)
+
+
+def verify_stored(chunk_id: bytes, stored: Iterable[bytes], compressed: bool, digest: Digest, store: str) -> None:
+    """:meth:`Chunk.verify` without a size hint, for a chunk file whose bytes ``stored`` yields in pieces.
+
+    The same verdicts and errors, holding a piece at a time rather than the
+    whole file, so a huge or endless chunk file costs no more memory than
+    a small one.  Errors the pieces raise (reading them) are passed on.
+    """
+    content = _Content(digest)
+    try:
+        if compressed:
+            streamdecode.stream_content(stored, CHUNK_SIZE_LIMIT - 1, content.take)
+        else:
+            for piece in stored:
+                content.take(piece)
+    except compression.CompressionError as exc:
+        raise ChunkInvalid(chunk_id, store, str(exc)) from None
+    _judge(chunk_id, store, digest, content.size, content.hash.digest())
+
+
+class _Content:
+    """The hash and length of content handed over in pieces."""
+
+    __slots__ = ("hash", "size")
+
+    def __init__(self, digest: Digest) -> None:
+        self.hash = digest.hasher()
+        self.size = 0
+
+    def take(self, piece: bytes) -> None:
+        self.hash.update(piece)
+        self.size += len(piece)
+
+
+def _judge(chunk_id: bytes, store: str, digest: Digest, size: int, actual: bytes) -> None:
+    if not 0 < size < CHUNK_SIZE_LIMIT:
+        raise ChunkInvalid(chunk_id, store, f"bad chunk size {size}")
+    if actual != chunk_id:
+        raise ChunkInvalid(chunk_id, store, f"content hashes to {actual.hex()} ({digest.name})")
 
 
 def parse_id(text: str) -> bytes:

@@ -30,6 +30,10 @@ class Digest:
         h.update(data)
         return h.digest()
 
+    def hasher(self) -> "hashlib._Hash":
+        """A fresh hash object, for content that arrives piece by piece."""
+        return self._proto.copy()
+
     def sum_pieces(self, pieces: Iterable[bytes]) -> tuple[bytes, int]:
         """The digest of content that arrives in pieces, and its length."""
         h = self._proto.copy()

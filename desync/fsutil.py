@@ -9,7 +9,7 @@ import errno
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, Final
 
 from ._accel import fileio_module
@@ -326,6 +326,23 @@ def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
         os.close(fd)
     return b"".join(chunks)
 
+
+
+def read_pieces(fd: int, path: str, limit: int, piece_size: int = 1 << 20) -> Iterator[bytes]:
+    """The content of the file open as ``fd`` in pieces, refusing it once more than ``limit`` bytes arrive.
+
+    For reading a file checked by :func:`open_regular` without holding it
+    whole (a chunk file whose size nothing tells may be ~130 MiB).
+    """
+    total = 0
+    while True:
+        block = os.read(fd, piece_size)
+        if not block:
+            return
+        total += len(block)
+        if total > limit:
+            raise UnreadableFile(f"{path}: grew past the {limit} bytes allowed while being read")
+        yield block
 
 # What read_files reports for a name that is there but must not be read, and how to say it.
 UNREADABLE: Final = {

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from conftest import desync_env
+from lying_sftp import endless_frame
 from measure import RSS_LIMIT, TIMED_OUT, Measured, run_measured
 
 LYING_SFTP = Path(__file__).parent / "lying_sftp.py"
 MIB = 1 << 20
+# What a check that streams chunk files may reach: a piece per worker, never a whole chunk file (~130 MiB).
+STREAMED_RSS = 128 * MIB
 
 
 def assert_bounded(result: Measured) -> list[str]:
@@ -122,6 +125,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.endless(200, declared=8 << 30)
         elif mode == "endless-object":
             self.endless(200)
+        elif mode == "endless-frame":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            offset = 0
+            while True:
+                piece = endless_frame(offset, MIB)
+                self.wfile.write(piece)
+                offset += len(piece)
         elif mode == "giant-error":
             head = b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>\x1b[2J\x1b]2;owned\x07"
             self.send_xml(head + b"A" * (64 * MIB) + b"</Message></Error>", 403)

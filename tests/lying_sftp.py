@@ -5,6 +5,7 @@ reading a store and an index) and tells the one lie that ``LYING_SFTP``
 names:
 
 - ``endless-file``: chunk files never end (every READ is answered in full);
+- ``endless-frame``: chunk files never end and are a zstd frame of ever more blocks (:func:`endless_frame`);
 - ``padded``: chunk files are their real content followed by 1 MiB of junk;
 - ``endless-dir``: every directory listing goes on for ever;
 - ``empty-replies``: every directory listing goes on for ever with replies that name nothing;
@@ -26,6 +27,21 @@ ESCAPES = "\x1b]2;owned\x07\x1b[2J\x1b[31mred\nsecond line\r" + "y" * 20000
 INIT, VERSION, OPEN, CLOSE, READ, LSTAT, OPENDIR, READDIR, STAT = 1, 2, 3, 4, 5, 7, 11, 12, 17
 STATUS, HANDLE, DATA, NAME, ATTRS = 101, 102, 103, 104, 105
 FX_OK, FX_EOF, FX_NO_SUCH_FILE, FX_FAILURE, FX_OP_UNSUPPORTED = 0, 1, 2, 4, 8
+
+
+# A zstd frame header (2 MiB window, no content size) and the raw block of 128 KiB of zeros it repeats for ever.
+FRAME_HEAD = b"\x28\xb5\x2f\xfd\x00\x58"
+FRAME_BLOCK = (128 << 10 << 3).to_bytes(3, "little") + bytes(128 << 10)
+
+
+def endless_frame(offset: int, length: int) -> bytes:
+    """Bytes ``offset`` to ``offset + length`` of a zstd frame that never ends: well formed as far as it goes,
+    so only a bound on what is read or decoded stops a reader."""
+    stream = FRAME_HEAD + FRAME_BLOCK * (length // len(FRAME_BLOCK) + 2)
+    if offset < len(FRAME_HEAD):
+        return stream[offset:offset + length]
+    start = len(FRAME_HEAD) + (offset - len(FRAME_HEAD)) % len(FRAME_BLOCK)
+    return stream[start:start + length]
 
 
 def string(data: bytes) -> bytes:
@@ -88,7 +104,7 @@ class Server:
                 self.status(rid, FX_NO_SUCH_FILE, "no such file")
                 return
             size = len(content)
-            if chunk and MODE == "endless-file":
+            if chunk and MODE in ("endless-file", "endless-frame"):
                 size = ENDLESS
             elif chunk and MODE == "stall":
                 size = STALLED
@@ -104,7 +120,8 @@ class Server:
             if size == STALLED:
                 return
             if size < 0:
-                self.send(DATA, struct.pack(">I", rid) + string(b"\x5a" * length))
+                data = endless_frame(offset, length) if MODE == "endless-frame" else b"\x5a" * length
+                self.send(DATA, struct.pack(">I", rid) + string(data))
             elif offset >= size:
                 self.status(rid, FX_EOF, "end of file")
             else:

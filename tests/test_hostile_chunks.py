@@ -30,6 +30,8 @@ from desync.stores.failover import FailoverGroup
 from desync.stores.http import HTTPStore
 
 RSS_LIMIT_KIB = 256 * 1024
+# A check that streams chunk files holds a piece per worker, never a whole chunk file (~130 MiB).
+STREAMED_RSS_KIB = 128 * 1024
 SHA = digest_mod.SHA512_256_DIGEST
 
 
@@ -105,6 +107,32 @@ def test_verify_of_a_store_of_bombs_stays_small(tmp_path: Path) -> None:
     assert sum(cid.hex() in err for cid in ids) == len(ids)
     assert "larger than expected" in err
     assert rss < RSS_LIMIT_KIB, f"verify peaked at {rss // 1024} MiB"
+
+
+def _sparse_zstd_frame(path: Path, content: int) -> None:
+    """A zstd frame of raw 128 KiB blocks of zeros, ``content`` bytes in all: only its block headers take disk."""
+    block = 128 << 10
+    with open(path, "wb") as f:
+        f.write(b"\x28\xb5\x2f\xfd\x00\x58")  # no content size, 2 MiB window
+        for start in range(0, content, block):
+            size = min(block, content - start)
+            f.write(((size << 3) | (start + size >= content)).to_bytes(3, "little"))
+            f.seek(size, os.SEEK_CUR)
+        f.truncate()
+
+
+def test_verify_of_a_store_of_huge_chunk_files_streams_them(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ids = [SHA.sum(os.urandom(16)) for _ in range(8)]
+    for cid in ids[:4]:  # compressed: decoded as they are read
+        _sparse_zstd_frame(put_file(store, cid), 120 << 20)
+    for cid in ids[4:]:  # uncompressed: hashed as they are read
+        with open(put_file(store, cid, ""), "wb") as f:
+            f.truncate(120 << 20)
+    status, err, rss = run_measured("verify", "-n", "4", "-s", store, timeout=120)
+    assert status == 1
+    assert all(f"{cid.hex()} in store {store} is invalid: content hashes to" in err for cid in ids), err
+    assert rss < STREAMED_RSS_KIB, f"verify peaked at {rss // 1024} MiB"
 
 
 def test_chunk_with_trailing_bytes_is_invalid(blob_store: tuple[Path, Path, list[bytes]], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import desync_env, run_desync
-from hostile_peers import LyingS3, assert_bounded, assert_bounded_failure, run_measured, sftp_ssh
+from hostile_peers import STREAMED_RSS, LyingS3, assert_bounded, assert_bounded_failure, run_measured, sftp_ssh
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,19 @@ def test_sftp_status_message_is_shortened_and_escaped(blob: tuple[Path, Path], t
     assert "\\x1b]2;owned\\x07" in line and "\\nsecond line" in line
 
 
-def test_sftp_verify_of_chunk_files_that_never_end_stays_bounded(blob: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode, expected", [
+    ("endless-file", "is invalid: unknown compression format"),
+    ("endless-frame", "is invalid: more than"),
+])
+def test_sftp_verify_of_chunk_files_that_never_end_streams_them(blob: tuple[Path, Path], tmp_path: Path,
+                                                                mode: str, expected: str) -> None:
     index, store = blob
     chunks = len(set(run_desync("list-chunks", index).stdout.split()))
-    result = run_measured("verify", "-s", f"sftp://127.0.0.1{store}", env=sftp_ssh(tmp_path, "endless-file"),
+    result = run_measured("verify", "-n", "4", "-s", f"sftp://127.0.0.1{store}", env=sftp_ssh(tmp_path, mode),
                           tmp_path=tmp_path, timeout=120)
     lines = assert_bounded(result)
-    assert all("is invalid: more than" in line for line in lines[:-1])
+    assert result.peak_rss < STREAMED_RSS, f"peak RSS {result.peak_rss >> 20} MiB"
+    assert all(expected in line for line in lines[:-1])
     assert f"{chunks} of {chunks} chunks" in lines[-1]
 
 
@@ -108,12 +114,16 @@ def test_s3_listing_that_never_ends_is_an_error(lying_s3: LyingS3, expected: str
     assert lying_s3.requests < 50
 
 
-@pytest.mark.parametrize("lying_s3", ["endless-object"], indirect=True)
-def test_s3_verify_of_objects_that_never_end_stays_bounded(lying_s3: LyingS3, tmp_path: Path) -> None:
-    result = run_measured("verify", "--error-retry", "0", "-s", f"s3+http://{lying_s3.endpoint[7:]}/bucket",
-                          env=_s3_env(), tmp_path=tmp_path, timeout=120)
+@pytest.mark.parametrize("lying_s3, expected", [
+    ("endless-object", "is invalid: unknown compression format"),
+    ("endless-frame", "is invalid: more than"),
+], indirect=["lying_s3"])
+def test_s3_verify_of_objects_that_never_end_streams_them(lying_s3: LyingS3, expected: str, tmp_path: Path) -> None:
+    result = run_measured("verify", "-n", "4", "--error-retry", "0", "-s",
+                          f"s3+http://{lying_s3.endpoint[7:]}/bucket", env=_s3_env(), tmp_path=tmp_path, timeout=120)
     lines = assert_bounded(result)
-    assert all("is invalid: more than" in line for line in lines[:-1]) and "8 of 8 chunks" in lines[-1]
+    assert result.peak_rss < STREAMED_RSS, f"peak RSS {result.peak_rss >> 20} MiB"
+    assert all(expected in line for line in lines[:-1]) and "8 of 8 chunks" in lines[-1]
 
 
 @pytest.mark.parametrize("lying_s3, expected", [

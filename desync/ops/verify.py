@@ -40,7 +40,7 @@ def verify_store(store: Store, digest: Digest, *, repair: bool = False, workers:
 
     def check(chunk_id: bytes) -> tuple[bytes, DesyncError | None]:
         try:
-            store.get_chunk(chunk_id).verify(digest, str(store))
+            store.check_chunk(chunk_id, digest)
         except ChunkMissing:
             return chunk_id, None  # removed by someone else while we were listing
         except DesyncError as exc:

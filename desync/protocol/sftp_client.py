@@ -193,47 +193,27 @@ class SFTPSession:
         A file with more raises :class:`~desync.protocol.sftp.TooLarge` once
         the excess arrives, so an endless or huge file costs at most
         ``limit`` plus one window of memory (past LARGE_READ, one such read
-        at a time: see :mod:`desync.readbudget`), and a server trickling a
-        few bytes per read is given up on after a bounded number of rounds.
+        at a time: see :mod:`desync.readbudget`).
         """
-        handle = self.open(path, s.OPEN_READ)
         content = bytearray()  # grown in place: large ones are remapped, not copied, and freed at once
-        offset = 0
-        # Servers answer reads of a regular file in full; one that keeps answering short is trickling.
-        rounds_left = 16 + 2 * (limit // (READ_WINDOW * BLOCK))
         budget = ReadBudget()
+        pieces = self.read_pieces(path, limit)
         try:
-            while True:
-                rounds_left -= 1
-                if rounds_left < 0:
-                    raise s.SFTPError(f"{path}: the server answers reads with too little data")
-                window = [(off, self.start(s.READ, s.string(handle) + s.u64(off) + s.u32(BLOCK)))
-                          for off in range(offset, offset + READ_WINDOW * BLOCK, BLOCK)]
-                stop = False
-                next_offset = offset + READ_WINDOW * BLOCK
-                for off, pending in window:
-                    reply = self.wait(pending)
-                    if stop:
-                        continue
-                    if reply[0] == s.STATUS and self.status(reply, path)[0] == s.FX_EOF:
-                        stop, next_offset = True, -1
-                        continue
-                    data = self._expect(reply, s.DATA, path).string()
-                    if len(data) > BLOCK:
-                        raise s.SFTPError(f"{path}: the server sent {len(data)} bytes for a {BLOCK}-byte read")
-                    content += data
-                    if len(data) < BLOCK:  # short read: carry on right after it
-                        stop, next_offset = True, off + len(data)
-                if next_offset < 0:
-                    return bytes(content)
-                if next_offset > limit:
-                    raise s.TooLarge(path, limit)
-                budget.grow(next_offset)
-                offset = next_offset
+            for piece in pieces:
+                content += piece
+                budget.grow(len(content))
+            return bytes(content)
         finally:
+            pieces.close()
             content.clear()  # a failure's traceback must not keep what was read alive
             budget.release()
-            self.close_handle(handle, path, wait=False)
+
+    def read_pieces(self, path: str, limit: int) -> "FileReader":
+        """The file's content a window of reads at a time, like :meth:`read_file` without holding it whole.
+
+        Close the reader when stopping early (it closes the handle).
+        """
+        return FileReader(self, path, limit)
 
     def write_file(self, path: str, data: bytes, permissions: int) -> None:
         """Create ``path`` (which must not exist) with ``data``; blocks are written in parallel."""
@@ -358,3 +338,69 @@ class DirListing:
                 self.session.close_handle(handle, self.path, wait=False)
             except s.SFTPError:
                 pass
+
+
+class FileReader:
+    """A remote file's content, a window of READs at a time, at most ``limit`` bytes (TooLarge past it).
+
+    A server trickling a few bytes per read is given up on after a bounded
+    number of rounds.  An iterator class rather than a generator: compiled
+    generators mishandle ``yield`` inside ``try``/``finally``.
+    """
+
+    def __init__(self, session: SFTPSession, path: str, limit: int) -> None:
+        self.session = session
+        self.path = path
+        self.limit = limit
+        self.handle = session.open(path, s.OPEN_READ)
+        self.offset = 0
+        # Servers answer reads of a regular file in full; one that keeps answering short is trickling.
+        self.rounds_left = 16 + 2 * (limit // (READ_WINDOW * BLOCK))
+
+    def __iter__(self) -> "FileReader":
+        return self
+
+    def __next__(self) -> bytes:
+        while self.offset >= 0:
+            try:
+                got = self._window()
+            except BaseException:
+                self.close()
+                raise
+            if got:
+                return got
+        self.close()
+        raise StopIteration
+
+    def _window(self) -> bytes:
+        session, path, handle, offset = self.session, self.path, self.handle, self.offset
+        self.rounds_left -= 1
+        if self.rounds_left < 0:
+            raise s.SFTPError(f"{path}: the server answers reads with too little data")
+        window = [(off, session.start(s.READ, s.string(handle) + s.u64(off) + s.u32(BLOCK)))
+                  for off in range(offset, offset + READ_WINDOW * BLOCK, BLOCK)]
+        stop = False
+        next_offset = offset + READ_WINDOW * BLOCK
+        got = bytearray()
+        for off, pending in window:
+            reply = session.wait(pending)
+            if stop:
+                continue
+            if reply[0] == s.STATUS and session.status(reply, path)[0] == s.FX_EOF:
+                stop, next_offset = True, -1
+                continue
+            data = session._expect(reply, s.DATA, path).string()
+            if len(data) > BLOCK:
+                raise s.SFTPError(f"{path}: the server sent {len(data)} bytes for a {BLOCK}-byte read")
+            got += data
+            if len(data) < BLOCK:  # short read: carry on right after it
+                stop, next_offset = True, off + len(data)
+        if next_offset > self.limit:
+            raise s.TooLarge(path, self.limit)
+        self.offset = next_offset
+        return bytes(got)
+
+    def close(self) -> None:
+        if self.handle:
+            handle, self.handle = self.handle, b""
+            self.session.close_handle(handle, self.path, wait=False)

@@ -51,6 +51,15 @@ class Store(ABC):
         """
         return [self.get_chunk(chunk_id, size_hint) for chunk_id, size_hint in requests]
 
+    def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
+        """Raise ChunkInvalid unless the stored chunk hashes to its ID (ChunkMissing when it is not there).
+
+        For checks that know no chunk size (``verify``): backends that can
+        read a chunk in pieces override this so that a huge or endless
+        chunk file costs a piece of memory, not the whole file.
+        """
+        self.get_chunk(chunk_id).verify(digest, str(self))
+
     @abstractmethod
     def has_chunk(self, chunk_id: bytes) -> bool:
         """Whether the chunk is present, without transferring it."""

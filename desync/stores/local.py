@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from typing import Final
 
 from .. import fsutil, tempnames
-from ..chunk import Chunk
+from ..chunk import Chunk, verify_stored
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..compression import stored_size_limit
+from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, StoreError
 from .base import Store, StoreOptions
 
@@ -73,6 +74,31 @@ class LocalStore(Store):
         if not self.options.skip_verify:
             chunk.verify(self.options.digest, self.path, size_hint)
         return chunk
+
+    def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
+        """Hash the chunk file as it is read, a piece at a time (see :func:`~desync.chunk.verify_stored`)."""
+        limit = stored_size_limit(0)
+        for path in self._paths(chunk_id):
+            try:
+                fd, _ = fsutil.open_regular(path, limit)
+            except FileNotFoundError:
+                continue
+            except fsutil.UnreadableFile as unreadable:
+                raise ChunkInvalid(chunk_id, self.path, str(unreadable)) from None
+            except OSError as exc:
+                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
+            try:
+                verify_stored(chunk_id, fsutil.read_pieces(fd, path, limit), path.endswith(self.suffix), digest,
+                              self.path)
+            except fsutil.UnreadableFile as grown:
+                raise ChunkInvalid(chunk_id, self.path, str(grown)) from None
+            except OSError as failed:
+                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {failed.strerror}") \
+                    from None
+            finally:
+                os.close(fd)
+            return
+        raise ChunkMissing(chunk_id, self.path)
 
     def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
         if len(requests) < 2:

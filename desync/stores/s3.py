@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from .._version import __version__
-from ..chunk import Chunk
+from ..chunk import Chunk, verify_stored
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
+from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError, UsageError
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
@@ -291,19 +292,45 @@ class S3Store(Store):
             chunk.verify(self.options.digest, self.location, size_hint)
         return chunk
 
+    def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
+        """Hash the object as its body arrives, a piece at a time (see :func:`~desync.chunk.verify_stored`);
+        a body cut short is fetched and hashed again."""
+        limit = stored_size_limit(0)
+        attempt = 0
+        while True:
+            answer = self._get_object(chunk_id)
+            body = answer["Body"]
+            try:
+                verify_stored(chunk_id, object_pieces(body, answer.get("ContentLength"), limit),
+                              not self.options.uncompressed, digest, self.location)
+                return
+            except ObjectTooLarge:
+                raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
+            except ChunkInvalid:
+                raise
+            except Exception as read_error:
+                if _failure(read_error) is None or attempt >= self.options.error_retry:
+                    self.fail(read_error, f"chunk {chunk_id.hex()}")
+            finally:
+                body.close()
+            time.sleep(self.options.error_retry_base_interval * (2 ** attempt))
+            attempt += 1
+
+    def _get_object(self, chunk_id: bytes) -> Any:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(chunk_id))
+        except Exception as exc:
+            found = _failure(exc)
+            if found is not None and found.code in _MISSING:
+                raise ChunkMissing(chunk_id, self.location) from None
+            self.fail(exc, f"chunk {chunk_id.hex()}")
+
     def _download(self, chunk_id: bytes, limit: int) -> bytes:
         """GET the object, at most ``limit`` bytes; a body cut short is fetched again (botocore retries only
         the request itself)."""
-        key = self.key(chunk_id)
         attempt = 0
         while True:
-            try:
-                answer = self.client.get_object(Bucket=self.bucket, Key=key)
-            except Exception as exc:
-                found = _failure(exc)
-                if found is not None and found.code in _MISSING:
-                    raise ChunkMissing(chunk_id, self.location) from None
-                self.fail(exc, f"chunk {chunk_id.hex()}")
+            answer = self._get_object(chunk_id)
             body = answer["Body"]
             try:
                 return read_object(body, answer.get("ContentLength"), limit)
@@ -392,6 +419,22 @@ def read_object(body: Any, declared: Any, limit: int) -> bytes:
     finally:
         out.clear()  # a failure's traceback must not keep what was read alive
         budget.release()
+
+
+def object_pieces(body: Any, declared: Any, limit: int) -> Iterator[bytes]:
+    """An object's content in pieces as it arrives, at most ``limit`` bytes: ObjectTooLarge when it declares
+    or sends more (for reads that need not hold it whole)."""
+    if isinstance(declared, int) and declared > limit:
+        raise ObjectTooLarge(f"object of {declared} bytes, more than the {limit} allowed")
+    total = 0
+    while True:
+        piece: bytes = body.read(min(_READ_BLOCK, limit + 1 - total))
+        if not piece:
+            return
+        total += len(piece)
+        if total > limit:
+            raise ObjectTooLarge(f"object larger than the {limit} bytes allowed")
+        yield piece
 
 
 class ListingError(StoreError):

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from typing import Final, NoReturn
 
 from .. import tempnames
-from ..chunk import Chunk
+from ..chunk import Chunk, verify_stored
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
+from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError
 from ..index import INDEX_SIZE_LIMIT
 from ..protocol import sftp as s
@@ -98,6 +99,28 @@ class SFTPStore(Store):
             if not self.options.skip_verify:
                 chunk.verify(self.options.digest, self.location, size_hint)
             return chunk
+        raise ChunkMissing(chunk_id, self.location)
+
+    def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
+        """Hash the chunk file as it is read, a window at a time (see :func:`~desync.chunk.verify_stored`)."""
+        session = self._session()
+        limit = stored_size_limit(0)
+        for path in self._paths(chunk_id):
+            try:
+                pieces = session.read_pieces(path, limit)
+            except s.StatusError as exc:
+                if exc.code == s.FX_NO_SUCH_FILE:
+                    continue
+                raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {exc}") from None
+            try:
+                verify_stored(chunk_id, pieces, path.endswith(self.suffix), digest, self.location)
+                return
+            except s.StatusError as failed:
+                raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {failed}") from None
+            except s.TooLarge as too_large:
+                raise ChunkInvalid(chunk_id, self.location, f"more than {too_large.limit} bytes") from None
+            finally:
+                pieces.close()
         raise ChunkMissing(chunk_id, self.location)
 
     def has_chunk(self, chunk_id: bytes) -> bool:

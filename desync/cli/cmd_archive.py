@@ -40,6 +40,7 @@ from ..digest import Digest
 from ..errors import DesyncError, UsageError
 from ..index import Index
 from ..ops.make import MakeStats, chunk_stream
+from ..ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
 from ..parallel import ordered_map
 from ..progress import Progress
 from ..rawio import BlockSource
@@ -93,6 +94,10 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--no-xattrs", action="store_true", help="do not restore extended attributes and ACLs")
     p.add_argument("--output-format", choices=("disk", "gnu-tar", "pax"), default="disk",
                    help="write files to disk (default), or a GNU or pax tar stream")
+    p.add_argument("--seed", action="append", default=[], dest="seeds", metavar="DIR",
+                   help="an existing tree holding some of the archive (e.g. its previous version): with -i, "
+                        "chunks found in it are read from it instead of the store (repeatable)")
+    p.add_argument("--print-stats", action="store_true", help="print where the bytes came from to stderr")
     p.add_argument("archive", help="catar file or archive index")
     p.add_argument("target", help="directory to extract into, or tar output ('-' for stdout)")
     p.set_defaults(func=run_untar)
@@ -190,37 +195,56 @@ def run_tar(args: argparse.Namespace) -> int:
 
 
 
-def _index_blocks(index: Index, store: Store, workers: int, progress: Progress | None) -> BlockSource:
-    """The byte stream an archive index describes, fetched from the store in order."""
-    blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers)
-    return BlockSource(blocks if progress is None else _counted(blocks, progress))
-
-
 def _counted(blocks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
     for block in blocks:
         progress.add(len(block))
         yield block
 
 
-def _events(args: argparse.Namespace, location: str,
-            progress_label: str = "") -> tuple[Iterator[Node | DirEnd], Store | None, Progress | None]:
+def _events(args: argparse.Namespace, location: str, progress_label: str = "",
+            seed_stats: TreeSeedStats | None = None) -> tuple[Iterator[Node | DirEnd], Store | None, Progress | None]:
     """Decoded events of a catar file or archive index, the store and the progress to close.
 
-    With ``progress_label``, an archive index's bytes are shown as they are fetched.
+    With ``progress_label``, an archive index's bytes are shown as they are fetched; with
+    ``seed_stats``, the ``--seed`` trees are offered before the store and the sources counted.
     """
+    seeds: list[str] = getattr(args, "seeds", [])
     if args.index or location.endswith(".caidx") or targets.is_index_file(location):
         index = common.load_index(location, args)
         if not ff.describes_archive(index.flags) and not location.endswith(".caidx"):
             raise UsageError(f"{location} is a blob index (.caibx): use 'desync extract' to rebuild its file")
         store = common.read_store(args, index.digest)
-        progress = common.show_progress(progress_label, index.length) if progress_label else None
-        source: ByteSource = io.BufferedReader(_index_blocks(index, store, args.workers, progress), 1 << 20)
+        try:
+            tree_seeds = _tree_seeds(seeds, index, common.cpu_workers(args))
+            progress = common.show_progress(progress_label, index.length) if progress_label else None
+        except BaseException:
+            store.close()
+            raise
+        blocks: Iterator[bytes]
+        if tree_seeds or seed_stats is not None:
+            blocks = SeededChunks(index, tree_seeds, store, args.workers, seed_stats).blocks()
+        else:
+            blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, args.workers)
+        source: ByteSource = io.BufferedReader(BlockSource(blocks if progress is None else
+                                                           _counted(blocks, progress)), 1 << 20)
         return decode(source, expected_flags=index.flags), store, progress
+    if seeds:
+        raise UsageError("--seed needs an archive index (-i): a catar file already holds every byte")
     return decode(_open_input(location)), None, None
 
 
+def _tree_seeds(dirs: list[str], index: Index, workers: int) -> list[TreeSeed]:
+    """Each --seed directory encoded and chunked like ``index`` (progress shows the bytes read)."""
+    found: list[TreeSeed] = []
+    for d in dirs:
+        with common.show_progress(f"Chunking seed {d}", 0) as prog:
+            found.append(TreeSeed(d, index, workers, prog))
+    return found
+
+
 def run_untar(args: argparse.Namespace) -> int:
-    events, store, prog = _events(args, args.archive, "Extracting")
+    stats = TreeSeedStats() if args.print_stats else None
+    events, store, prog = _events(args, args.archive, "Extracting", stats)
     try:
         if args.output_format == "disk":
             if args.target == "-":
@@ -245,6 +269,10 @@ def run_untar(args: argparse.Namespace) -> int:
             prog.finish()
         if store is not None:
             store.close()
+    if stats is not None:
+        sys.stderr.write(f"Chunks from seeds: {stats.seed_chunks}\nBytes from seeds: {stats.seed_bytes}\n"
+                         f"Chunks from the store: {stats.store_chunks}\nBytes from the store: {stats.store_bytes}\n"
+                         f"Stale seed chunks: {stats.stale_chunks}\n")
     return 0
 
 

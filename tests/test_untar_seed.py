@@ -1,0 +1,192 @@
+"""untar with seed trees (--seed DIR): same tree as without seeds, and only chunks no seed has are fetched."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import assert_one_line_error, run_desync
+from desync.index import Index, parse
+from desync.ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
+from desync.stores.base import StoreOptions
+from desync.stores.local import LocalStore
+
+SIZES = ("-m", "2:8:32")
+
+
+def _content(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _write_tree(root: Path, files: dict[str, bytes]) -> None:
+    root.mkdir()
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    # Fixed times: the same file in v1 and v2 encodes to the same records.
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + dirnames:
+            os.utime(os.path.join(dirpath, name), ns=(10**18, 10**18))
+    os.utime(root, ns=(10**18, 10**18))
+
+
+def _index(path: Path) -> Index:
+    return parse(path.read_bytes())
+
+
+def _chunk_file(store: Path, chunk_id: bytes) -> Path:
+    h = chunk_id.hex()
+    return store / h[:4] / f"{h}.cacnk"
+
+
+def _mtree(path: Path) -> bytes:
+    return run_desync("mtree", path).stdout
+
+
+def _stats(stderr: bytes) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in stderr.decode().splitlines():
+        key, _, value = line.rpartition(": ")
+        if value.isdigit():
+            out[key] = int(value)
+    return out
+
+
+_names = st.sampled_from(["a", "b", "c", "d/e", "d/f", "d/g/h", "x/y", "x/z"])
+_sizes = st.sampled_from([0, 1, 100, 5000, 40000, 120000])
+
+
+@st.composite
+def _tree_pair(draw: st.DrawFn) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    v1: dict[str, bytes] = {}
+    for i, name in enumerate(draw(st.lists(_names, min_size=1, max_size=6, unique=True))):
+        v1[name] = _content(draw(st.integers(0, 1000)) * 10 + i, draw(_sizes))
+    v2 = dict(v1)
+    for op in draw(st.lists(st.sampled_from(["add", "remove", "rename", "edit", "move"]), max_size=4)):
+        keys = sorted(v2)
+        if op == "add":
+            v2[draw(st.sampled_from(["new", "d/new", "q/r/s"]))] = _content(draw(st.integers(0, 99)), draw(_sizes))
+        elif keys and op == "remove":
+            del v2[draw(st.sampled_from(keys))]
+        elif keys and op in ("rename", "move"):
+            old = draw(st.sampled_from(keys))
+            new = old + "2" if op == "rename" else "moved/" + old.replace("/", "_")
+            if new not in v2 and not any(k.startswith(new + "/") or new.startswith(k + "/") for k in v2):
+                v2[new] = v2.pop(old)
+        elif keys and op == "edit":
+            k = draw(st.sampled_from(keys))
+            data = bytearray(v2[k] or b"?")
+            at = draw(st.integers(0, len(data) - 1))
+            data[at:at + 10] = b"edited!!!!"
+            v2[k] = bytes(data)
+    # A name may not be both a file and a directory.
+    for k in sorted(v2):
+        if any(other.startswith(k + "/") for other in v2):
+            del v2[k]
+    return v1, v2
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_tree_pair())
+def test_untar_with_seed_gives_the_archive_tree_and_fetches_only_chunks_the_seed_lacks(
+        pair: tuple[dict[str, bytes], dict[str, bytes]]) -> None:
+    v1, v2 = pair
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        _write_tree(t / "v1", v1)
+        _write_tree(t / "v2", v2)
+        store = t / "store"
+        run_desync("tar", "-i", *SIZES, "-s", store, t / "v1.caidx", t / "v1")
+        run_desync("tar", "-i", *SIZES, "-s", store, t / "v2.caidx", t / "v2")
+        run_desync("untar", "-i", "-s", store, t / "v1.caidx", t / "seed")
+        # The seed has every chunk of v1: take them out of the store, so fetching one fails the untar.
+        seed_ids = {c.id for c in _index(t / "v1.caidx").chunks}
+        for cid in seed_ids:
+            _chunk_file(store, cid).unlink(missing_ok=True)
+        proc = run_desync("untar", "-i", "-s", store, "--seed", t / "seed", "--print-stats",
+                          t / "v2.caidx", t / "out")
+        assert _mtree(t / "out") == _mtree(t / "v2")
+        for rel, data in v2.items():
+            assert (t / "out" / rel).read_bytes() == data
+        v2_chunks = _index(t / "v2.caidx").chunks
+        stats = _stats(proc.stderr)
+        assert stats["Chunks from the store"] == sum(1 for c in v2_chunks if c.id not in seed_ids)
+        assert stats["Chunks from seeds"] == sum(1 for c in v2_chunks if c.id in seed_ids)
+
+
+def test_seed_file_changed_after_chunking_is_not_used(tmp_path: Path) -> None:
+    files = {f"f{i}": _content(i, 50000) for i in range(4)}
+    _write_tree(tmp_path / "v1", files)
+    store = tmp_path / "store"
+    run_desync("tar", "-i", *SIZES, "-s", store, tmp_path / "v1.caidx", tmp_path / "v1")
+    run_desync("untar", "-i", "-s", store, tmp_path / "v1.caidx", tmp_path / "seed")
+    index = _index(tmp_path / "v1.caidx")
+    seed = TreeSeed(str(tmp_path / "seed"), index)
+    assert {c.id for c in index.chunks} <= set(seed.chunks)
+    # Same size, other bytes: the seed's chunk table now promises what the files no longer hold.
+    for name in files:
+        (tmp_path / "seed" / name).write_bytes(bytes(50000))
+    stats = TreeSeedStats()
+    with LocalStore(str(store), StoreOptions()) as st_:
+        data = b"".join(SeededChunks(index, [seed], st_, 2, stats).blocks())
+    assert data == b"".join(_chunk_file_data(store, c.id) for c in index.chunks)
+    assert stats.stale_chunks > 0
+    assert stats.store_chunks + stats.seed_chunks == len(index.chunks)
+
+
+def _chunk_file_data(store: Path, chunk_id: bytes) -> bytes:
+    with LocalStore(str(store), StoreOptions()) as s:
+        return s.get_chunk(chunk_id, 0).data()
+
+
+def test_seed_with_other_contents_at_the_same_paths_gives_the_archive_bytes(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "v2", {"a": _content(1, 90000), "d/b": _content(2, 70000)})
+    _write_tree(tmp_path / "seed", {"a": _content(3, 90000), "d/b": _content(2, 70000)[:-5] + b"XXXXX"})
+    store = tmp_path / "store"
+    run_desync("tar", "-i", *SIZES, "-s", store, tmp_path / "v2.caidx", tmp_path / "v2")
+    run_desync("untar", "-i", "-s", store, "--seed", tmp_path / "seed", tmp_path / "v2.caidx", tmp_path / "out")
+    assert _mtree(tmp_path / "out") == _mtree(tmp_path / "v2")
+    assert (tmp_path / "out" / "a").read_bytes() == _content(1, 90000)
+
+
+def test_seed_needs_an_archive_index(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "v", {"a": b"x"})
+    run_desync("tar", tmp_path / "v.catar", tmp_path / "v")
+    proc = run_desync("untar", "--seed", tmp_path / "v", tmp_path / "v.catar", tmp_path / "out", check=False)
+    assert "--seed needs an archive index" in assert_one_line_error(proc, status=2)
+
+
+def test_missing_seed_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "v", {"a": b"x"})
+    run_desync("tar", "-i", "-s", tmp_path / "store", tmp_path / "v.caidx", tmp_path / "v")
+    proc = run_desync("untar", "-i", "-s", tmp_path / "store", "--seed", tmp_path / "nope",
+                      tmp_path / "v.caidx", tmp_path / "out", check=False)
+    assert "is not a directory" in assert_one_line_error(proc)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("casync") is None, reason="casync is not installed")
+def test_same_tree_as_casync_extract_with_seed(tmp_path: Path) -> None:
+    v1 = {f"d{i % 3}/f{i}": _content(i, 30000 * (i % 4)) for i in range(12)}
+    v2 = dict(v1)
+    v2["d0/f0"] = _content(99, 12345)
+    v2["moved/f4"] = v2.pop("d1/f4")
+    del v2["d2/f5"]
+    _write_tree(tmp_path / "v1", v1)
+    _write_tree(tmp_path / "v2", v2)
+    store = tmp_path / "store"
+    run_desync("tar", "-i", "-s", store, tmp_path / "v2.caidx", tmp_path / "v2")
+    import subprocess
+    subprocess.run(["casync", "extract", f"--store={store}", f"--seed={tmp_path / 'v1'}",
+                    str(tmp_path / "v2.caidx"), str(tmp_path / "by_casync")], check=True, capture_output=True,
+                   timeout=120)
+    run_desync("untar", "-i", "-s", store, "--seed", tmp_path / "v1", tmp_path / "v2.caidx", tmp_path / "ours")
+    assert _mtree(tmp_path / "ours") == _mtree(tmp_path / "by_casync") == _mtree(tmp_path / "v2")

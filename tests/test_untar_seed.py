@@ -190,3 +190,93 @@ def test_same_tree_as_casync_extract_with_seed(tmp_path: Path) -> None:
                    timeout=120)
     run_desync("untar", "-i", "-s", store, "--seed", tmp_path / "v1", tmp_path / "v2.caidx", tmp_path / "ours")
     assert _mtree(tmp_path / "ours") == _mtree(tmp_path / "by_casync") == _mtree(tmp_path / "v2")
+
+
+def _walk(root: Path) -> dict[str, str]:
+    """Every entry below ``root``: type and contents or target (what --delete must make equal)."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = "file:" + p.read_bytes().hex()
+    return out
+
+
+def _messy_target(target: Path) -> None:
+    """An existing tree with extra entries and entries of the wrong type where the archive has others."""
+    _write_tree(target, {"a": b"old a", "extra": b"gone", "deep/x/y": b"gone", "d/b": b"old b", "d/more": b"gone"})
+    (target / "f_is_dir").mkdir()
+    (target / "f_is_dir" / "inner").write_bytes(b"gone")
+    (target / "dir_is_file").write_bytes(b"gone")
+    os.symlink("a", target / "extra_link")
+
+
+def _archive_tree(root: Path) -> None:
+    _write_tree(root, {"a": _content(1, 30000), "d/b": b"new b", "f_is_dir": b"file now",
+                       "dir_is_file/c": b"c", "keep/k": b"k"})
+    os.symlink("d/b", root / "link")
+
+
+def test_delete_leaves_the_tree_equal_to_the_archive(tmp_path: Path) -> None:
+    _archive_tree(tmp_path / "src")
+    run_desync("tar", tmp_path / "v.catar", tmp_path / "src")
+    _messy_target(tmp_path / "out")
+    run_desync("untar", "--delete", tmp_path / "v.catar", tmp_path / "out")
+    assert _walk(tmp_path / "out") == _walk(tmp_path / "src")
+    assert _mtree(tmp_path / "out") == _mtree(tmp_path / "src")
+
+
+def test_without_delete_extra_entries_stay(tmp_path: Path) -> None:
+    _archive_tree(tmp_path / "src")
+    run_desync("tar", tmp_path / "v.catar", tmp_path / "src")
+    _messy_target(tmp_path / "out")
+    (tmp_path / "out" / "f_is_dir" / "inner").unlink()
+    run_desync("untar", tmp_path / "v.catar", tmp_path / "out")
+    assert (tmp_path / "out" / "extra").read_bytes() == b"gone"
+    assert (tmp_path / "out" / "deep/x/y").read_bytes() == b"gone"
+    assert (tmp_path / "out" / "a").read_bytes() == _content(1, 30000)
+
+
+def test_in_place_update_keeps_the_old_file_until_the_new_one_is_complete(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "src", {"f": _content(5, 200000)})
+    run_desync("tar", tmp_path / "v.catar", tmp_path / "src")
+    data = (tmp_path / "v.catar").read_bytes()
+    _write_tree(tmp_path / "out", {"f": b"old contents"})
+    # From a pipe: the archive's end is only found while the file's contents are read.
+    proc = run_desync("untar", "-", tmp_path / "out", input=data[:100000], check=False)
+    assert_one_line_error(proc)
+    assert sorted(os.listdir(tmp_path / "out")) == ["f"]
+    assert (tmp_path / "out" / "f").read_bytes() == b"old contents"
+
+
+def test_in_place_update_with_the_target_as_seed(tmp_path: Path) -> None:
+    v1 = {f"d{i % 3}/f{i}": _content(i, 20000 * (i % 5)) for i in range(15)}
+    v2 = dict(v1)
+    v2["d0/f3"] = _content(77, 50000)
+    v2["moved/f1"] = v2.pop("d1/f1")
+    del v2["d2/f2"]
+    _write_tree(tmp_path / "v1", v1)
+    _write_tree(tmp_path / "v2", v2)
+    store = tmp_path / "store"
+    run_desync("tar", "-i", *SIZES, "-s", store, tmp_path / "v1.caidx", tmp_path / "v1")
+    run_desync("tar", "-i", *SIZES, "-s", store, tmp_path / "v2.caidx", tmp_path / "v2")
+    run_desync("untar", "-i", "-s", store, tmp_path / "v1.caidx", tmp_path / "slot")
+    proc = run_desync("untar", "-i", "-s", store, "--seed", tmp_path / "slot", "--delete", "--print-stats",
+                      tmp_path / "v2.caidx", tmp_path / "slot")
+    assert _walk(tmp_path / "slot") == _walk(tmp_path / "v2")
+    assert _mtree(tmp_path / "slot") == _mtree(tmp_path / "v2")
+    assert _stats(proc.stderr)["Chunks from seeds"] > 0
+
+
+def test_delete_needs_disk_output(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "v", {"a": b"x"})
+    run_desync("tar", tmp_path / "v.catar", tmp_path / "v")
+    proc = run_desync("untar", "--delete", "--output-format", "pax", tmp_path / "v.catar", tmp_path / "o.tar",
+                      check=False)
+    assert "--delete needs --output-format disk" in assert_one_line_error(proc, status=2)

@@ -34,7 +34,7 @@ import pwd
 import shutil
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .. import featureflags as ff
@@ -68,6 +68,7 @@ class ExtractOptions:
     fsflags: bool = True
     block_size: int = 1 << 20
     on_warning: Callable[[str], None] | None = None
+    delete: bool = False  # in an existing directory, remove what the archive does not have
 
 
 @dataclass
@@ -78,6 +79,7 @@ class _Frame:
     dev: int
     ino: int
     fresh: bool  # created by us: names in it are free (archives hold no duplicates)
+    seen: set[bytes] = field(default_factory=set)  # names the archive put in an existing directory
 
 
 def extract_stream(source: ByteSource, target_dir: str | bytes, options: ExtractOptions | None = None) -> None:
@@ -93,7 +95,10 @@ def extract_events(
     A missing ``target_dir`` appears only complete: the tree is built in a
     temporary directory beside it and renamed into place at the end, and a
     failure removes it.  An existing directory is extracted into in place,
-    as casync does (a failure leaves what was written so far).
+    as casync does (a failure leaves what was written so far): each file,
+    symlink or node replaces what was there atomically (made under a temp
+    name, then renamed over it), and with ``options.delete`` whatever the
+    archive does not have is removed.
     """
     opts = options or ExtractOptions()
     path = os.fsdecode(target_dir)
@@ -197,8 +202,10 @@ class _Extractor:
         if not valid_filename(name):
             raise DesyncError(f"unsafe file name {name!r} in archive")
         meta = ev.meta
+        replace = not parent.fresh
         try:
-            if not parent.fresh:
+            if replace:
+                parent.seen.add(name)
                 self.clear_slot(pfd, name, meta.is_dir, ev.path)
             if meta.is_dir:
                 fresh = True
@@ -211,20 +218,52 @@ class _Extractor:
                 stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino, fresh))
                 os.close(pfd)
                 parent.fd = -1
-            elif meta.is_reg:
-                self.regular(pfd, name, ev)
-            elif meta.is_symlink:
-                os.symlink(meta.target, name, dir_fd=pfd)
-                self.owner_at(pfd, name, meta, ev.path)
-                self.selinux_at(pfd, name, meta, ev.path)
-                self.mtime_at(pfd, name, meta)
+            elif replace:
+                self.replace_entry(pfd, name, ev)
             else:
-                self.special(pfd, name, ev)
+                self.entry(pfd, name, ev, False)
         except OSError as e:
             raise DesyncError(f"cannot extract {_show(ev.path)}: {e.strerror or e}") from None
 
+    def entry(self, pfd: int, name: bytes, ev: Node, finish_here: bool) -> bool:
+        """Create a non-directory at the free ``name``; False when a node could not be created (warned)."""
+        meta = ev.meta
+        if meta.is_reg:
+            self.regular(pfd, name, ev, finish_here)
+        elif meta.is_symlink:
+            os.symlink(meta.target, name, dir_fd=pfd)
+            self.owner_at(pfd, name, meta, ev.path)
+            self.selinux_at(pfd, name, meta, ev.path)
+            self.mtime_at(pfd, name, meta)
+        else:
+            return self.special(pfd, name, ev)
+        return True
+
+    def replace_entry(self, pfd: int, name: bytes, ev: Node) -> None:
+        """Make the entry complete under a temp name, then rename it over whatever ``name`` holds."""
+        tmp = b".%s.%s%s" % (name[:160], tempnames.owner_tag().encode(), tempnames.TMP_SUFFIX.encode())
+        try:
+            if self.entry(pfd, tmp, ev, True):
+                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                return
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=pfd)
+            except OSError:
+                pass
+            raise
+        try:
+            os.unlink(name, dir_fd=pfd)  # the archive's node could not be made: the old entry must not stay
+        except FileNotFoundError:
+            pass
+
     def clear_slot(self, pfd: int, name: bytes, want_dir: bool, path: tuple[bytes, ...]) -> None:
-        """Remove what occupies ``name`` unless it is a directory we may reuse."""
+        """Make room for the archive's entry at ``name`` in an existing directory.
+
+        A directory stays for a directory; anything else stays for a non-directory
+        (it is replaced by a rename); a directory where the archive has something
+        else is removed (only when empty, unless deleting).
+        """
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -232,19 +271,45 @@ class _Extractor:
         if stat.S_ISDIR(st.st_mode):
             if want_dir:
                 return
+            if self.opts.delete:
+                self.remove_at(pfd, name, True, path)
+                return
             try:
                 os.rmdir(name, dir_fd=pfd)
             except OSError as e:
                 raise DesyncError(f"cannot replace directory {_show(path)}: {e.strerror}") from None
             return
-        os.unlink(name, dir_fd=pfd)
+        if want_dir:
+            os.unlink(name, dir_fd=pfd)
 
-    def regular(self, pfd: int, name: bytes, ev: Node) -> None:
+    def remove_at(self, pfd: int, name: bytes, is_dir: bool, path: tuple[bytes, ...]) -> None:
+        """Remove an entry of an existing directory, a directory with all it holds (``delete``)."""
+        try:
+            if is_dir:
+                shutil.rmtree(name, dir_fd=pfd)
+            else:
+                os.unlink(name, dir_fd=pfd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise DesyncError(f"cannot remove {_show(path)}: {e.strerror}") from None
+
+    def delete_unseen(self, fr: _Frame) -> None:
+        """Remove what an existing directory holds beyond the archive's entries (``--delete``)."""
+        for raw in os.listdir(fr.fd):
+            name = os.fsencode(raw)
+            if name in fr.seen:
+                continue
+            st = os.stat(name, dir_fd=fr.fd, follow_symlinks=False)
+            self.remove_at(fr.fd, name, stat.S_ISDIR(st.st_mode), fr.path + (name,))
+
+    def regular(self, pfd: int, name: bytes, ev: Node, finish_here: bool = False) -> None:
         """Create the file; the writeback thread writes it and sets its owner, mode and times.
 
         Contents go over as a range of the archive file when it is one, else
-        as buffered blocks; files too big to buffer, and files with metadata
-        beyond owner/mode/times, are finished here.
+        as buffered blocks; files too big to buffer, files with metadata
+        beyond owner/mode/times, and with ``finish_here`` (a file to be renamed
+        into place next) all files are finished here.
         """
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
         meta = ev.meta
@@ -254,7 +319,7 @@ class _Extractor:
         assert writeback is not None
         handed_over = False
         try:
-            here = not self.plain_metadata(meta)
+            here = finish_here or not self.plain_metadata(meta)
             if payload is not None and payload.remaining:
                 found = payload.file_range()
                 if found is not None:
@@ -293,7 +358,7 @@ class _Extractor:
             or (opts.fsflags and meta.fsflags & ff.WITH_CHATTR)
         )
 
-    def special(self, pfd: int, name: bytes, ev: Node) -> None:
+    def special(self, pfd: int, name: bytes, ev: Node) -> bool:
         meta = ev.meta
         ftype = meta.file_type
         try:
@@ -306,7 +371,7 @@ class _Extractor:
         except OSError as e:
             if e.errno in _REFUSED:
                 self.warn(f"{_show(ev.path)}: cannot create {stat.filemode(meta.mode)[0]} node: {e.strerror}")
-                return
+                return False
             raise
         self.owner_at(pfd, name, meta, ev.path)
         os.chmod(name, self.mode_bits(meta), dir_fd=pfd, follow_symlinks=False)
@@ -316,12 +381,15 @@ class _Extractor:
                 self.setxattr(proc, os.fsdecode(xname), value, ev.path)
         self.selinux_at(pfd, name, meta, ev.path)
         self.mtime_at(pfd, name, meta)
+        return True
 
     def end_dir(self, stack: list[_Frame]) -> None:
         if not stack:
             raise DesyncError("unbalanced directory end in archive")
         fr = stack.pop()
         try:
+            if self.opts.delete and not fr.fresh:
+                self.delete_unseen(fr)
             if stack:
                 parent = stack[-1]
                 pfd = os.open(b"..", _DIR_OPEN, dir_fd=fr.fd)

@@ -98,6 +98,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                    help="an existing tree holding some of the archive (e.g. its previous version): with -i, "
                         "chunks found in it are read from it instead of the store (repeatable)")
     p.add_argument("--print-stats", action="store_true", help="print where the bytes came from to stderr")
+    p.add_argument("--delete", action="store_true",
+                   help="when DIR exists, remove what the archive does not have (updating a tree in place)")
     p.add_argument("archive", help="catar file or archive index")
     p.add_argument("target", help="directory to extract into, or tar output ('-' for stdout)")
     p.set_defaults(func=run_untar)
@@ -249,11 +251,13 @@ def run_untar(args: argparse.Namespace) -> int:
         if args.output_format == "disk":
             if args.target == "-":
                 raise UsageError("extracting to disk needs a directory (use --output-format gnu-tar for stdout)")
-            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=common.warn)
+            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=common.warn, delete=args.delete)
             if args.no_xattrs:
                 opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
             extract_events(events, args.target, opts)
         else:
+            if args.delete:
+                raise UsageError("--delete needs --output-format disk")
             fmt = "gnu" if args.output_format == "gnu-tar" else "pax"
             if args.target == "-":
                 catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=common.warn)

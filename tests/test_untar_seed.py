@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_one_line_error, run_desync
+from desync.filecopy import clone_range
 from desync.index import Index, parse
 from desync.ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
 from desync.stores.base import StoreOptions
@@ -157,11 +158,67 @@ def test_seed_with_other_contents_at_the_same_paths_gives_the_archive_bytes(tmp_
     assert (tmp_path / "out" / "a").read_bytes() == _content(1, 90000)
 
 
-def test_seed_needs_an_archive_index(tmp_path: Path) -> None:
-    _write_tree(tmp_path / "v", {"a": b"x"})
-    run_desync("tar", tmp_path / "v.catar", tmp_path / "v")
-    proc = run_desync("untar", "--seed", tmp_path / "v", tmp_path / "v.catar", tmp_path / "out", check=False)
-    assert "--seed needs an archive index" in assert_one_line_error(proc, status=2)
+def _can_clone(directory: Path) -> bool:
+    a, b = directory / "probe-a", directory / "probe-b"
+    a.write_bytes(b"x" * 4096)
+    b.write_bytes(b"")
+    try:
+        with open(a, "rb") as fa, open(b, "r+b") as fb:
+            clone_range(fa.fileno(), 0, fb.fileno(), 0, 4096)
+        return True
+    except OSError:
+        return False
+    finally:
+        a.unlink()
+        b.unlink()
+
+
+def test_hardlink_shares_only_seed_files_with_the_same_bytes_and_metadata(tmp_path: Path) -> None:
+    src = {"same": _content(1, 40000), "d/moved": _content(2, 30000), "changed": _content(3, 20000),
+           "mode": _content(4, 10000), "new": _content(5, 5000)}
+    _write_tree(tmp_path / "v2", src)
+    (tmp_path / "v2" / "mode").chmod(0o600)
+    seed = {"same": src["same"], "elsewhere/moved": src["d/moved"], "changed": _content(6, 20000),
+            "mode": src["mode"]}
+    _write_tree(tmp_path / "seed", seed)
+    (tmp_path / "seed" / "mode").chmod(0o644)
+    run_desync("tar", tmp_path / "v2.catar", tmp_path / "v2")
+    proc = run_desync("untar", "--seed", tmp_path / "seed", "--hardlink", "yes", "--reflink", "no", "--print-stats",
+                      tmp_path / "v2.catar", tmp_path / "out")
+    out, sd = tmp_path / "out", tmp_path / "seed"
+    assert _walk(out) == _walk(tmp_path / "v2")
+    assert _mtree(out) == _mtree(tmp_path / "v2")
+    assert os.stat(out / "same").st_ino == os.stat(sd / "same").st_ino
+    assert os.stat(out / "d/moved").st_ino == os.stat(sd / "elsewhere/moved").st_ino
+    assert os.stat(out / "changed").st_ino != os.stat(sd / "changed").st_ino
+    assert os.stat(out / "mode").st_ino != os.stat(sd / "mode").st_ino
+    stats = _stats(proc.stderr)
+    assert stats["Files hardlinked from seeds"] == 2
+    assert stats["Bytes hardlinked from seeds"] == 70000
+
+
+def test_without_hardlink_no_file_shares_the_seed_inode(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "v2", {"same": _content(1, 40000)})
+    _write_tree(tmp_path / "seed", {"same": _content(1, 40000)})
+    run_desync("tar", tmp_path / "v2.catar", tmp_path / "v2")
+    run_desync("untar", "--seed", tmp_path / "seed", tmp_path / "v2.catar", tmp_path / "out")
+    assert os.stat(tmp_path / "out/same").st_ino != os.stat(tmp_path / "seed/same").st_ino
+    assert (tmp_path / "out/same").read_bytes() == _content(1, 40000)
+
+
+def test_reflink_yes_clones_or_fails_clearly(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "v2", {"same": _content(1, 40000), "other": _content(2, 100)})
+    _write_tree(tmp_path / "seed", {"same": _content(1, 40000)})
+    run_desync("tar", tmp_path / "v2.catar", tmp_path / "v2")
+    proc = run_desync("untar", "--seed", tmp_path / "seed", "--reflink", "yes", "--print-stats",
+                      tmp_path / "v2.catar", tmp_path / "out", check=False)
+    if _can_clone(tmp_path):
+        assert proc.returncode == 0
+        assert _stats(proc.stderr)["Bytes cloned from seeds"] == 40000
+        assert _mtree(tmp_path / "out") == _mtree(tmp_path / "v2")
+    else:
+        assert "cannot clone" in assert_one_line_error(proc)
+        assert not (tmp_path / "out").exists()
 
 
 def test_missing_seed_directory_is_a_one_line_error(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import grp
+import hashlib
 import os
 import pwd
 import shutil
@@ -38,13 +39,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .. import featureflags as ff
-from .. import fsutil, tempnames
+from .. import filecopy, fsutil, tempnames
 from ..errors import DesyncError
 from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
 from .decoder import ByteSource, DirEnd, Node, decode
 from .format import valid_filename
 from .fsread import CHATTR_MAP
 from .model import AclEntry, Meta
+from .seedfiles import SeedFiles
 from .writeback import FileJob, Writeback, copy_range
 
 FS_IOC_GETFLAGS = 0x80086601
@@ -69,6 +71,7 @@ class ExtractOptions:
     block_size: int = 1 << 20
     on_warning: Callable[[str], None] | None = None
     delete: bool = False  # in an existing directory, remove what the archive does not have
+    seed_files: SeedFiles | None = None  # files whose data a regular file may share (clone or hardlink)
 
 
 @dataclass
@@ -131,6 +134,23 @@ def _remove_tree(path: str, opts: ExtractOptions) -> None:
     except OSError as e:
         if opts.on_warning is not None:
             opts.on_warning(f"cannot remove the unfinished extraction {path}: {e.strerror}")
+
+
+def _temp_name(name: bytes) -> bytes:
+    """A temp name beside ``name`` in the same directory (renamed over it when complete)."""
+    return b".%s.%s%s" % (name[:160], tempnames.owner_tag().encode(), tempnames.TMP_SUFFIX.encode())
+
+
+def _digest_of(fd: int) -> bytes:
+    """SHA-256 of a file's whole contents (read with pread: the offset is left alone)."""
+    h = hashlib.sha256()
+    pos = 0
+    while True:
+        block = os.pread(fd, 1 << 20, pos)
+        if not block:
+            return h.digest()
+        h.update(block)
+        pos += len(block)
 
 
 def _show(path: tuple[bytes, ...]) -> str:
@@ -229,7 +249,8 @@ class _Extractor:
         """Create a non-directory at the free ``name``; False when a node could not be created (warned)."""
         meta = ev.meta
         if meta.is_reg:
-            self.regular(pfd, name, ev, finish_here)
+            if not self.from_seed(pfd, name, ev):
+                self.regular(pfd, name, ev, finish_here)
         elif meta.is_symlink:
             os.symlink(meta.target, name, dir_fd=pfd)
             self.owner_at(pfd, name, meta, ev.path)
@@ -241,7 +262,7 @@ class _Extractor:
 
     def replace_entry(self, pfd: int, name: bytes, ev: Node) -> None:
         """Make the entry complete under a temp name, then rename it over whatever ``name`` holds."""
-        tmp = b".%s.%s%s" % (name[:160], tempnames.owner_tag().encode(), tempnames.TMP_SUFFIX.encode())
+        tmp = _temp_name(name)
         try:
             if self.entry(pfd, tmp, ev, True):
                 os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
@@ -256,6 +277,113 @@ class _Extractor:
             os.unlink(name, dir_fd=pfd)  # the archive's node could not be made: the old entry must not stay
         except FileNotFoundError:
             pass
+
+    def from_seed(self, pfd: int, name: bytes, ev: Node) -> bool:
+        """Extract a regular file sharing a seed file's data when one holds the same bytes; False: no seed to try.
+
+        The archive's bytes are written first (hashed on the way); a seed
+        file cloned or hardlinked under a temp name replaces them only when
+        its own bytes hash the same, so a seed never puts wrong bytes in.
+        """
+        seeds = self.opts.seed_files
+        payload = ev.payload
+        if seeds is None or not seeds.active or payload is None or not payload.remaining:
+            return False
+        size = payload.remaining
+        cands = seeds.candidates(ev.path, size)
+        if not cands:
+            return False
+        meta = ev.meta
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        try:
+            h = hashlib.sha256()
+            for block in payload.blocks(self.opts.block_size):
+                h.update(block)
+                fsutil.write_all(fd, block)
+            want = h.digest()
+            for cand in cands:
+                if self.share_seed(pfd, name, cand, size, want, ev):
+                    return True
+            self.fd_metadata(fd, meta, ev.path)
+        finally:
+            os.close(fd)
+        return True
+
+    def share_seed(self, pfd: int, name: bytes, cand: bytes, size: int, want: bytes, ev: Node) -> bool:
+        """Put ``cand``'s data at ``name`` by hardlink or clone if its bytes hash to ``want``."""
+        seeds = self.opts.seed_files
+        assert seeds is not None
+        tmp = _temp_name(name)
+        if seeds.hardlink and self.plain_metadata(ev.meta) and self.same_metadata(cand, size, ev.meta):
+            try:
+                os.link(cand, tmp, dst_dir_fd=pfd, follow_symlinks=False)
+            except OSError:
+                pass
+            else:
+                if self.verified(pfd, tmp, want) and self.same_metadata(cand, size, ev.meta):
+                    os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                    seeds.stats.hardlinked_bytes += size
+                    seeds.stats.hardlinked_files += 1
+                    return True
+                os.unlink(tmp, dir_fd=pfd)
+        if not seeds.may_clone:
+            return False
+        try:
+            src = os.open(cand, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        dst = -1
+        try:
+            if os.fstat(src).st_size != size:
+                return False
+            dst = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            try:
+                filecopy.clone_range(src, 0, dst, 0, size)
+            except OSError as e:
+                if seeds.reflink == "yes":
+                    raise DesyncError(f"cannot clone {os.fsdecode(cand)} (--reflink yes): {e.strerror}") from None
+                seeds.may_clone = False  # this file system cannot clone: stop trying
+                return False
+            if _digest_of(dst) != want:
+                return False
+            self.fd_metadata(dst, ev.meta, ev.path)
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+            dst_done = dst
+            dst = -1
+            os.close(dst_done)
+            seeds.stats.cloned_bytes += size
+            seeds.stats.cloned_files += 1
+            return True
+        finally:
+            os.close(src)
+            if dst >= 0:
+                os.close(dst)
+                os.unlink(tmp, dir_fd=pfd)
+
+    def same_metadata(self, path: bytes, size: int, meta: Meta) -> bool:
+        """Whether a hardlink to ``path`` has the owner, mode, times and (no) xattrs the archive wants."""
+        try:
+            st = os.lstat(path)
+            if os.listxattr(path, follow_symlinks=False):
+                return False
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or stat.S_IMODE(st.st_mode) != self.mode_bits(meta):
+            return False
+        ids = self.ids(meta)
+        if (st.st_uid, st.st_gid) != (ids if ids is not None else (os.geteuid(), os.getegid())):
+            return False
+        return not ff.time_granularity(self.flags) or st.st_mtime_ns == meta.mtime_ns
+
+    def verified(self, pfd: int, name: bytes, want: bytes) -> bool:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        except OSError:
+            return False
+        try:
+            return _digest_of(fd) == want
+        finally:
+            os.close(fd)
 
     def clear_slot(self, pfd: int, name: bytes, want_dir: bool, path: tuple[bytes, ...]) -> None:
         """Make room for the archive's entry at ``name`` in an existing directory.

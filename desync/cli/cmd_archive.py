@@ -36,8 +36,10 @@ from ..catar import (
 from ..catar.decoder import ByteSource
 from ..catar.encoder import INLINE_LIMIT, FileSlice, encode_items
 from ..catar.output import write_archive
+from ..catar.seedfiles import SeedFiles
 from ..digest import Digest
 from ..errors import DesyncError, UsageError
+from ..filecopy import REFLINK_MODES
 from ..index import Index
 from ..ops.make import MakeStats, chunk_stream
 from ..ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
@@ -96,7 +98,13 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                    help="write files to disk (default), or a GNU or pax tar stream")
     p.add_argument("--seed", action="append", default=[], dest="seeds", metavar="DIR",
                    help="an existing tree holding some of the archive (e.g. its previous version): with -i, "
-                        "chunks found in it are read from it instead of the store (repeatable)")
+                        "chunks found in it are read from it instead of the store; files with the same contents "
+                        "share its data per --reflink/--hardlink (repeatable)")
+    p.add_argument("--reflink", choices=REFLINK_MODES, default="auto",
+                   help="share a seed file's data by cloning it where the file system can (auto, default), "
+                        "always (yes: an error where it cannot) or never (no)")
+    p.add_argument("--hardlink", choices=("yes", "no"), default="no",
+                   help="hardlink seed files whose contents and metadata are what the archive holds (default no)")
     p.add_argument("--print-stats", action="store_true", help="print where the bytes came from to stderr")
     p.add_argument("--delete", action="store_true",
                    help="when DIR exists, remove what the archive does not have (updating a tree in place)")
@@ -230,8 +238,6 @@ def _events(args: argparse.Namespace, location: str, progress_label: str = "",
         source: ByteSource = io.BufferedReader(BlockSource(blocks if progress is None else
                                                            _counted(blocks, progress)), 1 << 20)
         return decode(source, expected_flags=index.flags), store, progress
-    if seeds:
-        raise UsageError("--seed needs an archive index (-i): a catar file already holds every byte")
     return decode(_open_input(location)), None, None
 
 
@@ -247,11 +253,14 @@ def _tree_seeds(dirs: list[str], index: Index, workers: int) -> list[TreeSeed]:
 def run_untar(args: argparse.Namespace) -> int:
     stats = TreeSeedStats() if args.print_stats else None
     events, store, prog = _events(args, args.archive, "Extracting", stats)
+    opts: ExtractOptions | None = None
     try:
         if args.output_format == "disk":
             if args.target == "-":
                 raise UsageError("extracting to disk needs a directory (use --output-format gnu-tar for stdout)")
             opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=common.warn, delete=args.delete)
+            if args.seeds:
+                opts.seed_files = SeedFiles(args.seeds, args.reflink, args.hardlink == "yes")
             if args.no_xattrs:
                 opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
             extract_events(events, args.target, opts)
@@ -277,6 +286,11 @@ def run_untar(args: argparse.Namespace) -> int:
         sys.stderr.write(f"Chunks from seeds: {stats.seed_chunks}\nBytes from seeds: {stats.seed_bytes}\n"
                          f"Chunks from the store: {stats.store_chunks}\nBytes from the store: {stats.store_bytes}\n"
                          f"Stale seed chunks: {stats.stale_chunks}\n")
+        if opts is not None and opts.seed_files is not None:
+            shared = opts.seed_files.stats
+            sys.stderr.write(f"Files cloned from seeds: {shared.cloned_files}\nBytes cloned from seeds: "
+                             f"{shared.cloned_bytes}\nFiles hardlinked from seeds: {shared.hardlinked_files}\n"
+                             f"Bytes hardlinked from seeds: {shared.hardlinked_bytes}\n")
     return 0
 
 

@@ -97,7 +97,7 @@ def _tree_pair(draw: st.DrawFn) -> tuple[dict[str, bytes], dict[str, bytes]]:
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_tree_pair())
-def test_untar_with_seed_gives_the_archive_tree_and_fetches_only_chunks_the_seed_lacks(
+def test_untar_with_seed_gives_the_archive_tree_and_fetches_only_chunks_the_seed_lacks_also_in_place(
         pair: tuple[dict[str, bytes], dict[str, bytes]]) -> None:
     v1, v2 = pair
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +108,8 @@ def test_untar_with_seed_gives_the_archive_tree_and_fetches_only_chunks_the_seed
         run_desync("tar", "-i", *SIZES, "-s", store, t / "v1.caidx", t / "v1")
         run_desync("tar", "-i", *SIZES, "-s", store, t / "v2.caidx", t / "v2")
         run_desync("untar", "-i", "-s", store, t / "v1.caidx", t / "seed")
+        full_store = t / "full-store"
+        shutil.copytree(store, full_store)
         # The seed has every chunk of v1: take them out of the store, so fetching one fails the untar.
         seed_ids = {c.id for c in _index(t / "v1.caidx").chunks}
         for cid in seed_ids:
@@ -121,6 +123,11 @@ def test_untar_with_seed_gives_the_archive_tree_and_fetches_only_chunks_the_seed
         stats = _stats(proc.stderr)
         assert stats["Chunks from the store"] == sum(1 for c in v2_chunks if c.id not in seed_ids)
         assert stats["Chunks from seeds"] == sum(1 for c in v2_chunks if c.id in seed_ids)
+        # In place: the seed tree itself becomes v2 (a seed file replaced before a later reader of its old
+        # bytes costs a store fetch, so the store must be complete here).
+        run_desync("untar", "-i", "-s", full_store, "--seed", t / "seed", "--delete", t / "v2.caidx", t / "seed")
+        assert _walk(t / "seed") == _walk(t / "v2")
+        assert _mtree(t / "seed") == _mtree(t / "v2")
 
 
 def test_seed_file_changed_after_chunking_is_not_used(tmp_path: Path) -> None:

@@ -344,3 +344,21 @@ def test_delete_needs_disk_output(tmp_path: Path) -> None:
     proc = run_desync("untar", "--delete", "--output-format", "pax", tmp_path / "v.catar", tmp_path / "o.tar",
                       check=False)
     assert "--delete needs --output-format disk" in assert_one_line_error(proc, status=2)
+
+
+def test_in_place_update_reads_a_file_moved_to_a_later_directory_from_its_old_place(tmp_path: Path) -> None:
+    # "a/moving" goes to "z/moving"; with --delete, "a/moving" must stay until "z/" is done.
+    v1 = {"a/moving": _content(1, 300000), "a/stay": b"s", "m/filler": _content(2, 4 << 20)}
+    v2 = {"a/stay": b"s", "m/filler": v1["m/filler"], "z/moving": v1["a/moving"]}
+    _write_tree(tmp_path / "v1", v1)
+    _write_tree(tmp_path / "v2", v2)
+    store = tmp_path / "store"
+    run_desync("tar", "-i", *SIZES, "-s", store, tmp_path / "v1.caidx", tmp_path / "v1")
+    run_desync("tar", "-i", *SIZES, "-s", store, tmp_path / "v2.caidx", tmp_path / "v2")
+    run_desync("untar", "-i", "-s", store, tmp_path / "v1.caidx", tmp_path / "slot")
+    for c in _index(tmp_path / "v1.caidx").chunks:
+        _chunk_file(store, c.id).unlink(missing_ok=True)
+    run_desync("untar", "-i", "-s", store, "--seed", tmp_path / "slot", "--delete", tmp_path / "v2.caidx",
+               tmp_path / "slot")
+    assert _walk(tmp_path / "slot") == _walk(tmp_path / "v2")
+    assert _mtree(tmp_path / "slot") == _mtree(tmp_path / "v2")

@@ -85,6 +85,17 @@ class _Frame:
     seen: set[bytes] = field(default_factory=set)  # names the archive put in an existing directory
 
 
+@dataclass
+class _Unseen:
+    """Entries of an existing directory the archive does not have (removed at the end with ``delete``)."""
+
+    path: tuple[bytes, ...]
+    meta: Meta
+    dev: int
+    ino: int
+    names: list[bytes]
+
+
 def extract_stream(source: ByteSource, target_dir: str | bytes, options: ExtractOptions | None = None) -> None:
     """Decode the catar in ``source`` and extract it into ``target_dir``."""
     extract_events(decode(source), target_dir, options)
@@ -168,6 +179,7 @@ class _Extractor:
         self._uids: dict[bytes, int | None] = {}
         self._gids: dict[bytes, int | None] = {}
         self.writeback: Writeback | None = None
+        self.unseen: list[_Unseen] = []
 
     def warn(self, msg: str) -> None:
         if self.opts.on_warning is not None:
@@ -190,6 +202,7 @@ class _Extractor:
                     self.node(stack, ev)
             if stack:
                 raise DesyncError("archive ended inside a directory")
+            self.delete_unseen(target_dir)
             finished = True
         finally:
             if finished:
@@ -422,14 +435,44 @@ class _Extractor:
         except OSError as e:
             raise DesyncError(f"cannot remove {_show(path)}: {e.strerror}") from None
 
-    def delete_unseen(self, fr: _Frame) -> None:
-        """Remove what an existing directory holds beyond the archive's entries (``--delete``)."""
-        for raw in os.listdir(fr.fd):
-            name = os.fsencode(raw)
-            if name in fr.seen:
-                continue
-            st = os.stat(name, dir_fd=fr.fd, follow_symlinks=False)
-            self.remove_at(fr.fd, name, stat.S_ISDIR(st.st_mode), fr.path + (name,))
+    def note_unseen(self, fr: _Frame) -> None:
+        """Remember what an existing directory holds beyond the archive's entries, for ``--delete``.
+
+        They are removed only after the whole archive is extracted: until then
+        a seed tree that is also the target can still provide their bytes
+        (a file moved to a directory that comes later in the archive).
+        """
+        extra = [os.fsencode(raw) for raw in os.listdir(fr.fd)]
+        extra = [name for name in extra if name not in fr.seen]
+        if extra:
+            self.unseen.append(_Unseen(fr.path, fr.meta, fr.dev, fr.ino, extra))
+
+    def delete_unseen(self, target_dir: str | bytes) -> None:
+        """Remove the entries :meth:`note_unseen` found, reaching each directory again without symlinks."""
+        for u in self.unseen:
+            fd = -1
+            try:
+                fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                for name in u.path:
+                    sub = os.open(name, _DIR_OPEN, dir_fd=fd)
+                    os.close(fd)
+                    fd = sub
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != (u.dev, u.ino):
+                    raise DesyncError(f"directory {_show(u.path)} was replaced during extraction")
+                for name in u.names:
+                    try:
+                        est = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    self.remove_at(fd, name, stat.S_ISDIR(est.st_mode), u.path + (name,))
+                if ff.time_granularity(self.flags):
+                    os.utime(fd, ns=(u.meta.mtime_ns, u.meta.mtime_ns))
+            except OSError as e:
+                raise DesyncError(f"cannot clean up directory {_show(u.path)}: {e.strerror or e}") from None
+            finally:
+                if fd >= 0:
+                    os.close(fd)
 
     def regular(self, pfd: int, name: bytes, ev: Node, finish_here: bool = False) -> None:
         """Create the file; the writeback thread writes it and sets its owner, mode and times.
@@ -517,7 +560,7 @@ class _Extractor:
         fr = stack.pop()
         try:
             if self.opts.delete and not fr.fresh:
-                self.delete_unseen(fr)
+                self.note_unseen(fr)
             if stack:
                 parent = stack[-1]
                 pfd = os.open(b"..", _DIR_OPEN, dir_fd=fr.fd)

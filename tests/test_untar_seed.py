@@ -362,3 +362,17 @@ def test_in_place_update_reads_a_file_moved_to_a_later_directory_from_its_old_pl
                tmp_path / "slot")
     assert _walk(tmp_path / "slot") == _walk(tmp_path / "v2")
     assert _mtree(tmp_path / "slot") == _mtree(tmp_path / "v2")
+
+
+def test_hardlink_skips_a_seed_file_with_extended_attributes_the_archive_lacks(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "v2", {"f": _content(1, 40000)})
+    _write_tree(tmp_path / "seed", {"f": _content(1, 40000)})
+    try:
+        os.setxattr(tmp_path / "seed" / "f", "user.extra", b"1")
+    except OSError:
+        pytest.skip("no user xattrs on this file system")
+    run_desync("tar", tmp_path / "v2.catar", tmp_path / "v2")
+    run_desync("untar", "--seed", tmp_path / "seed", "--hardlink", "yes", tmp_path / "v2.catar", tmp_path / "out")
+    assert os.stat(tmp_path / "out/f").st_ino != os.stat(tmp_path / "seed/f").st_ino
+    assert os.listxattr(tmp_path / "out/f") == []
+    assert _mtree(tmp_path / "out") == _mtree(tmp_path / "v2")

@@ -376,3 +376,52 @@ def test_hardlink_skips_a_seed_file_with_extended_attributes_the_archive_lacks(t
     assert os.stat(tmp_path / "out/f").st_ino != os.stat(tmp_path / "seed/f").st_ino
     assert os.listxattr(tmp_path / "out/f") == []
     assert _mtree(tmp_path / "out") == _mtree(tmp_path / "v2")
+
+
+def _shared_extents(path: Path) -> bool:
+    """Whether every extent of the file has FIEMAP_EXTENT_SHARED (its data is stored once with another file)."""
+    import fcntl
+    import struct
+    count = 32
+    out = bytearray(struct.pack("=QQIIII", 0, 2**64 - 1, 0, 0, count, 0) + bytes(56 * count))
+    with open(path, "rb") as f:
+        fcntl.ioctl(f.fileno(), 0xC020660B, out, True)  # FS_IOC_FIEMAP
+    mapped = struct.unpack_from("=I", out, 20)[0]
+    flags = [struct.unpack_from("=I", out, 32 + 56 * i + 40)[0] for i in range(mapped)]
+    return bool(flags) and all(fl & 0x2000 for fl in flags)
+
+
+@pytest.fixture
+def xfs_reflink(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A loop-mounted XFS file system with reflink (root only)."""
+    import subprocess
+    if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+        pytest.skip("needs root and mkfs.xfs (xfsprogs)")
+    image, mnt = tmp_path / "xfs.img", tmp_path / "mnt"
+    with open(image, "wb") as f:
+        f.truncate(320 << 20)
+    mnt.mkdir()
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True, capture_output=True, timeout=60)
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, timeout=60).returncode:
+        pytest.skip("cannot loop-mount here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=60)
+
+
+def test_untar_clones_seed_files_on_xfs(xfs_reflink: Path) -> None:
+    mnt = xfs_reflink
+    files = {f"d/f{i}": _content(i, 8 << 20) for i in range(6)}
+    _write_tree(mnt / "seed", files)
+    run_desync("tar", mnt / "v.catar", mnt / "seed")
+    os.sync()
+    before = os.statvfs(mnt)
+    proc = run_desync("untar", "--seed", mnt / "seed", "--print-stats", mnt / "v.catar", mnt / "out")
+    os.sync()
+    after = os.statvfs(mnt)
+    grown = (before.f_bfree - after.f_bfree) * before.f_frsize
+    assert _stats(proc.stderr)["Bytes cloned from seeds"] == 6 * (8 << 20)
+    assert grown < 0.1 * 6 * (8 << 20)
+    assert _shared_extents(mnt / "out/d/f0")
+    assert _mtree(mnt / "out") == _mtree(mnt / "seed")

@@ -179,7 +179,7 @@ class SeededChunks:
         with self._lock:
             self.stats.store_bytes += size
             self.stats.store_chunks += 1
-            self.stats.stale_chunks += stale
+            self.stats.stale_chunks += 1 if stale else 0
         return data
 
     def blocks(self) -> Iterator[bytes]:

@@ -29,22 +29,24 @@ from __future__ import annotations
 import errno
 import fcntl
 import grp
+import hashlib
 import os
 import pwd
 import shutil
 import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .. import featureflags as ff
-from .. import fsutil, tempnames
+from .. import filecopy, fsutil, tempnames
 from ..errors import DesyncError
 from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
 from .decoder import ByteSource, DirEnd, Node, decode
 from .format import valid_filename
 from .fsread import CHATTR_MAP
 from .model import AclEntry, Meta
+from .seedfiles import SeedFiles
 from .writeback import FileJob, Writeback, copy_range
 
 FS_IOC_GETFLAGS = 0x80086601
@@ -68,6 +70,8 @@ class ExtractOptions:
     fsflags: bool = True
     block_size: int = 1 << 20
     on_warning: Callable[[str], None] | None = None
+    delete: bool = False  # in an existing directory, remove what the archive does not have
+    seed_files: SeedFiles | None = None  # files whose data a regular file may share (clone or hardlink)
 
 
 @dataclass
@@ -78,6 +82,18 @@ class _Frame:
     dev: int
     ino: int
     fresh: bool  # created by us: names in it are free (archives hold no duplicates)
+    seen: set[bytes] = field(default_factory=set)  # names the archive put in an existing directory
+
+
+@dataclass
+class _Unseen:
+    """Entries of an existing directory the archive does not have (removed at the end with ``delete``)."""
+
+    path: tuple[bytes, ...]
+    meta: Meta
+    dev: int
+    ino: int
+    names: list[bytes]
 
 
 def extract_stream(source: ByteSource, target_dir: str | bytes, options: ExtractOptions | None = None) -> None:
@@ -93,7 +109,10 @@ def extract_events(
     A missing ``target_dir`` appears only complete: the tree is built in a
     temporary directory beside it and renamed into place at the end, and a
     failure removes it.  An existing directory is extracted into in place,
-    as casync does (a failure leaves what was written so far).
+    as casync does (a failure leaves what was written so far): each file,
+    symlink or node replaces what was there atomically (made under a temp
+    name, then renamed over it), and with ``options.delete`` whatever the
+    archive does not have is removed.
     """
     opts = options or ExtractOptions()
     path = os.fsdecode(target_dir)
@@ -128,6 +147,23 @@ def _remove_tree(path: str, opts: ExtractOptions) -> None:
             opts.on_warning(f"cannot remove the unfinished extraction {path}: {e.strerror}")
 
 
+def _temp_name(name: bytes) -> bytes:
+    """A temp name beside ``name`` in the same directory (renamed over it when complete)."""
+    return b".%s.%s%s" % (name[:160], tempnames.owner_tag().encode(), tempnames.TMP_SUFFIX.encode())
+
+
+def _digest_of(fd: int) -> bytes:
+    """SHA-256 of a file's whole contents (read with pread: the offset is left alone)."""
+    h = hashlib.sha256()
+    pos = 0
+    while True:
+        block = os.pread(fd, 1 << 20, pos)
+        if not block:
+            return h.digest()
+        h.update(block)
+        pos += len(block)
+
+
 def _show(path: tuple[bytes, ...]) -> str:
     return os.fsdecode(b"/".join(path)) if path else "."
 
@@ -143,6 +179,7 @@ class _Extractor:
         self._uids: dict[bytes, int | None] = {}
         self._gids: dict[bytes, int | None] = {}
         self.writeback: Writeback | None = None
+        self.unseen: list[_Unseen] = []
 
     def warn(self, msg: str) -> None:
         if self.opts.on_warning is not None:
@@ -165,6 +202,7 @@ class _Extractor:
                     self.node(stack, ev)
             if stack:
                 raise DesyncError("archive ended inside a directory")
+            self.delete_unseen(target_dir)
             finished = True
         finally:
             if finished:
@@ -197,8 +235,10 @@ class _Extractor:
         if not valid_filename(name):
             raise DesyncError(f"unsafe file name {name!r} in archive")
         meta = ev.meta
+        replace = not parent.fresh
         try:
-            if not parent.fresh:
+            if replace:
+                parent.seen.add(name)
                 self.clear_slot(pfd, name, meta.is_dir, ev.path)
             if meta.is_dir:
                 fresh = True
@@ -211,20 +251,164 @@ class _Extractor:
                 stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino, fresh))
                 os.close(pfd)
                 parent.fd = -1
-            elif meta.is_reg:
-                self.regular(pfd, name, ev)
-            elif meta.is_symlink:
-                os.symlink(meta.target, name, dir_fd=pfd)
-                self.owner_at(pfd, name, meta, ev.path)
-                self.selinux_at(pfd, name, meta, ev.path)
-                self.mtime_at(pfd, name, meta)
+            elif replace:
+                self.replace_entry(pfd, name, ev)
             else:
-                self.special(pfd, name, ev)
+                self.entry(pfd, name, ev, False)
         except OSError as e:
             raise DesyncError(f"cannot extract {_show(ev.path)}: {e.strerror or e}") from None
 
+    def entry(self, pfd: int, name: bytes, ev: Node, finish_here: bool) -> bool:
+        """Create a non-directory at the free ``name``; False when a node could not be created (warned)."""
+        meta = ev.meta
+        if meta.is_reg:
+            if not self.from_seed(pfd, name, ev):
+                self.regular(pfd, name, ev, finish_here)
+        elif meta.is_symlink:
+            os.symlink(meta.target, name, dir_fd=pfd)
+            self.owner_at(pfd, name, meta, ev.path)
+            self.selinux_at(pfd, name, meta, ev.path)
+            self.mtime_at(pfd, name, meta)
+        else:
+            return self.special(pfd, name, ev)
+        return True
+
+    def replace_entry(self, pfd: int, name: bytes, ev: Node) -> None:
+        """Make the entry complete under a temp name, then rename it over whatever ``name`` holds."""
+        tmp = _temp_name(name)
+        try:
+            if self.entry(pfd, tmp, ev, True):
+                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                return
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=pfd)
+            except OSError:
+                pass
+            raise
+        try:
+            os.unlink(name, dir_fd=pfd)  # the archive's node could not be made: the old entry must not stay
+        except FileNotFoundError:
+            pass
+
+    def from_seed(self, pfd: int, name: bytes, ev: Node) -> bool:
+        """Extract a regular file sharing a seed file's data when one holds the same bytes; False: no seed to try.
+
+        The archive's bytes are written first (hashed on the way); a seed
+        file cloned or hardlinked under a temp name replaces them only when
+        its own bytes hash the same, so a seed never puts wrong bytes in.
+        """
+        seeds = self.opts.seed_files
+        payload = ev.payload
+        if seeds is None or not seeds.active or payload is None or not payload.remaining:
+            return False
+        size = payload.remaining
+        cands = seeds.candidates(ev.path, size)
+        if not cands:
+            return False
+        meta = ev.meta
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        try:
+            h = hashlib.sha256()
+            for block in payload.blocks(self.opts.block_size):
+                h.update(block)
+                fsutil.write_all(fd, block)
+            want = h.digest()
+            for cand in cands:
+                if self.share_seed(pfd, name, cand, size, want, ev):
+                    return True
+            self.fd_metadata(fd, meta, ev.path)
+        finally:
+            os.close(fd)
+        return True
+
+    def share_seed(self, pfd: int, name: bytes, cand: bytes, size: int, want: bytes, ev: Node) -> bool:
+        """Put ``cand``'s data at ``name`` by hardlink or clone if its bytes hash to ``want``."""
+        seeds = self.opts.seed_files
+        assert seeds is not None
+        tmp = _temp_name(name)
+        if seeds.hardlink and self.plain_metadata(ev.meta) and self.same_metadata(cand, size, ev.meta):
+            try:
+                os.link(cand, tmp, dst_dir_fd=pfd, follow_symlinks=False)
+            except OSError:
+                pass
+            else:
+                if self.verified(pfd, tmp, want) and self.same_metadata(cand, size, ev.meta):
+                    os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                    seeds.stats.hardlinked_bytes += size
+                    seeds.stats.hardlinked_files += 1
+                    return True
+                os.unlink(tmp, dir_fd=pfd)
+        if not seeds.may_clone:
+            return False
+        try:
+            src = os.open(cand, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        dst = -1
+        try:
+            if os.fstat(src).st_size != size:
+                return False
+            dst = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            try:
+                filecopy.clone_range(src, 0, dst, 0, size)
+            except OSError as e:
+                if seeds.reflink == "yes":
+                    raise DesyncError(f"cannot clone {os.fsdecode(cand)} (--reflink yes): {e.strerror}") from None
+                seeds.may_clone = False  # this file system cannot clone: stop trying
+                return False
+            if _digest_of(dst) != want:
+                return False
+            self.fd_metadata(dst, ev.meta, ev.path)
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+            dst_done = dst
+            dst = -1
+            os.close(dst_done)
+            seeds.stats.cloned_bytes += size
+            seeds.stats.cloned_files += 1
+            return True
+        finally:
+            os.close(src)
+            if dst >= 0:
+                os.close(dst)
+                os.unlink(tmp, dir_fd=pfd)
+
+    def same_metadata(self, path: bytes, size: int, meta: Meta) -> bool:
+        """Whether a hardlink to ``path`` has the owner, mode, times and (no) xattrs the archive wants."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        try:
+            if os.listxattr(path, follow_symlinks=False):
+                return False
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):  # no xattrs on this file system: none to differ
+                return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or stat.S_IMODE(st.st_mode) != self.mode_bits(meta):
+            return False
+        ids = self.ids(meta)
+        if (st.st_uid, st.st_gid) != (ids if ids is not None else (os.geteuid(), os.getegid())):
+            return False
+        return not ff.time_granularity(self.flags) or st.st_mtime_ns == meta.mtime_ns
+
+    def verified(self, pfd: int, name: bytes, want: bytes) -> bool:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        except OSError:
+            return False
+        try:
+            return _digest_of(fd) == want
+        finally:
+            os.close(fd)
+
     def clear_slot(self, pfd: int, name: bytes, want_dir: bool, path: tuple[bytes, ...]) -> None:
-        """Remove what occupies ``name`` unless it is a directory we may reuse."""
+        """Make room for the archive's entry at ``name`` in an existing directory.
+
+        A directory stays for a directory; anything else stays for a non-directory
+        (it is replaced by a rename); a directory where the archive has something
+        else is removed (only when empty, unless deleting).
+        """
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -232,19 +416,75 @@ class _Extractor:
         if stat.S_ISDIR(st.st_mode):
             if want_dir:
                 return
+            if self.opts.delete:
+                self.remove_at(pfd, name, True, path)
+                return
             try:
                 os.rmdir(name, dir_fd=pfd)
             except OSError as e:
                 raise DesyncError(f"cannot replace directory {_show(path)}: {e.strerror}") from None
             return
-        os.unlink(name, dir_fd=pfd)
+        if want_dir:
+            os.unlink(name, dir_fd=pfd)
 
-    def regular(self, pfd: int, name: bytes, ev: Node) -> None:
+    def remove_at(self, pfd: int, name: bytes, is_dir: bool, path: tuple[bytes, ...]) -> None:
+        """Remove an entry of an existing directory, a directory with all it holds (``delete``)."""
+        try:
+            if is_dir:
+                shutil.rmtree(name, dir_fd=pfd)
+            else:
+                os.unlink(name, dir_fd=pfd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise DesyncError(f"cannot remove {_show(path)}: {e.strerror}") from None
+
+    def note_unseen(self, fr: _Frame) -> None:
+        """Remember what an existing directory holds beyond the archive's entries, for ``--delete``.
+
+        They are removed only after the whole archive is extracted: until then
+        a seed tree that is also the target can still provide their bytes
+        (a file moved to a directory that comes later in the archive).
+        """
+        extra = [os.fsencode(raw) for raw in os.listdir(fr.fd)]
+        extra = [name for name in extra if name not in fr.seen]
+        if extra:
+            self.unseen.append(_Unseen(fr.path, fr.meta, fr.dev, fr.ino, extra))
+
+    def delete_unseen(self, target_dir: str | bytes) -> None:
+        """Remove the entries :meth:`note_unseen` found, reaching each directory again without symlinks."""
+        for u in self.unseen:
+            fd = -1
+            try:
+                fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                for name in u.path:
+                    sub = os.open(name, _DIR_OPEN, dir_fd=fd)
+                    os.close(fd)
+                    fd = sub
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != (u.dev, u.ino):
+                    raise DesyncError(f"directory {_show(u.path)} was replaced during extraction")
+                for name in u.names:
+                    try:
+                        est = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    self.remove_at(fd, name, stat.S_ISDIR(est.st_mode), u.path + (name,))
+                if ff.time_granularity(self.flags):
+                    os.utime(fd, ns=(u.meta.mtime_ns, u.meta.mtime_ns))
+            except OSError as e:
+                raise DesyncError(f"cannot clean up directory {_show(u.path)}: {e.strerror or e}") from None
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
+    def regular(self, pfd: int, name: bytes, ev: Node, finish_here: bool = False) -> None:
         """Create the file; the writeback thread writes it and sets its owner, mode and times.
 
         Contents go over as a range of the archive file when it is one, else
-        as buffered blocks; files too big to buffer, and files with metadata
-        beyond owner/mode/times, are finished here.
+        as buffered blocks; files too big to buffer, files with metadata
+        beyond owner/mode/times, and with ``finish_here`` (a file to be renamed
+        into place next) all files are finished here.
         """
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
         meta = ev.meta
@@ -254,7 +494,7 @@ class _Extractor:
         assert writeback is not None
         handed_over = False
         try:
-            here = not self.plain_metadata(meta)
+            here = finish_here or not self.plain_metadata(meta)
             if payload is not None and payload.remaining:
                 found = payload.file_range()
                 if found is not None:
@@ -293,7 +533,7 @@ class _Extractor:
             or (opts.fsflags and meta.fsflags & ff.WITH_CHATTR)
         )
 
-    def special(self, pfd: int, name: bytes, ev: Node) -> None:
+    def special(self, pfd: int, name: bytes, ev: Node) -> bool:
         meta = ev.meta
         ftype = meta.file_type
         try:
@@ -306,7 +546,7 @@ class _Extractor:
         except OSError as e:
             if e.errno in _REFUSED:
                 self.warn(f"{_show(ev.path)}: cannot create {stat.filemode(meta.mode)[0]} node: {e.strerror}")
-                return
+                return False
             raise
         self.owner_at(pfd, name, meta, ev.path)
         os.chmod(name, self.mode_bits(meta), dir_fd=pfd, follow_symlinks=False)
@@ -316,12 +556,15 @@ class _Extractor:
                 self.setxattr(proc, os.fsdecode(xname), value, ev.path)
         self.selinux_at(pfd, name, meta, ev.path)
         self.mtime_at(pfd, name, meta)
+        return True
 
     def end_dir(self, stack: list[_Frame]) -> None:
         if not stack:
             raise DesyncError("unbalanced directory end in archive")
         fr = stack.pop()
         try:
+            if self.opts.delete and not fr.fresh:
+                self.note_unseen(fr)
             if stack:
                 parent = stack[-1]
                 pfd = os.open(b"..", _DIR_OPEN, dir_fd=fr.fd)

@@ -36,10 +36,13 @@ from ..catar import (
 from ..catar.decoder import ByteSource
 from ..catar.encoder import INLINE_LIMIT, FileSlice, encode_items
 from ..catar.output import write_archive
+from ..catar.seedfiles import SeedFiles
 from ..digest import Digest
 from ..errors import DesyncError, UsageError
+from ..filecopy import REFLINK_MODES
 from ..index import Index
 from ..ops.make import MakeStats, chunk_stream
+from ..ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
 from ..parallel import ordered_map
 from ..progress import Progress
 from ..rawio import BlockSource
@@ -93,6 +96,18 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("--no-xattrs", action="store_true", help="do not restore extended attributes and ACLs")
     p.add_argument("--output-format", choices=("disk", "gnu-tar", "pax"), default="disk",
                    help="write files to disk (default), or a GNU or pax tar stream")
+    p.add_argument("--seed", action="append", default=[], dest="seeds", metavar="DIR",
+                   help="an existing tree holding some of the archive (e.g. its previous version): with -i, "
+                        "chunks found in it are read from it instead of the store; files with the same contents "
+                        "share its data per --reflink/--hardlink (repeatable)")
+    p.add_argument("--reflink", choices=REFLINK_MODES, default="auto",
+                   help="share a seed file's data by cloning it where the file system can (auto, default), "
+                        "always (yes: an error where it cannot) or never (no)")
+    p.add_argument("--hardlink", choices=("yes", "no"), default="no",
+                   help="hardlink seed files whose contents and metadata are what the archive holds (default no)")
+    p.add_argument("--print-stats", action="store_true", help="print where the bytes came from to stderr")
+    p.add_argument("--delete", action="store_true",
+                   help="when DIR exists, remove what the archive does not have (updating a tree in place)")
     p.add_argument("archive", help="catar file or archive index")
     p.add_argument("target", help="directory to extract into, or tar output ('-' for stdout)")
     p.set_defaults(func=run_untar)
@@ -190,46 +205,68 @@ def run_tar(args: argparse.Namespace) -> int:
 
 
 
-def _index_blocks(index: Index, store: Store, workers: int, progress: Progress | None) -> BlockSource:
-    """The byte stream an archive index describes, fetched from the store in order."""
-    blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers)
-    return BlockSource(blocks if progress is None else _counted(blocks, progress))
-
-
 def _counted(blocks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
     for block in blocks:
         progress.add(len(block))
         yield block
 
 
-def _events(args: argparse.Namespace, location: str,
-            progress_label: str = "") -> tuple[Iterator[Node | DirEnd], Store | None, Progress | None]:
+def _events(args: argparse.Namespace, location: str, progress_label: str = "",
+            seed_stats: TreeSeedStats | None = None) -> tuple[Iterator[Node | DirEnd], Store | None, Progress | None]:
     """Decoded events of a catar file or archive index, the store and the progress to close.
 
-    With ``progress_label``, an archive index's bytes are shown as they are fetched.
+    With ``progress_label``, an archive index's bytes are shown as they are fetched; with
+    ``seed_stats``, the ``--seed`` trees are offered before the store and the sources counted.
     """
+    seeds: list[str] = getattr(args, "seeds", [])
     if args.index or location.endswith(".caidx") or targets.is_index_file(location):
         index = common.load_index(location, args)
         if not ff.describes_archive(index.flags) and not location.endswith(".caidx"):
             raise UsageError(f"{location} is a blob index (.caibx): use 'desync extract' to rebuild its file")
         store = common.read_store(args, index.digest)
-        progress = common.show_progress(progress_label, index.length) if progress_label else None
-        source: ByteSource = io.BufferedReader(_index_blocks(index, store, args.workers, progress), 1 << 20)
+        try:
+            tree_seeds = _tree_seeds(seeds, index, common.cpu_workers(args))
+            progress = common.show_progress(progress_label, index.length) if progress_label else None
+        except BaseException:
+            store.close()
+            raise
+        blocks: Iterator[bytes]
+        if tree_seeds or seed_stats is not None:
+            blocks = SeededChunks(index, tree_seeds, store, args.workers, seed_stats).blocks()
+        else:
+            blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, args.workers)
+        source: ByteSource = io.BufferedReader(BlockSource(blocks if progress is None else
+                                                           _counted(blocks, progress)), 1 << 20)
         return decode(source, expected_flags=index.flags), store, progress
     return decode(_open_input(location)), None, None
 
 
+def _tree_seeds(dirs: list[str], index: Index, workers: int) -> list[TreeSeed]:
+    """Each --seed directory encoded and chunked like ``index`` (progress shows the bytes read)."""
+    found: list[TreeSeed] = []
+    for d in dirs:
+        with common.show_progress(f"Chunking seed {d}", 0) as prog:
+            found.append(TreeSeed(d, index, workers, prog))
+    return found
+
+
 def run_untar(args: argparse.Namespace) -> int:
-    events, store, prog = _events(args, args.archive, "Extracting")
+    stats = TreeSeedStats() if args.print_stats else None
+    events, store, prog = _events(args, args.archive, "Extracting", stats)
+    opts: ExtractOptions | None = None
     try:
         if args.output_format == "disk":
             if args.target == "-":
                 raise UsageError("extracting to disk needs a directory (use --output-format gnu-tar for stdout)")
-            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=common.warn)
+            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=common.warn, delete=args.delete)
+            if args.seeds:
+                opts.seed_files = SeedFiles(args.seeds, args.reflink, args.hardlink == "yes")
             if args.no_xattrs:
                 opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
             extract_events(events, args.target, opts)
         else:
+            if args.delete:
+                raise UsageError("--delete needs --output-format disk")
             fmt = "gnu" if args.output_format == "gnu-tar" else "pax"
             if args.target == "-":
                 catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=common.warn)
@@ -245,6 +282,15 @@ def run_untar(args: argparse.Namespace) -> int:
             prog.finish()
         if store is not None:
             store.close()
+    if stats is not None:
+        sys.stderr.write(f"Chunks from seeds: {stats.seed_chunks}\nBytes from seeds: {stats.seed_bytes}\n"
+                         f"Chunks from the store: {stats.store_chunks}\nBytes from the store: {stats.store_bytes}\n"
+                         f"Stale seed chunks: {stats.stale_chunks}\n")
+        if opts is not None and opts.seed_files is not None:
+            shared = opts.seed_files.stats
+            sys.stderr.write(f"Files cloned from seeds: {shared.cloned_files}\nBytes cloned from seeds: "
+                             f"{shared.cloned_bytes}\nFiles hardlinked from seeds: {shared.hardlinked_files}\n"
+                             f"Bytes hardlinked from seeds: {shared.hardlinked_bytes}\n")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import BinaryIO, Final
 from ._accel import fileio_module
 from . import tempnames
 from .errors import DesyncError
+from .readbudget import ReadBudget
 
 _FILEIO: Final = fileio_module
 # copy_file_range refusals that mean "not between these files" (pipes, other file systems): copy through a buffer.
@@ -311,7 +312,9 @@ def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
     is still refused rather than read without bound.
     """
     fd, size = open_regular(path, limit, dir_fd)
+    budget = ReadBudget()
     try:
+        budget.grow(size)
         chunks = []
         total = 0
         while True:
@@ -324,6 +327,7 @@ def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
             chunks.append(block)
     finally:
         os.close(fd)
+        budget.release()
     return b"".join(chunks)
 
 

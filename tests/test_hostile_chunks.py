@@ -274,3 +274,47 @@ def test_verify_without_a_size_streams_a_bomb_in_little_memory() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, f"peak {peak >> 20} MiB"
+
+
+def _large_uncompressed_chunks(store: Path, count: int, size: int) -> list[str]:
+    """``count`` valid chunks of ``size`` bytes in an uncompressed store (sparse files: cheap to make)."""
+    ids = []
+    for i in range(count):
+        data = bytes(size - 1) + bytes([i + 1])
+        cid = sha512_256(data)
+        (store / cid[:4]).mkdir(parents=True, exist_ok=True)
+        with open(store / cid[:4] / cid, "wb") as f:
+            f.truncate(size - 1)
+            f.seek(size - 1)
+            f.write(bytes([i + 1]))
+        ids.append(cid)
+    return ids
+
+
+def test_concurrent_large_gets_and_puts_take_turns_on_a_chunk_server(tmp_path: Path) -> None:
+    """Each connection may ask for (or send) a ~60 MiB chunk; together they must not hold one each."""
+    store = tmp_path / "store"
+    store.mkdir()
+    size = 60 << 20
+    ids = _large_uncompressed_chunks(store, 4, size)
+    upload = bytes(size - 2) + b"up"
+    with ServerProcess("chunk-server", "-u", "-w", "-s", store) as srv:
+        results: list[int] = []
+
+        def get(cid: str) -> None:
+            status, body = request(srv.port, "GET", f"/{cid[:4]}/{cid}")
+            results.append(status if len(body) == size else -1)
+
+        def put() -> None:
+            cid = sha512_256(upload)
+            results.append(request(srv.port, "PUT", f"/{cid[:4]}/{cid}", upload)[0])
+
+        workers = [threading.Thread(target=get, args=(cid,)) for cid in ids] + [threading.Thread(target=put)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+        with open(f"/proc/{srv.proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    assert sorted(results) == [200] * 5
+    assert peak < RSS_LIMIT_KIB, f"chunk-server peaked at {peak // 1024} MiB"

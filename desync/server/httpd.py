@@ -32,6 +32,7 @@ from http import HTTPStatus
 from typing import IO, Final
 
 from .._version import __version__
+from ..readbudget import ReadBudget, request_scope
 
 MAX_LINE: Final = 8192
 MAX_HEADERS: Final = 100
@@ -258,7 +259,16 @@ class HTTPServer:
                 pass
 
     def _one(self, sock: socket.socket, reader: "_Reader", client: str, wait: float, state: "_Conn") -> bool:
-        """Serve one request; False when the connection should close."""
+        """Serve one request; False when the connection should close.
+
+        A request that holds a large object (a body or a chunk past
+        readbudget.LARGE_READ) keeps the process's one large-object permit
+        until its reply is sent, so many connections cannot each hold one.
+        """
+        with request_scope():
+            return self._serve_one(sock, reader, client, wait, state)
+
+    def _serve_one(self, sock: socket.socket, reader: "_Reader", client: str, wait: float, state: "_Conn") -> bool:
         req = Request("-", "-", "-", client)
         state.idle_since = time.monotonic()
         try:
@@ -307,6 +317,7 @@ class HTTPServer:
         if self.stream_put and req.method == "PUT":
             req.stream = BodyStream(reader, length, time.monotonic() + allowed)
             return
+        ReadBudget().grow(length)  # kept by the request scope until the reply is sent
         req.body = reader.body(length, allowed)
 
     def _send(self, sock: socket.socket, reader: "_Reader", req: Request, reply: Reply, keep: bool) -> None:
@@ -338,7 +349,11 @@ class HTTPServer:
             self.log.write(req, status, 0 if req.method == "HEAD" else length)
         # A client that stops reading is dropped after the idle timeout, like one that stops sending.
         reader.set_timeout(self.idle_timeout)
-        sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+        if len(body) > SEND_BLOCK:
+            sock.sendall(head.encode("latin-1") + b"\r\n")  # no copy of a large body to glue the head on
+            sock.sendall(body)
+        else:
+            sock.sendall(head.encode("latin-1") + b"\r\n" + body)
 
 
 def _send_file(sock: socket.socket, fd: int, size: int) -> None:

@@ -10,7 +10,11 @@ from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
 from ..featureflags import describes_archive
 from ..ops.cat import cat
+from ..index import Index
 from ..ops.extract import ExtractStats, extract_blob
+from ..ops.seed import SeedOptions, SeedSet, load_seeds
+from ..progress import Progress
+from ..reflink import MODES, RangeCopier
 from ..ops.make import MakeStats, chunk_file, make_blob_index
 from ..parallel import ordered_map
 from ..ops.verify import verify_file
@@ -38,6 +42,10 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("-k", "--in-place", action="store_true",
                    help="write into FILE directly, keeping content that already matches")
     p.add_argument("--print-stats", action="store_true", help="print statistics to stderr")
+    add_seed_options(p)
+    p.add_argument("--reflink", choices=MODES, default="auto",
+                   help="clone seed chunks on file systems that share extents: auto (default) where "
+                        "possible, yes (fail when the file system cannot), no (always copy)")
     p.add_argument("index", help="blob index (.caibx): a file, '-' for stdin, or an index store URL")
     p.add_argument("file", help="output file or block device ('-' for stdout); an existing file keeps its mode "
                                 "and owner, a symlink stays and the file it points at is replaced")
@@ -79,6 +87,28 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(func=run_verify_index)
 
 
+def add_seed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", action="append", default=[], metavar="INDEX[:FILE]|PATH",
+                   help="reuse chunks of a local file: INDEX of it (FILE defaults to INDEX without its "
+                        "extension), or a file, block device or directory without an index, chunked on the "
+                        "fly (repeatable)")
+    p.add_argument("--seed-dir", action="append", default=[], metavar="DIR",
+                   help="every *.caibx in DIR is a seed, with the file of the same name (repeatable)")
+    p.add_argument("--skip-invalid-seeds", action="store_true",
+                   help="skip a seed whose file no longer matches its index instead of failing")
+    p.add_argument("--regenerate-invalid-seeds", action="store_true",
+                   help="re-chunk a seed whose file no longer matches its index and use the fresh index")
+
+
+def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = None) -> SeedSet:
+    """The seeds of ``--seed``/``--seed-dir`` for extracting ``index`` (empty without them)."""
+    if not args.seed and not args.seed_dir:
+        return SeedSet()
+    options = SeedOptions(skip_invalid=args.skip_invalid_seeds, regenerate_invalid=args.regenerate_invalid_seeds,
+                          workers=common.cpu_workers(args), warn=common.warn, progress=prog)
+    return load_seeds(args.seed, args.seed_dir, index, common.store_options(args), options)
+
+
 def run_make(args: argparse.Namespace) -> int:
     targets.check_index_target(args.index, ".caibx", args.force)
     chunker = common.chunker_from(args)
@@ -113,21 +143,47 @@ def run_extract(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     if describes_archive(index.flags):
         raise UsageError(f"{args.index} is an archive index (.caidx): use 'desync untar -i' to extract it")
-    store = common.read_store(args, index.digest)
+    seeded = bool(args.seed or args.seed_dir)
     if args.file == "-":
         # casync's meaning of '-': the blob goes to stdout.
-        with store:
+        if seeded:
+            raise UsageError("--seed needs an output file, not '-'")
+        with common.read_store(args, index.digest) as store:
             cat(index, store, sys.stdout.buffer, workers=common.cpu_workers(args, store))
             sys.stdout.buffer.flush()
         return 0
+    # With seeds the stores are optional: a chunk no seed has is then an error.
+    maybe_store = common.read_store(args, index.digest) if args.stores or not seeded else None
     stats = ExtractStats()
-    with store, common.show_progress("Assembling", index.length) as prog:
-        extract_blob(index, store, args.file, in_place=args.in_place, workers=common.cpu_workers(args, store),
-                     progress=prog, stats=stats)
+    try:
+        with common.show_progress("Chunking seeds", 0) as seed_prog:
+            seeds = open_seeds(args, index, seed_prog)
+        with common.show_progress("Assembling", index.length) as prog:
+            workers = common.cpu_workers(args, maybe_store)
+            extract_blob(index, maybe_store, args.file, in_place=args.in_place, workers=workers, progress=prog,
+                         stats=stats, seeds=seeds, copier=RangeCopier(args.reflink))
+    finally:
+        if maybe_store is not None:
+            maybe_store.close()
     if args.print_stats:
-        sys.stderr.write(f"Chunks: {stats.chunks}\nFetched: {stats.fetched}\n"
-                         f"Kept in place: {stats.skipped_in_place}\nZero chunks: {stats.zero}\n")
+        sys.stderr.write(format_stats(stats, len(seeds)))
     return 0
+
+
+def format_stats(stats: ExtractStats, seeds: int) -> str:
+    """The ``--print-stats`` report of extract: where every byte of the output came from."""
+    lines = [
+        ("Chunks", stats.chunks), ("Seeds", seeds), ("Chunks from seeds", stats.seed_chunks),
+        ("Invalid seed chunks", stats.seed_invalid), ("Fetched", stats.fetched),
+        ("Kept in place", stats.skipped_in_place), ("Zero chunks", stats.zero),
+        ("Bytes kept in place", stats.bytes_kept), ("Bytes cloned from seeds", stats.bytes_seed_cloned),
+        ("Bytes copied from seeds", stats.bytes_seed_copied),
+        ("Bytes cloned from the output (self seed)", stats.bytes_self_cloned),
+        ("Bytes copied from the output (self seed)", stats.bytes_self_copied),
+        ("Bytes of zero chunks", stats.bytes_zero), ("Bytes staged for in-place moves", stats.bytes_staged),
+        ("Bytes from stores", stats.bytes_store),
+    ]
+    return "".join(f"{label}: {value}\n" for label, value in lines)
 
 
 def run_cat(args: argparse.Namespace) -> int:

@@ -36,6 +36,10 @@ class ReflinkUnsupported(DesyncError):
     """``--reflink yes`` and the file system cannot clone between these files."""
 
 
+class SourceEnded(DesyncError):
+    """The file copied from is shorter than the range asked for (a seed that shrank)."""
+
+
 @dataclass(slots=True)
 class CopyResult:
     cloned: int = 0
@@ -55,7 +59,8 @@ class RangeCopier:
             raise DesyncError(f"--reflink must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
         self._clone = mode != "no"
-        self._kernel = True
+        # copy_file_range shares extents by itself on some file systems (XFS, btrfs): "no" copies the bytes.
+        self._kernel = mode != "no"
         self._lock = threading.Lock()
 
     @property
@@ -112,7 +117,7 @@ class RangeCopier:
                 pwrite_all(dst, data, dst_off + done)
                 n = len(data)
             if n == 0:
-                raise DesyncError("a seed file ended early while copying from it")
+                raise SourceEnded("a seed file ended early while copying from it")
             done += n
 
 

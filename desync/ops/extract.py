@@ -24,7 +24,7 @@ from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
 from ..parallel import ordered_map, run_all
-from ..reflink import RangeCopier, block_size, punch_hole
+from ..reflink import RangeCopier, SourceEnded, block_size, punch_hole
 from .seed import SeedSet
 
 
@@ -263,7 +263,7 @@ class _Plan:
                 continue
             try:
                 done = self.copier.copy(self.seed_fds[number], c.start, self.fd, dest, size, self.block)
-            except DesyncError:
+            except SourceEnded:
                 self.count(seed_invalid=1)
                 continue
             data = self._verified(chunk_id, size, dest)

@@ -77,6 +77,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "chunks the stores hold.")
     common.add_store_options(p, cache=True)
     p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
+    p.add_argument("--seed", action="append", default=[], metavar="INDEX[:FILE]|PATH",
+                   help="count the chunks this seed holds (as for extract; an index is trusted, a file "
+                        "without one is chunked)")
+    p.add_argument("--seed-dir", action="append", default=[], metavar="DIR",
+                   help="every *.caibx in DIR is a seed")
     p.add_argument("index", help="index (.caibx or .caidx): a file, '-' for stdin, or an index store URL")
     p.set_defaults(func=run_info)
 
@@ -100,12 +105,14 @@ def add_seed_options(p: argparse.ArgumentParser) -> None:
                    help="re-chunk a seed whose file no longer matches its index and use the fresh index")
 
 
-def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = None) -> SeedSet:
+def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = None,
+               validate: bool = True) -> SeedSet:
     """The seeds of ``--seed``/``--seed-dir`` for extracting ``index`` (empty without them)."""
     if not args.seed and not args.seed_dir:
         return SeedSet()
-    options = SeedOptions(skip_invalid=args.skip_invalid_seeds, regenerate_invalid=args.regenerate_invalid_seeds,
-                          workers=common.cpu_workers(args), warn=common.warn, progress=prog)
+    options = SeedOptions(skip_invalid=getattr(args, "skip_invalid_seeds", False),
+                          regenerate_invalid=getattr(args, "regenerate_invalid_seeds", False),
+                          workers=common.cpu_workers(args), warn=common.warn, progress=prog, validate=validate)
     return load_seeds(args.seed, args.seed_dir, index, common.store_options(args), options)
 
 
@@ -230,16 +237,19 @@ def run_info(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     unique = list(dict.fromkeys(c.id for c in index.chunks))
     sizes = {c.id: c.size for c in index.chunks}
+    with common.show_progress("Chunking seeds", 0) as seed_prog:
+        seeded = set(open_seeds(args, index, seed_prog, validate=False).where)
+    not_in_seed = [i for i in unique if i not in seeded]
     results: dict[str, int] = {
         "total": len(index.chunks),
         "unique": len(unique),
         "in-store": 0,
-        "in-seed": 0,
+        "in-seed": len(unique) - len(not_in_seed),
         "in-cache": 0,
-        "not-in-seed-nor-cache": len(unique),
+        "not-in-seed-nor-cache": len(not_in_seed),
         "size": index.length,
-        "dedup-size-not-in-seed": sum(sizes[i] for i in unique),
-        "dedup-size-not-in-seed-nor-cache": sum(sizes[i] for i in unique),
+        "dedup-size-not-in-seed": sum(sizes[i] for i in not_in_seed),
+        "dedup-size-not-in-seed-nor-cache": sum(sizes[i] for i in not_in_seed),
         "dedup-size-not-in-seed-nor-cache-compressed": 0,
         "chunk-size-min": index.min_size,
         "chunk-size-avg": index.avg_size,
@@ -251,9 +261,9 @@ def run_info(args: argparse.Namespace) -> int:
             cached = [i for i in ordered_map(lambda i: i if cache.has_chunk(i) else None, unique, args.workers)
                       if i is not None]
         results["in-cache"] = len(cached)
-        results["not-in-seed-nor-cache"] = len(unique) - len(cached)
         cached_set = set(cached)
-        results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in unique if i not in cached_set)
+        results["not-in-seed-nor-cache"] = sum(1 for i in not_in_seed if i not in cached_set)
+        results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in not_in_seed if i not in cached_set)
     if args.stores:
         store = common.read_store(args, index.digest, cache=False)
         with store:

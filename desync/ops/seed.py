@@ -52,6 +52,8 @@ class SeedOptions:
     workers: int = 2
     warn: Callable[[str], None] | None = None
     progress: Progress | None = None
+    # info trusts seed indexes as the Go desync does; extract checks each seed file against its index.
+    validate: bool = True
 
 
 @dataclass(slots=True)
@@ -162,9 +164,12 @@ def _indexed_seed(index_path: str, file_path: str, target: Index, chunker: Chunk
     if index.digest.name != target.digest.name:
         raise DesyncError(f"seed index {index_path} uses {index.digest.name}, the index to extract "
                           f"{target.digest.name}")
-    problem = check_seed(file_path, index, options.workers)
+    problem = check_seed(file_path, index, options.workers) if options.validate else ""
     if not problem:
-        return SeedFile(file_path, index, _identity(file_path))
+        try:
+            return SeedFile(file_path, index, _identity(file_path))
+        except OSError as exc:
+            raise DesyncError(f"cannot open seed {file_path}: {exc.strerror}") from None
     if options.regenerate_invalid and os.path.exists(file_path):
         if options.warn is not None:
             options.warn(f"seed {file_path} does not match {index_path} ({problem}): re-chunking it")

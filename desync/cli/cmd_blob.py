@@ -12,6 +12,7 @@ from ..featureflags import describes_archive
 from ..ops.cat import cat
 from ..index import Index
 from ..ops.extract import ExtractStats, extract_blob
+from ..ops.sourcestats import ByteCounts, count_sources
 from ..ops.seed import SeedOptions, SeedSet, load_seeds
 from ..progress import Progress
 from ..reflink import MODES, RangeCopier
@@ -161,6 +162,9 @@ def run_extract(args: argparse.Namespace) -> int:
         return 0
     # With seeds the stores are optional: a chunk no seed has is then an error.
     maybe_store = common.read_store(args, index.digest) if args.stores or not seeded else None
+    counts = ByteCounts()
+    if maybe_store is not None and args.print_stats:
+        maybe_store = count_sources(maybe_store, counts)
     stats = ExtractStats()
     try:
         with common.show_progress("Chunking seeds", 0) as seed_prog:
@@ -173,11 +177,11 @@ def run_extract(args: argparse.Namespace) -> int:
         if maybe_store is not None:
             maybe_store.close()
     if args.print_stats:
-        sys.stderr.write(format_stats(stats, len(seeds)))
+        sys.stderr.write(format_stats(stats, len(seeds), counts))
     return 0
 
 
-def format_stats(stats: ExtractStats, seeds: int) -> str:
+def format_stats(stats: ExtractStats, seeds: int, counts: ByteCounts) -> str:
     """The ``--print-stats`` report of extract: where every byte of the output came from."""
     lines = [
         ("Chunks", stats.chunks), ("Seeds", seeds), ("Chunks from seeds", stats.seed_chunks),
@@ -188,8 +192,9 @@ def format_stats(stats: ExtractStats, seeds: int) -> str:
         ("Bytes cloned from the output (self seed)", stats.bytes_self_cloned),
         ("Bytes copied from the output (self seed)", stats.bytes_self_copied),
         ("Bytes of zero chunks", stats.bytes_zero), ("Bytes staged for in-place moves", stats.bytes_staged),
-        ("Bytes from stores", stats.bytes_store),
+        ("Bytes fetched (cache and stores)", stats.bytes_store),
     ]
+    lines += [(f"Bytes from {label}", n) for label, n in counts.bytes.items()]
     return "".join(f"{label}: {value}\n" for label, value in lines)
 
 

@@ -499,3 +499,17 @@ def test_print_stats_says_how_many_bytes_came_from_the_cache_and_each_store(tmp_
     # With the old version as seed, the stores (and the cache) serve only what the seed lacks.
     seeded = sources("out3", "--seed", tmp_path / "v1.caibx")
     assert sum(seeded.values()) < 70000
+
+
+def test_cat_reads_chunks_from_seeds_and_never_fills_the_cache_from_them(tmp_path: Path) -> None:
+    rng = random.Random(14)
+    v1 = rng.randbytes(120000)
+    v2 = v1[:60000] + rng.randbytes(3000) + v1[60000:]
+    (tmp_path / "v1").write_bytes(v1)
+    v2_index = _make(tmp_path, "v2", v2)
+    proc = run_desync("cat", "-s", tmp_path / "store", "-c", tmp_path / "cache", "--seed", tmp_path / "v1", v2_index)
+    assert proc.stdout == v2
+    cached = [p for p in (tmp_path / "cache").rglob("*.cacnk")]
+    assert 0 < len(cached) <= 4  # only the chunks around the insertion came from the store
+    proc = run_desync("cat", "--seed", tmp_path / "v1", "-o", "1000", "-l", "5000", v2_index)
+    assert proc.stdout == v2[1000:6000]

@@ -13,7 +13,7 @@ from ..ops.cat import cat
 from ..index import Index
 from ..ops.extract import ExtractStats, extract_blob
 from ..ops.sourcestats import ByteCounts, count_sources
-from ..ops.seed import SeedOptions, SeedSet, load_seeds
+from ..ops.seed import SeededStore, SeedOptions, SeedSet, load_seeds
 from ..progress import Progress
 from ..reflink import MODES, RangeCopier
 from ..ops.make import MakeStats, chunk_file, make_blob_index
@@ -57,6 +57,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("-o", "--offset", type=common.non_negative_int, default=0, help="first byte to write")
     p.add_argument("-l", "--length", type=common.non_negative_int, default=None,
                    help="number of bytes (default: to the end)")
+    add_seed_options(p)
     p.add_argument("index", help="index file")
     p.add_argument("output", nargs="?", default="-", help="output file (default stdout)")
     p.set_defaults(func=run_cat)
@@ -200,11 +201,22 @@ def format_stats(stats: ExtractStats, seeds: int, counts: ByteCounts) -> str:
 
 def run_cat(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
-    store = common.read_store(args, index.digest)
+    seeded = bool(args.seed or args.seed_dir)
+    store: Store | None = common.read_store(args, index.digest) if args.stores or not seeded else None
+    if seeded:
+        try:
+            seeds = open_seeds(args, index)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        store = SeededStore(seeds, store, index.digest)
+    assert store is not None
     length = -1 if args.length is None else args.length
+    workers = common.cpu_workers(args, store)
     with store:
         if args.output == "-":
-            cat(index, store, sys.stdout.buffer, offset=args.offset, length=length, workers=common.cpu_workers(args, store))
+            cat(index, store, sys.stdout.buffer, offset=args.offset, length=length, workers=workers)
             sys.stdout.buffer.flush()
         else:
             try:
@@ -212,7 +224,7 @@ def run_cat(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise DesyncError(f"cannot write {args.output}: {exc.strerror}") from None
             with out:
-                cat(index, store, out, offset=args.offset, length=length, workers=common.cpu_workers(args, store))
+                cat(index, store, out, offset=args.offset, length=length, workers=workers)
     return 0
 
 

@@ -15,9 +15,10 @@ costs a store fetch, never wrong output.
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from ..chunk import Chunk
 from ..chunker import Chunker
 from ..digest import Digest
 from ..errors import DesyncError
@@ -27,7 +28,7 @@ from ..ops.make import make_blob_index
 from ..parallel import ordered_map
 from ..progress import Progress
 from ..stores.indexes import read_index
-from ..stores.base import StoreOptions
+from ..stores.base import Store, StoreOptions
 
 INDEX_SUFFIX = ".caibx"
 
@@ -217,3 +218,53 @@ def check_seed(path: str, index: Index, workers: int) -> str:
         return f"cannot read it: {exc.strerror}"
     finally:
         os.close(fd)
+
+
+class SeededStore(Store):
+    """Chunks from the seeds (read and verified) first, then from ``backend``; for streaming readers (cat).
+
+    The cache behind ``backend`` only ever sees store fetches: seed bytes
+    never reach it.
+    """
+
+    def __init__(self, seeds: SeedSet, backend: Store | None, digest: Digest) -> None:
+        self.seeds = seeds
+        self.backend = backend
+        self.digest = digest
+        self.location = f"seeds, then {backend}" if backend is not None else "seeds"
+        self._fds: list[int] = []
+        try:
+            for seed in seeds.seeds:
+                self._fds.append(os.open(seed.path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            self.close()
+            raise DesyncError(f"cannot open seed {seed.path}: {exc.strerror}") from None
+
+    def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
+        for number, c in self.seeds.where.get(chunk_id, ()):
+            try:
+                data = os.pread(self._fds[number], c.size, c.start)
+            except OSError:
+                continue
+            if self.digest.sum(data) == chunk_id:
+                return Chunk(chunk_id, data=data, origin=self.seeds.seeds[number].path)
+        if self.backend is None:
+            raise DesyncError(f"chunk {chunk_id.hex()} is in no seed and no store was given (use -s STORE)")
+        return self.backend.get_chunk(chunk_id, size_hint)
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        return chunk_id in self.seeds.where or (self.backend is not None and self.backend.has_chunk(chunk_id))
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        return iter(list(self.seeds.where))
+
+    @property
+    def parallelism(self) -> int:
+        return self.backend.parallelism if self.backend is not None else os.cpu_count() or 1
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        if self.backend is not None:
+            self.backend.close()

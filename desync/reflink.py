@@ -49,9 +49,9 @@ class CopyResult:
 class RangeCopier:
     """Copies ranges per ``--reflink`` mode, remembering what the file systems refused.
 
-    After the first refusal of a clone (another file system, no reflink
-    support) ``auto`` stops trying; ``yes`` raises instead.  Thread-safe: the
-    flags only ever go from True to False.
+    After the first refusal of a clone from a source (another file system,
+    no reflink support) ``auto`` stops trying for that source; ``yes``
+    raises instead.  Thread-safe: the refusal sets only grow.
     """
 
     def __init__(self, mode: str = "auto") -> None:
@@ -61,16 +61,19 @@ class RangeCopier:
         self._clone = mode != "no"
         # copy_file_range shares extents by itself on some file systems (XFS, btrfs): "no" copies the bytes.
         self._kernel = mode != "no"
+        # Source descriptors a clone or kernel copy was refused from (another file system, say): copied by hand.
+        self._no_clone: set[int] = set()
+        self._no_kernel: set[int] = set()
         self._lock = threading.Lock()
 
-    @property
-    def may_clone(self) -> bool:
-        return self._clone
+    def may_clone(self, src: int) -> bool:
+        """Whether a clone from ``src`` is still worth trying."""
+        return self._clone and src not in self._no_clone
 
     def copy(self, src: int, src_off: int, dst: int, dst_off: int, size: int, block: int) -> CopyResult:
         """Put ``size`` bytes of ``src`` at ``src_off`` into ``dst`` at ``dst_off``."""
         result = CopyResult()
-        if self._clone and size > 0:
+        if self._clone and size > 0 and src not in self._no_clone:
             # Clone only where both offsets are block-aligned together: the same remainder modulo the block.
             if src_off % block == dst_off % block:
                 head = (-dst_off) % block
@@ -97,20 +100,20 @@ class RangeCopier:
                 raise ReflinkUnsupported(f"--reflink yes: the file system cannot clone between the seed and "
                                          f"the output ({os.strerror(exc.errno or 0)})") from None
             with self._lock:
-                self._clone = False
+                self._no_clone.add(src)
             return False
 
     def _copy(self, src: int, src_off: int, dst: int, dst_off: int, size: int) -> None:
         done = 0
         while done < size:
-            if self._kernel:
+            if self._kernel and src not in self._no_kernel:
                 try:
                     n = os.copy_file_range(src, dst, size - done, src_off + done, dst_off + done)
                 except OSError as exc:
                     if exc.errno not in NO_COPY_RANGE:
                         raise
                     with self._lock:
-                        self._kernel = False
+                        self._no_kernel.add(src)
                     continue
             else:
                 data = os.pread(src, min(size - done, 1 << 20), src_off + done)

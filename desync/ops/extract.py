@@ -283,7 +283,7 @@ class _Plan:
         first = todo[0]
         size = len(data)
         for off in todo[1:]:
-            if self.copier.may_clone and off % self.block == first % self.block and size >= 2 * self.block:
+            if self.copier.may_clone(self.fd) and off % self.block == first % self.block and size >= 2 * self.block:
                 done = self.copier.copy(self.fd, first, self.fd, off, size, self.block)
                 self.count(bytes_self_cloned=done.cloned, bytes_self_copied=done.copied)
             else:

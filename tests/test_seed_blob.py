@@ -513,3 +513,19 @@ def test_cat_reads_chunks_from_seeds_and_never_fills_the_cache_from_them(tmp_pat
     assert 0 < len(cached) <= 4  # only the chunks around the insertion came from the store
     proc = run_desync("cat", "--seed", tmp_path / "v1", "-o", "1000", "-l", "5000", v2_index)
     assert proc.stdout == v2[1000:6000]
+
+
+def test_a_missing_seed_is_a_one_line_error_or_skipped_on_request(tmp_path: Path) -> None:
+    data = random.Random(15).randbytes(40000)
+    v_index = _make(tmp_path, "v", data)
+    for seed in (tmp_path / "gone", tmp_path / "gone.caibx"):
+        proc = run_desync("extract", "-s", tmp_path / "store", "--seed", seed, v_index, tmp_path / "out", check=False)
+        assert "gone" in assert_one_line_error(proc)
+        assert not (tmp_path / "out").exists()
+    (tmp_path / "gone.caibx").write_bytes(v_index.read_bytes())  # an index whose file is missing
+    for seed in (tmp_path / "gone", tmp_path / "gone.caibx"):
+        proc = run_desync("extract", "-s", tmp_path / "store", "--seed", seed, v_index, tmp_path / "out", check=False)
+        assert "gone" in assert_one_line_error(proc)
+        run_desync("extract", "-s", tmp_path / "store", "--seed", seed, "--skip-invalid-seeds", v_index,
+                   tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == data

@@ -256,8 +256,10 @@ class _Plan:
         at = self.spilled.get(chunk_id)
         if at is not None:
             self.copier.copy(self.spill_fd, at, self.fd, dest, size, self.block)
-            self.count(seed_chunks=1, bytes_seed_copied=size)
-            return self._verified(chunk_id, size, dest)
+            staged = self._verified(chunk_id, size, dest)
+            if staged is not None:
+                self.count(seed_chunks=1, bytes_seed_copied=size)
+                return staged
         for number, c in self.seeds.where.get(chunk_id, ()):
             if c.size != size:
                 continue

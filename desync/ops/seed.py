@@ -143,7 +143,13 @@ def load_seeds(specs: list[str], seed_dirs: list[str], target: Index, store_opti
         if seed is not None:
             seeds.add(seed, wanted)
     for file_path in plain:
-        seeds.add(chunk_seed(file_path, target.digest, chunker, options), wanted)
+        try:
+            seeds.add(chunk_seed(file_path, target.digest, chunker, options), wanted)
+        except InvalidSeed as unusable:
+            if not options.skip_invalid:
+                raise
+            if options.warn is not None:
+                options.warn(f"skipping seed {file_path}: {unusable}")
     return seeds
 
 
@@ -152,9 +158,9 @@ def chunk_seed(path: str, digest: Digest, chunker: Chunker, options: SeedOptions
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise DesyncError(f"cannot open seed {path}: {exc.strerror}") from None
+        raise InvalidSeed(f"cannot open seed {path}: {exc.strerror}") from None
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise DesyncError(f"seed {path} is not a file, block device or directory")
+        raise InvalidSeed(f"seed {path} is not a file, block device or directory")
     index = make_blob_index(path, chunker, digest, None, workers=options.workers, progress=options.progress)
     return SeedFile(path, index, (st.st_dev, st.st_ino))
 

@@ -529,3 +529,40 @@ def test_a_missing_seed_is_a_one_line_error_or_skipped_on_request(tmp_path: Path
         run_desync("extract", "-s", tmp_path / "store", "--seed", seed, "--skip-invalid-seeds", v_index,
                    tmp_path / "out")
         assert (tmp_path / "out").read_bytes() == data
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A loop block device over a 1 MiB file (needs root and losetup)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("losetup") is None or os.geteuid() != 0:
+        pytest.skip("a loop device needs root and losetup")
+    backing = tmp_path / "device.img"
+    backing.write_bytes(bytes(1 << 20))
+    proc = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, timeout=30)
+    if proc.returncode != 0:
+        pytest.skip(f"loop devices are not permitted here: {proc.stderr.decode(errors='replace').strip()}")
+    device = Path(proc.stdout.decode().strip())
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", str(device)], check=True, timeout=30)
+
+
+def test_a_block_device_is_updated_in_place_from_its_own_old_content(tmp_path: Path, loop_device: Path) -> None:
+    rng = random.Random(16)
+    parts = [rng.randbytes(100000) for _ in range(10)]
+    v1 = b"".join(parts) + bytes((1 << 20) - 1000000)
+    v2 = b"".join(parts[::-1]) + bytes((1 << 20) - 1000000)  # every part moves: a reversal within the device
+    with open(loop_device, "r+b") as dev:
+        dev.write(v1)
+    v2_index = _make(tmp_path, "v2", v2)
+    proc = run_desync("extract", "-k", "--print-stats", "-s", tmp_path / "store", "--seed", loop_device, v2_index,
+                      loop_device)
+    with open(loop_device, "rb") as dev:
+        assert dev.read() == v2
+    err = proc.stderr.decode()
+    fetched = re.search(r"Bytes fetched \(cache and stores\): (\d+)", err)
+    assert fetched is not None and int(fetched.group(1)) < 200000, err  # only chunks across the joins

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..errors import DesyncError
 from .. import tempnames
@@ -53,8 +53,8 @@ class ExtractStats:
     bytes_store: int = 0
 
     def add(self, other: "ExtractStats") -> None:
-        for name in ExtractStats.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(ExtractStats):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def _group(index: Index) -> dict[bytes, tuple[int, list[int]]]:

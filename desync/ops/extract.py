@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 
 from ..errors import DesyncError
 from .. import tempnames
-from ..fsutil import adopt_attributes, pwrite_all, resolve_target, sync_directory
+from ..fsutil import adopt_attributes, pwrite_all, pwrite_many, resolve_target, sync_directory
 from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
@@ -224,6 +224,10 @@ class _Plan:
                 cid = fetch[0][0]
                 raise DesyncError(f"chunk {cid.hex()} is in no seed and no store was given (use -s STORE)")
             chunks = self.store.get_chunks([(chunk_id, size) for chunk_id, size, _ in fetch])
+            # One pwrite_many for the batch (the C helper releases the GIL once); clones need the first copy
+            # on disk, so they come after it.
+            pieces: list[tuple[bytes, int]] = []
+            clones: list[tuple[bytes, list[int]]] = []
             for (chunk_id, size, todo), chunk in zip(fetch, chunks):
                 data = chunk.data(size)
                 if len(data) != size:
@@ -232,7 +236,15 @@ class _Plan:
                 if data.count(0) == size:
                     self.zeros(size, todo, fetched=True)
                     continue
-                pwrite_all(self.fd, data, todo[0])
+                pieces.append((data, todo[0]))
+                if len(todo) > 1:
+                    if self.copier.may_clone(self.fd) and size >= 2 * self.block:
+                        clones.append((data, todo))
+                    else:
+                        pieces.extend((data, off) for off in todo[1:])
+                        self.count(bytes_self_copied=size * (len(todo) - 1))
+            pwrite_many(self.fd, pieces)
+            for data, todo in clones:
                 self.replicate(data, todo)
         if self.progress is not None:
             self.progress.add(sum(size * len(offsets) for _, size, offsets in batch))

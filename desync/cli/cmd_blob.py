@@ -36,9 +36,12 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(func=run_make)
 
     p = sub.add_parser("extract", help="rebuild a file from its index and stores",
-                       description="Assemble the blob described by INDEX into FILE, reading chunks from the "
-                                   "stores. The file is written to a temp name and renamed when complete, "
-                                   "unless -k (in place) is given.")
+                       description="Assemble the blob described by INDEX into FILE, taking chunks from local "
+                                   "seeds (--seed, --seed-dir; verified against their IDs) before the stores. "
+                                   "The file is written to a temp name and renamed when complete, unless -k "
+                                   "(in place) is given; with -k and FILE also given as --seed, chunks that "
+                                   "moved inside FILE are reused, their old bytes read before anything "
+                                   "overwrites them.")
     common.add_store_options(p, cache=True)
     p.add_argument("-k", "--in-place", action="store_true",
                    help="write into FILE directly, keeping content that already matches")

@@ -10,7 +10,12 @@ from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
 from ..featureflags import describes_archive
 from ..ops.cat import cat
+from ..index import Index
 from ..ops.extract import ExtractStats, extract_blob
+from ..ops.sourcestats import ByteCounts, count_sources
+from ..ops.seed import SeededStore, SeedOptions, SeedSet, load_seeds
+from ..progress import Progress
+from ..reflink import MODES, RangeCopier
 from ..ops.make import MakeStats, chunk_file, make_blob_index
 from ..parallel import ordered_map
 from ..ops.verify import verify_file
@@ -31,13 +36,20 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(func=run_make)
 
     p = sub.add_parser("extract", help="rebuild a file from its index and stores",
-                       description="Assemble the blob described by INDEX into FILE, reading chunks from the "
-                                   "stores. The file is written to a temp name and renamed when complete, "
-                                   "unless -k (in place) is given.")
+                       description="Assemble the blob described by INDEX into FILE, taking chunks from local "
+                                   "seeds (--seed, --seed-dir; verified against their IDs) before the stores. "
+                                   "The file is written to a temp name and renamed when complete, unless -k "
+                                   "(in place) is given; with -k and FILE also given as --seed, chunks that "
+                                   "moved inside FILE are reused, their old bytes read before anything "
+                                   "overwrites them.")
     common.add_store_options(p, cache=True)
     p.add_argument("-k", "--in-place", action="store_true",
                    help="write into FILE directly, keeping content that already matches")
     p.add_argument("--print-stats", action="store_true", help="print statistics to stderr")
+    add_seed_options(p)
+    p.add_argument("--reflink", choices=MODES, default="auto",
+                   help="clone seed chunks on file systems that share extents: auto (default) where "
+                        "possible, yes (fail when the file system cannot), no (always copy)")
     p.add_argument("index", help="blob index (.caibx): a file, '-' for stdin, or an index store URL")
     p.add_argument("file", help="output file or block device ('-' for stdout); an existing file keeps its mode "
                                 "and owner, a symlink stays and the file it points at is replaced")
@@ -48,6 +60,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("-o", "--offset", type=common.non_negative_int, default=0, help="first byte to write")
     p.add_argument("-l", "--length", type=common.non_negative_int, default=None,
                    help="number of bytes (default: to the end)")
+    add_seed_options(p)
     p.add_argument("index", help="index file")
     p.add_argument("output", nargs="?", default="-", help="output file (default stdout)")
     p.set_defaults(func=run_cat)
@@ -69,6 +82,11 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "chunks the stores hold.")
     common.add_store_options(p, cache=True)
     p.add_argument("-f", "--format", choices=("json", "plain"), default="json", help="output format")
+    p.add_argument("--seed", action="append", default=[], metavar="INDEX[:FILE]|PATH",
+                   help="count the chunks this seed holds (as for extract; an index is trusted, a file "
+                        "without one is chunked)")
+    p.add_argument("--seed-dir", action="append", default=[], metavar="DIR",
+                   help="every *.caibx in DIR is a seed")
     p.add_argument("index", help="index (.caibx or .caidx): a file, '-' for stdin, or an index store URL")
     p.set_defaults(func=run_info)
 
@@ -77,6 +95,30 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("index", help="blob index (.caibx) the file should match")
     p.add_argument("file", help="file or block device to check")
     p.set_defaults(func=run_verify_index)
+
+
+def add_seed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", action="append", default=[], metavar="INDEX[:FILE]|PATH",
+                   help="reuse chunks of a local file: INDEX of it (FILE defaults to INDEX without its "
+                        "extension), or a file, block device or directory without an index, chunked on the "
+                        "fly (repeatable)")
+    p.add_argument("--seed-dir", action="append", default=[], metavar="DIR",
+                   help="every *.caibx in DIR is a seed, with the file of the same name (repeatable)")
+    p.add_argument("--skip-invalid-seeds", action="store_true",
+                   help="skip a seed whose file no longer matches its index instead of failing")
+    p.add_argument("--regenerate-invalid-seeds", action="store_true",
+                   help="re-chunk a seed whose file no longer matches its index and use the fresh index")
+
+
+def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = None,
+               validate: bool = True) -> SeedSet:
+    """The seeds of ``--seed``/``--seed-dir`` for extracting ``index`` (empty without them)."""
+    if not args.seed and not args.seed_dir:
+        return SeedSet()
+    options = SeedOptions(skip_invalid=getattr(args, "skip_invalid_seeds", False),
+                          regenerate_invalid=getattr(args, "regenerate_invalid_seeds", False),
+                          workers=common.cpu_workers(args), warn=common.warn, progress=prog, validate=validate)
+    return load_seeds(args.seed, args.seed_dir, index, common.store_options(args), options)
 
 
 def run_make(args: argparse.Namespace) -> int:
@@ -113,30 +155,71 @@ def run_extract(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     if describes_archive(index.flags):
         raise UsageError(f"{args.index} is an archive index (.caidx): use 'desync untar -i' to extract it")
-    store = common.read_store(args, index.digest)
+    seeded = bool(args.seed or args.seed_dir)
     if args.file == "-":
         # casync's meaning of '-': the blob goes to stdout.
-        with store:
+        if seeded:
+            raise UsageError("--seed needs an output file, not '-'")
+        with common.read_store(args, index.digest) as store:
             cat(index, store, sys.stdout.buffer, workers=common.cpu_workers(args, store))
             sys.stdout.buffer.flush()
         return 0
+    # With seeds the stores are optional: a chunk no seed has is then an error.
+    maybe_store = common.read_store(args, index.digest) if args.stores or not seeded else None
+    counts = ByteCounts()
+    if maybe_store is not None and args.print_stats:
+        maybe_store = count_sources(maybe_store, counts)
     stats = ExtractStats()
-    with store, common.show_progress("Assembling", index.length) as prog:
-        extract_blob(index, store, args.file, in_place=args.in_place, workers=common.cpu_workers(args, store),
-                     progress=prog, stats=stats)
+    try:
+        with common.show_progress("Chunking seeds", 0) as seed_prog:
+            seeds = open_seeds(args, index, seed_prog)
+        with common.show_progress("Assembling", index.length) as prog:
+            workers = common.cpu_workers(args, maybe_store)
+            extract_blob(index, maybe_store, args.file, in_place=args.in_place, workers=workers, progress=prog,
+                         stats=stats, seeds=seeds, copier=RangeCopier(args.reflink))
+    finally:
+        if maybe_store is not None:
+            maybe_store.close()
     if args.print_stats:
-        sys.stderr.write(f"Chunks: {stats.chunks}\nFetched: {stats.fetched}\n"
-                         f"Kept in place: {stats.skipped_in_place}\nZero chunks: {stats.zero}\n")
+        sys.stderr.write(format_stats(stats, len(seeds), counts))
     return 0
+
+
+def format_stats(stats: ExtractStats, seeds: int, counts: ByteCounts) -> str:
+    """The ``--print-stats`` report of extract: where every byte of the output came from."""
+    lines = [
+        ("Chunks", stats.chunks), ("Seeds", seeds), ("Chunks from seeds", stats.seed_chunks),
+        ("Invalid seed chunks", stats.seed_invalid), ("Fetched", stats.fetched),
+        ("Kept in place", stats.skipped_in_place), ("Zero chunks", stats.zero),
+        ("Bytes kept in place", stats.bytes_kept), ("Bytes cloned from seeds", stats.bytes_seed_cloned),
+        ("Bytes copied from seeds", stats.bytes_seed_copied),
+        ("Bytes cloned from the output (self seed)", stats.bytes_self_cloned),
+        ("Bytes copied from the output (self seed)", stats.bytes_self_copied),
+        ("Bytes of zero chunks", stats.bytes_zero), ("Bytes staged for in-place moves", stats.bytes_staged),
+        ("Bytes fetched (cache and stores)", stats.bytes_store),
+    ]
+    lines += [(f"Bytes from {label}", n) for label, n in counts.bytes.items()]
+    return "".join(f"{label}: {value}\n" for label, value in lines)
 
 
 def run_cat(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
-    store = common.read_store(args, index.digest)
+    seeded = bool(args.seed or args.seed_dir)
+    store: Store | None = common.read_store(args, index.digest) if args.stores or not seeded else None
+    if seeded:
+        try:
+            seeds = open_seeds(args, index)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        store = SeededStore(seeds, store, index.digest)
+    assert store is not None
     length = -1 if args.length is None else args.length
+    workers = common.cpu_workers(args, store)
     with store:
         if args.output == "-":
-            cat(index, store, sys.stdout.buffer, offset=args.offset, length=length, workers=common.cpu_workers(args, store))
+            cat(index, store, sys.stdout.buffer, offset=args.offset, length=length, workers=workers)
             sys.stdout.buffer.flush()
         else:
             try:
@@ -144,7 +227,7 @@ def run_cat(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise DesyncError(f"cannot write {args.output}: {exc.strerror}") from None
             with out:
-                cat(index, store, out, offset=args.offset, length=length, workers=common.cpu_workers(args, store))
+                cat(index, store, out, offset=args.offset, length=length, workers=workers)
     return 0
 
 
@@ -174,16 +257,19 @@ def run_info(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     unique = list(dict.fromkeys(c.id for c in index.chunks))
     sizes = {c.id: c.size for c in index.chunks}
+    with common.show_progress("Chunking seeds", 0) as seed_prog:
+        seeded = set(open_seeds(args, index, seed_prog, validate=False).where)
+    not_in_seed = [i for i in unique if i not in seeded]
     results: dict[str, int] = {
         "total": len(index.chunks),
         "unique": len(unique),
         "in-store": 0,
-        "in-seed": 0,
+        "in-seed": len(unique) - len(not_in_seed),
         "in-cache": 0,
-        "not-in-seed-nor-cache": len(unique),
+        "not-in-seed-nor-cache": len(not_in_seed),
         "size": index.length,
-        "dedup-size-not-in-seed": sum(sizes[i] for i in unique),
-        "dedup-size-not-in-seed-nor-cache": sum(sizes[i] for i in unique),
+        "dedup-size-not-in-seed": sum(sizes[i] for i in not_in_seed),
+        "dedup-size-not-in-seed-nor-cache": sum(sizes[i] for i in not_in_seed),
         "dedup-size-not-in-seed-nor-cache-compressed": 0,
         "chunk-size-min": index.min_size,
         "chunk-size-avg": index.avg_size,
@@ -195,9 +281,9 @@ def run_info(args: argparse.Namespace) -> int:
             cached = [i for i in ordered_map(lambda i: i if cache.has_chunk(i) else None, unique, args.workers)
                       if i is not None]
         results["in-cache"] = len(cached)
-        results["not-in-seed-nor-cache"] = len(unique) - len(cached)
         cached_set = set(cached)
-        results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in unique if i not in cached_set)
+        results["not-in-seed-nor-cache"] = sum(1 for i in not_in_seed if i not in cached_set)
+        results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in not_in_seed if i not in cached_set)
     if args.stores:
         store = common.read_store(args, index.digest, cache=False)
         with store:

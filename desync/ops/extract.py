@@ -11,21 +11,28 @@ holes in the fresh (sparse) temp file.
 
 import os
 import stat
+import tempfile
 import threading
+from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..errors import DesyncError
 from .. import tempnames
-from ..fsutil import adopt_attributes, pwrite_many, resolve_target, sync_directory
+from ..fsutil import adopt_attributes, pwrite_all, pwrite_many, resolve_target, sync_directory
 from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
-from ..parallel import run_all
+from ..parallel import ordered_map, run_all
+from ..reflink import RangeCopier, SourceEnded, block_size, punch_hole
+from .seed import SeedSet
 
 
 # Distinct chunks per worker job: enough to batch the store's I/O, few enough to spread the work.
 BATCH = 16
+# In-place updates stage old bytes of the output that a later write would clobber: in memory up to this much,
+# then in a temp file beside the output.
+STAGE_MEMORY = 256 << 20
 
 
 @dataclass(slots=True)
@@ -34,6 +41,20 @@ class ExtractStats:
     fetched: int = 0
     skipped_in_place: int = 0
     zero: int = 0
+    seed_chunks: int = 0
+    seed_invalid: int = 0
+    bytes_kept: int = 0
+    bytes_seed_cloned: int = 0
+    bytes_seed_copied: int = 0
+    bytes_self_cloned: int = 0
+    bytes_self_copied: int = 0
+    bytes_zero: int = 0
+    bytes_staged: int = 0
+    bytes_store: int = 0
+
+    def add(self, other: "ExtractStats") -> None:
+        for f in fields(ExtractStats):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def _group(index: Index) -> dict[bytes, tuple[int, list[int]]]:
@@ -48,52 +69,240 @@ def _group(index: Index) -> dict[bytes, tuple[int, list[int]]]:
     return groups
 
 
-def write_chunks(fd: int, index: Index, store: Store, *, workers: int, fresh: bool,
-                 progress: Progress | None = None, stats: ExtractStats | None = None) -> None:
+def write_chunks(fd: int, index: Index, store: Store | None, *, workers: int, fresh: bool,
+                 progress: Progress | None = None, stats: ExtractStats | None = None,
+                 seeds: SeedSet | None = None, copier: RangeCopier | None = None,
+                 output_identity: tuple[int, int] = (0, 0), punch: bool = False) -> None:
     """Write every chunk of ``index`` into ``fd`` at its offsets.
 
     ``fresh`` means the file is new and sparse (zero chunks need no write);
-    otherwise existing content that already matches a chunk is kept.
+    otherwise existing content that already matches a chunk is kept, and
+    with ``punch`` zero chunks become holes.  Each chunk is taken from the
+    first place that has it: the output itself (kept), the seeds (verified
+    copies), the store; further occurrences are copied from the first.
+    ``output_identity`` names the output file when it is also a seed:
+    its old bytes are then staged before anything can overwrite them.
     """
-    digest = index.digest
-    groups = _group(index)
-    # The "null chunk": a max-size run of zeros, common in disk images.
-    null_id = digest.sum(bytes(index.max_size)) if fresh and index.length >= index.max_size else b""
-    counters = ExtractStats(chunks=len(index.chunks))
-    lock = threading.Lock()
+    plan = _Plan(fd, index, store, fresh, progress, seeds or SeedSet(), copier or RangeCopier("auto"),
+                 punch)
+    try:
+        plan.stage_output_seed(output_identity, workers)
+        items = [(cid, size, offsets) for cid, (size, offsets) in plan.groups.items()]
+        run_all(plan.work, [items[i:i + BATCH] for i in range(0, len(items), BATCH)], workers)
+    finally:
+        plan.close()
+    if stats is not None:
+        stats.add(plan.counters)
+        stats.chunks = len(index.chunks)
 
-    def work(batch: list[tuple[bytes, int, list[int]]]) -> None:
+
+class _Plan:
+    """The shared state of one extraction: seeds, staged bytes, counters."""
+
+    def __init__(self, fd: int, index: Index, store: Store | None, fresh: bool, progress: Progress | None,
+                 seeds: SeedSet, copier: RangeCopier, punch: bool) -> None:
+        self.fd = fd
+        self.index = index
+        self.store = store
+        self.fresh = fresh
+        self.progress = progress
+        self.seeds = seeds
+        self.copier = copier
+        self.punch = punch
+        self.digest = index.digest
+        self.groups = _group(index)
+        self.block = block_size(fd)
+        # The "null chunk": a max-size run of zeros, common in disk images.
+        self.null_id = self.digest.sum(bytes(index.max_size)) if index.length >= index.max_size else b""
+        self.counters = ExtractStats()
+        self.lock = threading.Lock()
+        self.seed_fds: list[int] = []
+        self.staged: dict[bytes, bytes] = {}
+        self.spilled: dict[bytes, int] = {}
+        self.spill_fd = -1
+        for seed in seeds.seeds:
+            try:
+                self.seed_fds.append(os.open(seed.path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                self.close()
+                raise DesyncError(f"cannot open seed {seed.path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        for sfd in self.seed_fds:
+            os.close(sfd)
+        self.seed_fds = []
+        if self.spill_fd >= 0:
+            os.close(self.spill_fd)
+            self.spill_fd = -1
+
+    def count(self, **amounts: int) -> None:
+        with self.lock:
+            for name, n in amounts.items():
+                setattr(self.counters, name, getattr(self.counters, name) + n)
+
+    def stage_output_seed(self, identity: tuple[int, int], workers: int) -> None:
+        """Read now what the output holds of other chunks where a write would clobber it.
+
+        Destinations that will be written are those where the output's own
+        index has another chunk; a seed range of the output overlapping one
+        of them is read (and verified) before any write, so swapped, chained
+        and cyclic moves all see the old bytes.  Ranges nothing overwrites
+        stay ordinary seed locations.
+        """
+        numbers = [n for n, s in enumerate(self.seeds.seeds) if identity != (0, 0) and s.identity == identity]
+        if not numbers:
+            return
+        own = set(numbers)
+        old_at = {c.start: c.id for n in numbers for c in self.seeds.seeds[n].index.chunks}
+        starts = [c.start for c in self.index.chunks]
+        written = [old_at.get(c.start) != c.id for c in self.index.chunks]
+
+        def clobbered(start: int, end: int) -> bool:
+            i = max(bisect_right(starts, start) - 1, 0)
+            while i < len(starts) and starts[i] < end:
+                if written[i] and self.index.chunks[i].end > start:
+                    return True
+                i += 1
+            return False
+
+        wanted: list[tuple[bytes, int, int]] = []
+        for cid, places in self.seeds.where.items():
+            if cid not in self.groups:
+                continue
+            keep = [(n, c) for n, c in places if n not in own or not clobbered(c.start, c.end)]
+            risky = [(n, c) for n, c in places if n in own and clobbered(c.start, c.end)]
+            if risky and not keep:
+                wanted.append((cid, self.seed_fds[risky[0][0]], risky[0][1].start))
+            self.seeds.where[cid] = keep
+        budget = STAGE_MEMORY
+
+        def read(item: tuple[bytes, int, int]) -> tuple[bytes, bytes]:
+            cid, sfd, start = item
+            data = os.pread(sfd, self.groups[cid][0], start)
+            return cid, data if self.digest.sum(data) == cid else b""
+
+        results = ordered_map(read, wanted, workers)
+        try:
+            for cid, data in results:
+                if not data:
+                    self.count(seed_invalid=1)
+                    continue
+                self.count(bytes_staged=len(data))
+                if len(data) <= budget:
+                    budget -= len(data)
+                    self.staged[cid] = data
+                    continue
+                if self.spill_fd < 0:
+                    self.spill_fd = _anonymous_file()
+                at = os.lseek(self.spill_fd, 0, os.SEEK_END)
+                pwrite_all(self.spill_fd, data, at)
+                self.spilled[cid] = at
+        finally:
+            results.close()
+
+    def work(self, batch: list[tuple[bytes, int, list[int]]]) -> None:
         fetch: list[tuple[bytes, int, list[int]]] = []
         for chunk_id, size, offsets in batch:
-            if chunk_id == null_id and size == index.max_size:
-                with lock:
-                    counters.zero += len(offsets)
-                continue
             todo = offsets
-            if not fresh:
-                todo = [o for o in offsets if not _matches(fd, o, size, chunk_id, digest.sum)]
-                with lock:
-                    counters.skipped_in_place += len(offsets) - len(todo)
-            if todo:
+            if not self.fresh:
+                todo = [o for o in offsets if not _matches(self.fd, o, size, chunk_id, self.digest.sum)]
+                if len(todo) < len(offsets):
+                    self.count(skipped_in_place=len(offsets) - len(todo),
+                               bytes_kept=size * (len(offsets) - len(todo)))
+            if not todo:
+                continue
+            if chunk_id == self.null_id and size == self.index.max_size:
+                self.zeros(size, todo)
+                continue
+            data = self.from_local(chunk_id, size, todo[0])
+            if data is None:
                 fetch.append((chunk_id, size, todo))
-        chunks = store.get_chunks([(chunk_id, size) for chunk_id, size, _ in fetch]) if fetch else []
-        pieces: list[tuple[bytes, int]] = []
-        for (chunk_id, size, todo), chunk in zip(fetch, chunks):
-            data = chunk.data(size)
-            if len(data) != size:
-                raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
-            pieces.extend((data, off) for off in todo)
-        pwrite_many(fd, pieces)
-        with lock:
-            counters.fetched += len(fetch)
-        if progress is not None:
-            progress.add(sum(size * len(offsets) for _, size, offsets in batch))
+            else:
+                self.replicate(data, todo)
+        if fetch:
+            if self.store is None:
+                cid = fetch[0][0]
+                raise DesyncError(f"chunk {cid.hex()} is in no seed and no store was given (use -s STORE)")
+            chunks = self.store.get_chunks([(chunk_id, size) for chunk_id, size, _ in fetch])
+            # One pwrite_many for the batch (the C helper releases the GIL once); clones need the first copy
+            # on disk, so they come after it.
+            pieces: list[tuple[bytes, int]] = []
+            clones: list[tuple[bytes, list[int]]] = []
+            for (chunk_id, size, todo), chunk in zip(fetch, chunks):
+                data = chunk.data(size)
+                if len(data) != size:
+                    raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
+                self.count(fetched=1, bytes_store=size)
+                if data.count(0) == size:
+                    self.zeros(size, todo, fetched=True)
+                    continue
+                pieces.append((data, todo[0]))
+                if len(todo) > 1:
+                    if self.copier.may_clone(self.fd) and size >= 2 * self.block:
+                        clones.append((data, todo))
+                    else:
+                        pieces.extend((data, off) for off in todo[1:])
+                        self.count(bytes_self_copied=size * (len(todo) - 1))
+            pwrite_many(self.fd, pieces)
+            for data, todo in clones:
+                self.replicate(data, todo)
+        if self.progress is not None:
+            self.progress.add(sum(size * len(offsets) for _, size, offsets in batch))
 
-    items = [(cid, size, offsets) for cid, (size, offsets) in groups.items()]
-    run_all(work, [items[i:i + BATCH] for i in range(0, len(items), BATCH)], workers)
-    if stats is not None:
-        stats.chunks, stats.fetched = counters.chunks, counters.fetched
-        stats.skipped_in_place, stats.zero = counters.skipped_in_place, counters.zero
+    def zeros(self, size: int, todo: list[int], fetched: bool = False) -> None:
+        """A chunk of zeros: a hole in a fresh file, punched (or written) in an existing one."""
+        self.count(zero=len(todo), bytes_zero=size * (len(todo) - 1 if fetched else len(todo)))
+        if self.fresh:
+            return
+        for off in todo:
+            if not (self.punch and punch_hole(self.fd, off, size)):
+                pwrite_all(self.fd, bytes(size), off)
+
+    def from_local(self, chunk_id: bytes, size: int, dest: int) -> bytes | None:
+        """Put the chunk at ``dest`` from staged bytes or a seed; its bytes, or None when no seed has them."""
+        data = self.staged.get(chunk_id)
+        if data is not None:
+            pwrite_all(self.fd, data, dest)
+            self.count(seed_chunks=1, bytes_seed_copied=size)
+            return data
+        at = self.spilled.get(chunk_id)
+        if at is not None:
+            self.copier.copy(self.spill_fd, at, self.fd, dest, size, self.block)
+            staged = self._verified(chunk_id, size, dest)
+            if staged is not None:
+                self.count(seed_chunks=1, bytes_seed_copied=size)
+                return staged
+        for number, c in self.seeds.where.get(chunk_id, ()):
+            if c.size != size:
+                continue
+            try:
+                done = self.copier.copy(self.seed_fds[number], c.start, self.fd, dest, size, self.block)
+            except SourceEnded:
+                self.count(seed_invalid=1)
+                continue
+            data = self._verified(chunk_id, size, dest)
+            if data is None:
+                self.count(seed_invalid=1)
+                continue
+            self.count(seed_chunks=1, bytes_seed_cloned=done.cloned, bytes_seed_copied=done.copied)
+            return data
+        return None
+
+    def _verified(self, chunk_id: bytes, size: int, dest: int) -> bytes | None:
+        data = os.pread(self.fd, size, dest)
+        return data if len(data) == size and self.digest.sum(data) == chunk_id else None
+
+    def replicate(self, data: bytes, todo: list[int]) -> None:
+        """Further occurrences of a chunk already at ``todo[0]``: cloned from there where aligned, else written."""
+        first = todo[0]
+        size = len(data)
+        for off in todo[1:]:
+            if self.copier.may_clone(self.fd) and off % self.block == first % self.block and size >= 2 * self.block:
+                done = self.copier.copy(self.fd, first, self.fd, off, size, self.block)
+                self.count(bytes_self_cloned=done.cloned, bytes_self_copied=done.copied)
+            else:
+                pwrite_all(self.fd, data, off)
+                self.count(bytes_self_copied=size)
 
 
 def _matches(fd: int, offset: int, size: int, chunk_id: bytes, digest_sum: Callable[[bytes], bytes]) -> bool:
@@ -104,9 +313,19 @@ def _matches(fd: int, offset: int, size: int, chunk_id: bytes, digest_sum: Calla
     return len(data) == size and digest_sum(data) == chunk_id
 
 
-def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = False, workers: int = 4,
-                 progress: Progress | None = None, stats: ExtractStats | None = None) -> None:
+def _anonymous_file() -> int:
+    """A temp file for staged bytes, unlinked at once so nothing is left behind."""
+    fd, path = tempfile.mkstemp(prefix="desync-stage-")
+    os.unlink(path)
+    return fd
+
+
+def extract_blob(index: Index, store: Store | None, target: str, *, in_place: bool = False, workers: int = 4,
+                 progress: Progress | None = None, stats: ExtractStats | None = None,
+                 seeds: SeedSet | None = None, copier: RangeCopier | None = None) -> None:
     """Assemble the blob of ``index`` at ``target`` (``-`` is not a valid target; use cat).
+
+    ``store`` may be None when the seeds are expected to hold every chunk.
 
     An existing target keeps its permission bits and, where the caller may
     set it, its owner; a symlink is kept and the file it points at is
@@ -122,7 +341,7 @@ def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = Fa
     if st is not None and not stat.S_ISREG(st.st_mode):
         in_place = True  # block devices and the like cannot be replaced by a rename
     if in_place:
-        _extract_in_place(index, store, target, st, workers, progress, stats)
+        _extract_in_place(index, store, target, st, workers, progress, stats, seeds, copier)
         return
     tempnames.sweep_beside(target)
     tmp = tempnames.temp_beside(target)
@@ -135,7 +354,8 @@ def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = Fa
             if st is not None:
                 adopt_attributes(fd, st)
             os.ftruncate(fd, index.length)
-            write_chunks(fd, index, store, workers=workers, fresh=True, progress=progress, stats=stats)
+            write_chunks(fd, index, store, workers=workers, fresh=True, progress=progress, stats=stats,
+                         seeds=seeds, copier=copier)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -151,17 +371,22 @@ def extract_blob(index: Index, store: Store, target: str, *, in_place: bool = Fa
         raise
 
 
-def _extract_in_place(index: Index, store: Store, target: str, st: os.stat_result | None, workers: int,
-                      progress: Progress | None, stats: ExtractStats | None) -> None:
+def _extract_in_place(index: Index, store: Store | None, target: str, st: os.stat_result | None, workers: int,
+                      progress: Progress | None, stats: ExtractStats | None, seeds: SeedSet | None,
+                      copier: RangeCopier | None) -> None:
     try:
         fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise DesyncError(f"cannot open {target}: {exc.strerror}") from None
     try:
         regular = st is None or stat.S_ISREG(st.st_mode)
-        if regular and (st is None or st.st_size > index.length):
+        identity = (st.st_dev, st.st_ino) if st is not None else (0, 0)
+        own_seed = seeds is not None and any(s.identity == identity for s in seeds.seeds)
+        # Shrink only at the end when the output is also a seed: its tail may hold chunks still to be moved.
+        if regular and (st is None or st.st_size > index.length) and not own_seed:
             os.ftruncate(fd, index.length)
-        write_chunks(fd, index, store, workers=workers, fresh=st is None, progress=progress, stats=stats)
+        write_chunks(fd, index, store, workers=workers, fresh=st is None, progress=progress, stats=stats,
+                     seeds=seeds, copier=copier, output_identity=identity, punch=regular)
         if regular:
             os.ftruncate(fd, index.length)
     except OSError as exc:

@@ -27,7 +27,9 @@ from desync.errors import ChunkMissing, StoreError
 from desync.server.chunks import ChunkService
 from desync.stores import (LocalStore, PrunableStore, ReadStore, Store, StoreOptions, StoreRouter, WriteStore,
                            cached_store, open_store)
+from desync.stores import indexes
 from desync.stores.failover import failover_group
+from desync.stores.indexes import IndexReadStore, IndexWriteStore, index_store, register_index_scheme, write_index
 
 BACKENDS = ["local", "local-uncompressed", "http", "s3", "sftp", "ssh", "cache", "router", "failover"]
 PRUNABLE = ["local", "local-uncompressed", "s3", "sftp", "cache", "failover"]
@@ -359,3 +361,23 @@ def test_a_command_names_the_capability_a_store_lacks(args: list[str], message: 
         else []
     proc = run_desync(*args, *tail, check=False)
     assert assert_one_line_error(proc, 2) == f"desync: error: {message}"
+
+
+@pytest.mark.parametrize("location", ["x.caibx", "file:///x.caibx", "-", "http://h/x.caibx", "https://h/x.caibx",
+                                      "sftp://h/x.caibx", "s3+http://h/b/x.caibx", "s3+https://h/b/x.caibx"])
+def test_index_stores_declare_reading_and_writing(location: str) -> None:
+    assert isinstance(index_store(location), IndexWriteStore)
+
+
+def test_an_index_store_that_can_only_be_read_is_refused_for_writing(tmp_path: Path) -> None:
+    from desync.errors import UsageError
+    from desync.index import Index
+
+    register_index_scheme("readonly-test", "desync.stores.http:read_http_index")
+    try:
+        store = index_store("readonly-test://h/x.caibx")
+        assert isinstance(store, IndexReadStore) and not isinstance(store, IndexWriteStore)
+        with pytest.raises(UsageError, match="^index location readonly-test://h/x.caibx cannot be written"):
+            write_index("readonly-test://h/x.caibx", Index(0, 16384, 65536, 262144))
+    finally:
+        indexes._SCHEMES.pop("readonly-test")

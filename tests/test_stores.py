@@ -144,3 +144,15 @@ def test_open_stores_chains_and_caches(tmp_path: Path) -> None:
     store = open_stores([str(tmp_path / "a"), f"file://{tmp_path / 'a'}"], StoreOptions(), str(tmp_path / "c"))
     assert isinstance(store, CachedStore)
     assert (tmp_path / "c").is_dir()
+
+
+@pytest.mark.parametrize("uncompressed", [False, True])
+def test_batched_reads_find_both_forms_and_mark_missing_chunks(tmp_path: Path, uncompressed: bool) -> None:
+    compressed_store = LocalStore(str(tmp_path), StoreOptions())
+    plain_store = LocalStore(str(tmp_path), StoreOptions(uncompressed=True))
+    chunks = [_chunk(os.urandom(2000 + i)) for i in range(6)]
+    for i, c in enumerate(chunks[:5]):
+        (plain_store if i % 2 else compressed_store).put_chunk(c)
+    reader = plain_store if uncompressed else compressed_store
+    found = reader.fetch_chunks([(c.id, 0) for c in chunks])
+    assert [c.data() if c is not None else None for c in found] == [c.data() for c in chunks[:5]] + [None]

@@ -75,27 +75,37 @@ class LocalStore(Store):
         return chunk
 
     def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
-        """One C call reads the preferred form of every file; the rare others go one by one."""
+        """One C call reads the preferred form of every file, one more the other form of those not found."""
         if len(requests) < 2:
             return super().fetch_chunks(requests)
-        preferred = [self._paths(cid)[0] for cid, _ in requests]
-        compressed = not self.options.uncompressed
-        raws = fsutil.read_files([os.fsencode(p) for p in preferred], [stored_size_limit(h) for _, h in requests])
-        chunks: list[Chunk | None] = []
-        for (cid, hint), raw, path in zip(requests, raws, preferred):
+        found: list[Chunk | None] = [None] * len(requests)
+        absent = self._read_batch(requests, list(range(len(requests))), 0, found)
+        if absent:
+            self._read_batch(requests, absent, 1, found)
+        return found
+
+    def _read_batch(self, requests: list[tuple[bytes, int]], positions: list[int], form: int,
+                    found: list[Chunk | None]) -> list[int]:
+        """Read form ``form`` (0 preferred, 1 the other) of the chunks at ``positions``; returns those not there."""
+        paths = [self._paths(requests[i][0])[form] for i in positions]
+        compressed = (form == 0) != self.options.uncompressed
+        raws = fsutil.read_files([os.fsencode(p) for p in paths], [stored_size_limit(requests[i][1]) for i in positions])
+        absent: list[int] = []
+        for i, raw, path in zip(positions, raws, paths):
+            cid, hint = requests[i]
             if isinstance(raw, int):
                 if raw in fsutil.UNREADABLE:
                     raise ChunkInvalid(cid, self.path, f"{path}: {fsutil.UNREADABLE[raw]}")
                 if raw != errno.ENOENT:
                     raise StoreError(f"store {self.path}: cannot read chunk {cid.hex()}: {os.strerror(raw)}")
-                chunks.extend(super().fetch_chunks([(cid, hint)]))  # the other form, or None
+                absent.append(i)
                 continue
             chunk = (Chunk(cid, compressed=raw, origin=self.path) if compressed
                      else Chunk(cid, data=raw, origin=self.path))
             if not self.options.skip_verify:
                 chunk.verify(self.options.digest, self.path, hint)
-            chunks.append(chunk)
-        return chunks
+            found[i] = chunk
+        return absent
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         first, second = self._paths(chunk_id)

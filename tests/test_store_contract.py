@@ -29,7 +29,8 @@ from desync.stores import (LocalStore, PrunableStore, ReadStore, Store, StoreOpt
                            cached_store, open_store)
 from desync.stores import indexes
 from desync.stores.failover import failover_group
-from desync.stores.indexes import IndexReadStore, IndexWriteStore, index_store, register_index_scheme, write_index
+from desync.stores.capabilities import IndexReadStore, IndexWriteStore
+from desync.stores.indexes import index_store, register_index_scheme, write_index
 
 BACKENDS = ["local", "local-uncompressed", "http", "s3", "sftp", "ssh", "cache", "router", "failover"]
 PRUNABLE = ["local", "local-uncompressed", "s3", "sftp", "cache", "failover"]

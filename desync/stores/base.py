@@ -9,7 +9,6 @@ fall through to the next store); anything else going wrong is a
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..chunk import Chunk

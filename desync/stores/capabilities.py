@@ -15,6 +15,13 @@ are built as the class that has exactly the capabilities of their members.
 Commands ask with ``isinstance`` (the protocols are runtime-checkable) and
 name the store in a one-line error when it lacks what they need.
 
+Index locations have the same two levels, :class:`IndexReadStore` and
+:class:`IndexWriteStore` (see :mod:`desync.stores.indexes`).
+
+This module is left to the interpreter (setup.py ``NOT_COMPILED``): mypyc
+would compile the protocols as plain classes, which ``runtime_checkable``
+refuses.
+
 Removing a chunk that is not there succeeds, in every backend: prune and
 ``verify -r`` may race with each other or with another process, and S3
 cannot tell a missing object from a removed one anyway.
@@ -24,6 +31,7 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 from ..chunk import Chunk
+from .base import StoreOptions
 
 
 @runtime_checkable
@@ -73,3 +81,16 @@ class PrunableStore(WriteStore, Protocol):
 
     def remove_stray_files(self) -> int: ...
 
+
+@runtime_checkable
+class IndexReadStore(Protocol):
+    """A place indexes are read from (one per scheme; local files and ``-`` are one too)."""
+
+    def read_index_bytes(self, location: str, options: StoreOptions) -> bytes: ...
+
+
+@runtime_checkable
+class IndexWriteStore(IndexReadStore, Protocol):
+    """A place indexes can also be written to."""
+
+    def write_index_bytes(self, location: str, data: bytes, options: StoreOptions) -> None: ...

@@ -2,7 +2,7 @@
 
 Remote backends (HTTP, S3, SFTP) register a scheme here, with a writer when
 they can store indexes; what a location's store can do is declared by the
-protocols below, as for chunk stores (see desync.stores.capabilities).
+protocols in desync.stores.capabilities, as for chunk stores.
 Every command that takes an index goes through :func:`read_index` /
 :func:`write_index`.
 """
@@ -11,27 +11,14 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import BinaryIO, Final, Protocol, runtime_checkable
+from typing import BinaryIO, Final
 
 from .. import fsutil
 from .. import index as index_mod
 from ..errors import DesyncError, UsageError
 from ..index import INDEX_SIZE_LIMIT, Index
 from .base import StoreOptions
-
-
-@runtime_checkable
-class IndexReadStore(Protocol):
-    """A place indexes are read from (one per scheme; local files and ``-`` are one too)."""
-
-    def read_index_bytes(self, location: str, options: StoreOptions) -> bytes: ...
-
-
-@runtime_checkable
-class IndexWriteStore(IndexReadStore, Protocol):
-    """A place indexes can also be written to."""
-
-    def write_index_bytes(self, location: str, data: bytes, options: StoreOptions) -> None: ...
+from .capabilities import IndexReadStore, IndexWriteStore
 
 
 _BLOCK: Final = 1 << 20

@@ -382,3 +382,9 @@ def test_an_index_store_that_can_only_be_read_is_refused_for_writing(tmp_path: P
             write_index("readonly-test://h/x.caibx", Index(0, 16384, 65536, 262144))
     finally:
         indexes._SCHEMES.pop("readonly-test")
+
+
+def test_verify_of_a_missing_store_directory_does_not_create_it(tmp_path: Path) -> None:
+    proc = run_desync("verify", "-s", tmp_path / "absent", check=False)
+    assert assert_one_line_error(proc) == f"desync: error: store {tmp_path / 'absent'} does not exist"
+    assert not (tmp_path / "absent").exists()

@@ -60,7 +60,7 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.repair:
         store = common.prunable_store(location, args, digest, "verify -r")
     else:
-        store = common.prunable_store(location, args, digest, "verify", "list its chunks")
+        store = common.prunable_store(location, args, digest, "verify", "list its chunks", create=False)
 
     def report(bad: DesyncError) -> None:
         sys.stderr.write(f"desync: {bad}\n")

@@ -217,9 +217,12 @@ def write_store(location: str, args: argparse.Namespace, digest: Digest | None =
 
 
 def prunable_store(location: str, args: argparse.Namespace, digest: Digest | None, command: str,
-                   missing: str = "remove chunks") -> PrunableStore:
-    """A store ``command`` can list and remove chunks in; a one-line usage error naming it otherwise."""
-    store = open_location(location, args, digest, writable=True)
+                   missing: str = "remove chunks", create: bool = True) -> PrunableStore:
+    """A store ``command`` can list (and remove) chunks in; a one-line usage error naming it otherwise.
+
+    ``create`` makes a missing local store directory, as for any store written to.
+    """
+    store = open_location(location, args, digest, writable=create)
     if not isinstance(store, PrunableStore):
         store.close()
         raise UsageError(f"store {location} cannot {missing} ({command} needs {_PRUNERS})")

@@ -69,7 +69,7 @@ def test_no_dataclass_field_annotated_object(path: Path) -> None:
 
 
 # Modules setup.py leaves interpreted; everything else under desync/ is compiled.
-INTERPRETED = {"__main__.py", "_version.py", "_accel/__init__.py", "rawio.py"}
+INTERPRETED = {"__main__.py", "_version.py", "_accel/__init__.py", "rawio.py", "stores/capabilities.py"}
 IO_BASES = {"io.RawIOBase", "io.BufferedIOBase", "io.IOBase", "io.TextIOBase", "RawIOBase", "BufferedIOBase", "IOBase"}
 
 
@@ -82,6 +82,14 @@ def test_no_compiled_subclass_of_io_base_classes(path: Path) -> None:
         if isinstance(node, ast.ClassDef):
             bases = {ast.unparse(b) for b in node.bases}
             assert not bases & IO_BASES, f"{path}:{node.lineno} {node.name} (put it in desync/rawio.py)"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_runtime_checkable_protocols_are_interpreted(path: Path) -> None:
+    """mypyc compiles a Protocol class as a plain class, and @runtime_checkable then fails at import."""
+    if path.relative_to(PACKAGE).as_posix() in INTERPRETED:
+        return
+    assert "runtime_checkable" not in path.read_text(), f"{path} (put the protocol in desync/stores/capabilities.py)"
 
 
 def test_interpreted_modules_match_setup_py() -> None:

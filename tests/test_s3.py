@@ -21,7 +21,7 @@ from desync.chunk import Chunk  # noqa: E402
 from desync.config import parse_config  # noqa: E402
 from desync.digest import DEFAULT  # noqa: E402
 from desync.errors import ChunkMissing, DesyncError, UsageError  # noqa: E402
-from desync.stores import StoreOptions, open_store  # noqa: E402
+from desync.stores import PrunableStore, StoreOptions, open_store  # noqa: E402
 from desync.stores.s3 import addressing_style, chunk_id_from_key, parse_location  # noqa: E402
 from desync.stores.s3auth import credentials_for  # noqa: E402
 
@@ -215,7 +215,7 @@ def test_store_api_from_many_threads(s3: S3Server, monkeypatch: pytest.MonkeyPat
     failures: list[BaseException] = []
     store = open_store(s3.url(bucket, "api"), StoreOptions(workers=8), writable=True)
     with store:
-        assert store.writable and store.parallelism == 8
+        assert isinstance(store, PrunableStore) and store.parallelism == 8
 
         def writer(order: int) -> None:
             try:

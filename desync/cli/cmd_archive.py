@@ -46,7 +46,7 @@ from ..ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
 from ..parallel import ordered_map
 from ..progress import Progress
 from ..rawio import BlockSource
-from ..stores import Store
+from ..stores import Store, WriteStore
 from . import common, targets
 
 
@@ -182,9 +182,10 @@ def run_tar(args: argparse.Namespace) -> int:
         targets.check_index_target(args.archive, ".caidx", args.force)
         stream = _bytes_only(_archive_stream(args, flags))
         chunker = common.chunker_from(args)
-        store: Store | None = None
+        store: WriteStore | None = None
         if args.stores:
-            store = common.write_store(common.single_store_location(args), args, digest, lock="shared")
+            store = common.write_store(common.single_store_location(args), args, digest, lock="shared",
+                                       command="tar")
         try:
             with common.show_progress("Chunking", 0) as prog:
                 index = chunk_stream(stream, chunker, digest, store, workers=common.cpu_workers(args), flags=flags,

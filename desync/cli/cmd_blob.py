@@ -19,7 +19,7 @@ from ..reflink import MODES, RangeCopier
 from ..ops.make import MakeStats, chunk_file, make_blob_index
 from ..parallel import ordered_map
 from ..ops.verify import verify_file
-from ..stores import Store
+from ..stores import Store, WriteStore
 from . import common, targets
 
 
@@ -125,9 +125,10 @@ def run_make(args: argparse.Namespace) -> int:
     targets.check_index_target(args.index, ".caibx", args.force)
     chunker = common.chunker_from(args)
     digest = digest_mod.by_name(args.digest)
-    store: Store | None = None
+    store: WriteStore | None = None
     if args.stores:
-        store = common.write_store(common.single_store_location(args), args, digest, lock="shared")
+        store = common.write_store(common.single_store_location(args), args, digest, lock="shared",
+                                   command="make")
     stats = MakeStats()
     size = _size_of(args.file)
     try:
@@ -276,7 +277,7 @@ def run_info(args: argparse.Namespace) -> int:
         "chunk-size-max": index.max_size,
     }
     if args.cache:
-        cache = common.write_store(args.cache, args, index.digest)
+        cache = common.write_store(args.cache, args, index.digest, command="info -c")
         with cache:
             cached = [i for i in ordered_map(lambda i: i if cache.has_chunk(i) else None, unique, args.workers)
                       if i is not None]

@@ -16,7 +16,7 @@ from ..index import INDEX_SIZE_LIMIT
 from ..server.chunks import ChunkService
 from ..server.httpd import HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, HTTPServer, RequestLog, Service, server_tls
 from ..server.indexes import IndexService
-from ..stores import CachedStore, Store, StoreRouter
+from ..stores import Store, StoreRouter, cached_store
 from . import common, stopsignals
 
 
@@ -108,7 +108,8 @@ def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Sto
     stores = [common.open_location(loc, upstream, digest, writable=args.writable) for loc in locations]
     store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     if cache:
-        store = CachedStore(store, common.open_location(cache, upstream, digest, writable=True))
+        cache_store = common.write_store(cache, upstream, digest, command="chunk-server -c")
+        store = cached_store(store, cache_store)
     return store
 
 

@@ -58,9 +58,9 @@ def run_verify(args: argparse.Namespace) -> int:
     location = common.single_store_location(args)
     digest = digest_mod.by_name(args.digest)
     if args.repair:
-        store = common.write_store(location, args, digest)
+        store = common.prunable_store(location, args, digest, "verify -r")
     else:
-        store = common.open_location(location, args, digest)
+        store = common.prunable_store(location, args, digest, "verify", "list its chunks", create=False)
 
     def report(bad: DesyncError) -> None:
         sys.stderr.write(f"desync: {bad}\n")
@@ -83,7 +83,8 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_chop(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     ignore = set(unique_ids(_load_all(args.ignore, args)))
-    store = common.write_store(common.single_store_location(args), args, index.digest, lock="shared")
+    store = common.write_store(common.single_store_location(args), args, index.digest, lock="shared",
+                               command="chop")
     with store, common.show_progress("Chopping", 0) as prog:
         chop(index, args.file, store, ignore=ignore, workers=common.cpu_workers(args, store), progress=prog)
     return 0
@@ -98,7 +99,7 @@ def run_cache(args: argparse.Namespace) -> int:
     ids = [i for i in unique_ids(indexes) if i not in ignore]
     sizes = {c.id: c.size for idx in indexes for c in idx.chunks}
     source = common.read_store(args, digest, cache=False)
-    cache = common.write_store(args.cache, args, digest, lock="shared")
+    cache = common.write_store(args.cache, args, digest, lock="shared", command="cache")
     with source, cache, common.show_progress("Caching", sum(sizes[i] for i in ids)) as prog:
         fill_cache(ids, source, cache, workers=common.cpu_workers(args, source), progress=prog, sizes=sizes)
     return 0
@@ -108,7 +109,7 @@ def run_prune(args: argparse.Namespace) -> int:
     indexes = _load_all(args.indexes, args)
     keep = set(unique_ids(indexes))
     location = common.single_store_location(args)
-    store = common.write_store(location, args, indexes[0].digest)
+    store = common.prunable_store(location, args, indexes[0].digest, "prune")
     if not args.yes:
         if sys.stdin is None or not sys.stdin.isatty():
             raise UsageError("prune needs confirmation: run it in a terminal or pass -y")

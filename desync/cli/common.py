@@ -9,7 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from .. import digest as digest_mod
 from ..chunker import Chunker, parse_chunk_sizes
@@ -18,8 +18,8 @@ from ..errors import DesyncError, StoreError, UsageError
 from ..index import Index
 from ..progress import BYTES, Progress, progress
 from ..config import load_config, parse_duration
-from ..stores import CachedStore, Store, StoreOptions, StoreRouter, open_store
-from ..stores.failover import FailoverGroup, split_group
+from ..stores import PrunableStore, ReadStore, Store, StoreOptions, StoreRouter, WriteStore, cached_store, open_store
+from ..stores.failover import failover_group, split_group
 from ..stores.indexes import read_index, write_index
 
 DEFAULT_WORKERS = 10
@@ -155,7 +155,7 @@ def open_location(location: str, args: argparse.Namespace, digest: Digest | None
     """One ``-s``/``-c`` location with its own options; failover members each get theirs."""
     if "|" in location:
         members = [open_location(m, args, digest, writable) for m in split_group(location)]
-        return FailoverGroup(members)
+        return failover_group(members)
     return open_store(location, store_options(args, digest, location), writable)
 
 
@@ -187,7 +187,11 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> 
         except StoreError as unusable:
             warn(f"cache {cache_location} is not usable, continuing without it: {unusable}")
             return store
-        store = CachedStore(store, cache_store, on_error=warn)
+        if not isinstance(cache_store, WriteStore):
+            cache_store.close()
+            warn(f"cache {cache_location} is not usable, continuing without it: it cannot store chunks")
+            return store
+        store = cached_store(store, cache_store, on_error=warn)
     return store
 
 
@@ -197,18 +201,41 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
-def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None, lock: str = "") -> Store:
-    """A writable store; ``lock`` "shared" or "exclusive" takes its writer lock (see Store.writer_lock)."""
+_WRITERS: Final = "a local, SFTP, S3 or HTTP store"
+_PRUNERS: Final = "a local, SFTP or S3 store"
+
+
+def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None, lock: str = "",
+                command: str = "") -> WriteStore:
+    """A write store for ``command``; ``lock`` "shared" or "exclusive" takes its writer lock (Store.writer_lock)."""
     store = open_location(location, args, digest, writable=True)
-    if not store.writable:
-        raise UsageError(f"store {location} is read-only")
+    if not isinstance(store, WriteStore):
+        store.close()
+        raise UsageError(f"store {location} cannot store chunks ({command or 'this command'} needs {_WRITERS})")
+    _lock(store, lock)
+    return store
+
+
+def prunable_store(location: str, args: argparse.Namespace, digest: Digest | None, command: str,
+                   missing: str = "remove chunks", create: bool = True) -> PrunableStore:
+    """A store ``command`` can list (and remove) chunks in; a one-line usage error naming it otherwise.
+
+    ``create`` makes a missing local store directory, as for any store written to.
+    """
+    store = open_location(location, args, digest, writable=create)
+    if not isinstance(store, PrunableStore):
+        store.close()
+        raise UsageError(f"store {location} cannot {missing} ({command} needs {_PRUNERS})")
+    return store
+
+
+def _lock(store: WriteStore, lock: str) -> None:
     if lock:
         try:
             store.writer_lock(lock == "exclusive")
         except BaseException:
             store.close()
             raise
-    return store
 
 
 def single_store_location(args: argparse.Namespace) -> str:
@@ -218,7 +245,7 @@ def single_store_location(args: argparse.Namespace) -> str:
     return location
 
 
-def cpu_workers(args: argparse.Namespace, store: Store | None = None) -> int:
+def cpu_workers(args: argparse.Namespace, store: ReadStore | None = None) -> int:
     """Threads for the work: ``-n``, but no more than the stores can use (local work stops at the cores)."""
     requested: int = args.workers
     useful = store.parallelism if store is not None else (os.cpu_count() or 1)

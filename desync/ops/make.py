@@ -20,7 +20,7 @@ from ..errors import DesyncError
 from ..featureflags import BLOB_INDEX_FLAGS
 from ..index import Index, IndexChunk
 from ..progress import Progress
-from ..stores.base import Store
+from ..stores.capabilities import WriteStore
 from ..parallel import Counter, Job, Workers
 
 SEGMENT_SIZE: Final = 8 * 1024 * 1024
@@ -38,7 +38,7 @@ class MakeStats:
 class _Pipeline:
     """Hashes and stores chunk batches on worker threads; results are reassembled in order."""
 
-    def __init__(self, store: Store | None, digest: Digest, workers: int, progress: Progress | None) -> None:
+    def __init__(self, store: WriteStore | None, digest: Digest, workers: int, progress: Progress | None) -> None:
         self.store = store
         self.digest = digest
         self.progress = progress
@@ -136,7 +136,7 @@ class _Segmenter:
         self.filled = tail
 
 
-def chunk_file(f: BinaryIO, chunker: Chunker, digest: Digest, store: Store | None = None, *,
+def chunk_file(f: BinaryIO, chunker: Chunker, digest: Digest, store: WriteStore | None = None, *,
                workers: int = 2, progress: Progress | None = None, flags: int = BLOB_INDEX_FLAGS,
                stats: MakeStats | None = None) -> Index:
     """Chunk everything readable from ``f`` into an index; store new chunks in ``store``."""
@@ -158,7 +158,7 @@ def chunk_file(f: BinaryIO, chunker: Chunker, digest: Digest, store: Store | Non
 
 
 def chunk_stream(pieces: Iterable[bytes | bytearray | memoryview], chunker: Chunker, digest: Digest,
-                 store: Store | None = None, *, workers: int = 2, progress: Progress | None = None,
+                 store: WriteStore | None = None, *, workers: int = 2, progress: Progress | None = None,
                  flags: int = BLOB_INDEX_FLAGS, stats: MakeStats | None = None) -> Index:
     """Chunk a stream given as an iterable of byte pieces (e.g. a catar encoder)."""
     pipeline = _Pipeline(store, digest, workers, progress)
@@ -184,7 +184,7 @@ def _finish(chunks: list[IndexChunk], chunker: Chunker, digest: Digest, flags: i
     return Index(with_digest_flag(flags, digest), chunker.min_size, chunker.avg_size, chunker.max_size, chunks)
 
 
-def make_blob_index(path: str, chunker: Chunker, digest: Digest, store: Store | None = None, *,
+def make_blob_index(path: str, chunker: Chunker, digest: Digest, store: WriteStore | None = None, *,
                     workers: int = 2, progress: Progress | None = None,
                     stats: MakeStats | None = None) -> Index:
     """Index a file or block device (``-`` reads stdin)."""

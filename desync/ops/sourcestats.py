@@ -7,10 +7,10 @@ not have a chunk counts nothing for it.
 """
 
 import threading
-from collections.abc import Iterator
 
 from ..chunk import Chunk
 from ..stores.base import Store
+from ..stores.capabilities import ReadStore, WriteStore
 from ..stores.cache import CachedStore
 from ..stores.router import StoreRouter
 
@@ -31,9 +31,9 @@ class ByteCounts:
 
 
 class CountingStore(Store):
-    """Passes everything to ``inner``; counts the bytes of the chunks it returns."""
+    """Reads through ``inner``; counts the bytes of the chunks it returns."""
 
-    def __init__(self, inner: Store, label: str, counts: ByteCounts) -> None:
+    def __init__(self, inner: ReadStore, label: str, counts: ByteCounts) -> None:
         self.inner = inner
         self.label = label
         self.counts = counts
@@ -45,29 +45,17 @@ class CountingStore(Store):
         self.counts.add(self.label, size_hint or len(chunk.data()))
         return chunk
 
-    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
-        chunks = self.inner.get_chunks(requests)
-        self.counts.add(self.label, sum(hint or len(c.data()) for (_, hint), c in zip(requests, chunks)))
+    def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
+        chunks = self.inner.fetch_chunks(requests)
+        self.counts.add(self.label, sum(hint or len(c.data()) for (_, hint), c in zip(requests, chunks)
+                                        if c is not None))
         return chunks
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return self.inner.has_chunk(chunk_id)
 
-    def put_chunk(self, chunk: Chunk) -> None:
-        self.inner.put_chunk(chunk)
-
-    def remove_chunk(self, chunk_id: bytes) -> None:
-        self.inner.remove_chunk(chunk_id)
-
     def touch_chunk(self, chunk_id: bytes) -> None:
         self.inner.touch_chunk(chunk_id)
-
-    def iter_chunks(self) -> Iterator[bytes]:
-        return self.inner.iter_chunks()
-
-    @property
-    def writable(self) -> bool:
-        return self.inner.writable
 
     @property
     def parallelism(self) -> int:
@@ -77,10 +65,21 @@ class CountingStore(Store):
         self.inner.close()
 
 
-def count_sources(store: Store, counts: ByteCounts) -> Store:
+class CountingWriteStore(CountingStore):
+    """A counted cache: it is also written to."""
+
+    def __init__(self, inner: WriteStore, label: str, counts: ByteCounts) -> None:
+        super().__init__(inner, label, counts)
+        self.writer = inner
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        self.writer.put_chunk(chunk)
+
+
+def count_sources(store: ReadStore, counts: ByteCounts) -> Store:
     """``store`` with every cache and chained store counting what it serves (the chain itself is kept)."""
     if isinstance(store, CachedStore):
-        store.cache = CountingStore(store.cache, f"cache {store.cache}", counts)
+        store.cache = CountingWriteStore(store.cache, f"cache {store.cache}", counts)
         store.backend = count_sources(store.backend, counts)
         return store
     if isinstance(store, StoreRouter):

@@ -4,14 +4,14 @@ import os
 from collections.abc import Iterable, Mapping
 
 from ..chunk import Chunk
-from ..errors import ChunkMissing, DesyncError
+from ..errors import DesyncError
 from ..index import Index, IndexChunk
 from ..progress import Progress
-from ..stores.base import Store
+from ..stores.capabilities import PrunableStore, ReadStore, WriteStore
 from ..parallel import Counter, run_all
 
 
-def chop(index: Index, path: str, store: Store, *, ignore: set[bytes] | None = None, workers: int = 4,
+def chop(index: Index, path: str, store: WriteStore, *, ignore: set[bytes] | None = None, workers: int = 4,
          progress: Progress | None = None) -> int:
     """Cut ``path`` along the index's boundaries and store the chunks it lacks; returns how many were stored."""
     skip = ignore or set()
@@ -48,7 +48,7 @@ def chop(index: Index, path: str, store: Store, *, ignore: set[bytes] | None = N
     return stored.value
 
 
-def fill_cache(ids: Iterable[bytes], source: Store, cache: Store, *, workers: int = 4,
+def fill_cache(ids: Iterable[bytes], source: ReadStore, cache: WriteStore, *, workers: int = 4,
                progress: Progress | None = None, sizes: Mapping[bytes, int] | None = None) -> int:
     """Copy the chunks the cache lacks from ``source``; returns how many were copied.
 
@@ -73,16 +73,13 @@ def unique_ids(indexes: Iterable[Index]) -> list[bytes]:
     return list(dict.fromkeys(c.id for idx in indexes for c in idx.chunks))
 
 
-def prune(store: Store, keep: set[bytes]) -> int:
+def prune(store: PrunableStore, keep: set[bytes]) -> int:
     """Remove every chunk not in ``keep``; returns how many were removed."""
     removed = 0
     for chunk_id in list(store.iter_chunks()):
         if chunk_id in keep:
             continue
-        try:
-            store.remove_chunk(chunk_id)
-            removed += 1
-        except ChunkMissing:
-            pass
+        store.remove_chunk(chunk_id)
+        removed += 1
     store.remove_stray_files()
     return removed

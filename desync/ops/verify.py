@@ -8,7 +8,7 @@ from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError
 from ..index import Index, IndexChunk
 from ..progress import Progress
-from ..stores.base import Store
+from ..stores.capabilities import PrunableStore
 from ..parallel import ordered_map
 
 
@@ -26,7 +26,7 @@ class VerifyResult:
         return len(self.invalid) + len(self.unreadable)
 
 
-def verify_store(store: Store, digest: Digest, *, repair: bool = False, workers: int = 4,
+def verify_store(store: PrunableStore, digest: Digest, *, repair: bool = False, workers: int = 4,
                  progress: Progress | None = None,
                  report: Callable[[DesyncError], None] | None = None) -> VerifyResult:
     """Read and hash every chunk; with ``repair`` remove the invalid ones and killed writers' temp files.
@@ -62,8 +62,6 @@ def verify_store(store: Store, digest: Digest, *, repair: bool = False, workers:
         if repair:
             try:
                 store.remove_chunk(chunk_id)
-                result.removed += 1
-            except ChunkMissing:
                 result.removed += 1
             except DesyncError as stuck:
                 result.left.append(stuck)

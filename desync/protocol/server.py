@@ -28,7 +28,7 @@ from ..chunk import Chunk
 from ..constants import ZSTD_MAGIC
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError
-from ..stores.base import Store, StoreOptions
+from ..stores.base import StoreOptions
 from ..stores.local import LocalStore
 from . import messages as m
 from .scheduler import RequestScheduler
@@ -388,7 +388,7 @@ class _PushSession(_Session):
     def __init__(self, config: ServerConfig, in_fd: int, out_fd: int) -> None:
         super().__init__(config, in_fd, out_fd)
         self.options = StoreOptions(digest=config.digest)
-        self.store: Store | None = None
+        self.store: LocalStore | None = None
         self.read_stores: list[LocalStore] = []
         self.index_file: _Incoming | None = None
         self.archive_file: _Incoming | None = None

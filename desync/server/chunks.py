@@ -18,6 +18,7 @@ from ..constants import COMPRESSED_CHUNK_SUFFIX, ZSTD_MAGIC
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError
 from ..stores.base import Store
+from ..stores.capabilities import WriteStore
 from .httpd import Reply, Request, text
 
 _TARGET: Final = re.compile(r"/([0-9a-f]{4})/([0-9a-f]{64})((?:\.[A-Za-z0-9.-]+)?)")
@@ -72,7 +73,7 @@ class ChunkService:
     def _put(self, store: Store, chunk_id: bytes, body: bytes) -> Reply:
         if not self.writable:
             return text(HTTPStatus.BAD_REQUEST, "writing to upstream chunk store is not enabled")
-        if not store.writable:
+        if not isinstance(store, WriteStore):
             return text(HTTPStatus.BAD_REQUEST, "upstream chunk store does not support writing")
         chunk = Chunk(chunk_id, data=body) if self.uncompressed else Chunk(chunk_id, compressed=body)
         try:

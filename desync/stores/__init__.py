@@ -2,7 +2,8 @@
 
 ``open_store`` maps a location to a backend by its scheme; backends with
 optional dependencies are imported only when a location needs them.
-Compose stores with :class:`StoreRouter` (chain) and :class:`CachedStore`.
+Compose stores with :class:`StoreRouter` (chain) and :func:`cached_store`;
+what a store can do is in :mod:`desync.stores.capabilities`.
 """
 
 import importlib
@@ -11,12 +12,13 @@ from typing import Final
 
 from ..errors import UsageError
 from .base import Store, StoreOptions
-from .cache import CachedStore
+from .cache import CachedStore, cached_store
+from .capabilities import PrunableStore, ReadStore, WriteStore
 from .local import LocalStore
 from .router import StoreRouter
 
-__all__ = ["Store", "StoreOptions", "LocalStore", "StoreRouter", "CachedStore", "open_store", "open_stores",
-           "register_scheme"]
+__all__ = ["Store", "StoreOptions", "LocalStore", "StoreRouter", "CachedStore", "cached_store", "open_store",
+           "open_stores", "register_scheme", "ReadStore", "WriteStore", "PrunableStore"]
 
 StoreFactory = Callable[[str, StoreOptions, bool], Store]
 
@@ -67,7 +69,11 @@ def open_stores(locations: Sequence[str], options: StoreOptions, cache: str = ""
     stores = [open_store(loc, options) for loc in locations]
     store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     if cache:
-        store = CachedStore(store, open_store(cache, options, writable=True))
+        cache_store = open_store(cache, options, writable=True)
+        if not isinstance(cache_store, WriteStore):
+            cache_store.close()
+            raise UsageError(f"store {cache} cannot store chunks (a cache needs a local, SFTP, S3 or HTTP store)")
+        store = cached_store(store, cache_store)
     return store
 
 

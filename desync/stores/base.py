@@ -1,19 +1,19 @@
-"""The Store interface every backend, cache, router and failover group implements.
+"""The base class of every backend, cache, router and failover group: reading.
 
 Commands compose stores (chain, cache, failover) and never special-case a
-backend.  A missing chunk is :class:`~desync.errors.ChunkMissing` (callers
+backend.  What a store can do beyond reading is declared by the methods its
+class has (see :mod:`desync.stores.capabilities`).  A missing chunk is :class:`~desync.errors.ChunkMissing` (callers
 fall through to the next store); anything else going wrong is a
 :class:`~desync.errors.StoreError`.
 """
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..chunk import Chunk
 from ..digest import DEFAULT, Digest
-from ..errors import StoreError
+from ..errors import ChunkMissing
 
 
 @dataclass(slots=True)
@@ -36,7 +36,11 @@ class StoreOptions:
 
 
 class Store(ABC):
-    """Base class: read-only unless a backend overrides put/remove."""
+    """Base class: a read store (:class:`~desync.stores.capabilities.ReadStore`).
+
+    Writing and pruning are added by the backends that can (``put_chunk``;
+    ``iter_chunks``, ``remove_chunk``, ``remove_stray_files``).
+    """
 
     location: str = ""
 
@@ -44,12 +48,29 @@ class Store(ABC):
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         """Return the chunk (verified unless the store skips verification) or raise ChunkMissing."""
 
-    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
-        """Several chunks (ID, size hint) at once, failing like get_chunk on the first problem.
+    def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
+        """Several chunks (ID, size hint) at once; ``None`` for a missing one, other failures raised.
 
-        Backends that can batch their I/O override this; the default asks one by one.
+        The batched fast path: backends that can batch their I/O override
+        this, and wrappers pass it on to their members.  The default asks
+        one by one.
         """
-        return [self.get_chunk(chunk_id, size_hint) for chunk_id, size_hint in requests]
+        found: list[Chunk | None] = []
+        for chunk_id, size_hint in requests:
+            try:
+                found.append(self.get_chunk(chunk_id, size_hint))
+            except ChunkMissing:
+                found.append(None)
+        return found
+
+    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+        """Several chunks through :meth:`fetch_chunks`, ChunkMissing for the first missing one."""
+        chunks: list[Chunk] = []
+        for (chunk_id, _), chunk in zip(requests, self.fetch_chunks(requests)):
+            if chunk is None:
+                raise ChunkMissing(chunk_id, self.location)
+            chunks.append(chunk)
+        return chunks
 
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
         """Raise ChunkInvalid unless the stored chunk hashes to its ID (ChunkMissing when it is not there).
@@ -64,20 +85,6 @@ class Store(ABC):
     def has_chunk(self, chunk_id: bytes) -> bool:
         """Whether the chunk is present, without transferring it."""
 
-    def put_chunk(self, chunk: Chunk) -> None:
-        raise StoreError(f"store {self} is read-only")
-
-    def remove_chunk(self, chunk_id: bytes) -> None:
-        raise StoreError(f"store {self} is read-only")
-
-    @abstractmethod
-    def iter_chunks(self) -> Iterator[bytes]:
-        """Yield the ID of every chunk in the store (for prune and verify)."""
-
-    def remove_stray_files(self) -> int:
-        """Delete leftovers of interrupted writes; returns how many. Most backends have none."""
-        return 0
-
     def touch_chunk(self, chunk_id: bytes) -> None:
         """Mark a chunk as recently used; only stores that keep access times need it."""
 
@@ -91,10 +98,6 @@ class Store(ABC):
         cache) hold it shared; prune holds it exclusively, so it never
         deletes a chunk such a command has just found or written.
         """
-
-    @property
-    def writable(self) -> bool:
-        return False
 
     @property
     def parallelism(self) -> int:

@@ -5,6 +5,11 @@ age keeps what is still in use.  The cache only saves work: when it cannot
 be written or read (read-only directory, disk full, permissions), the
 failure is reported once through ``on_error`` and the cache is bypassed,
 so a command whose chunks are all in the store still completes.
+
+Batched reads stay batched: the cache is asked for the whole batch, the
+backend for what the cache lacked.  A cached store can do what its backend
+can (:func:`cached_store` picks the class): writes and removals go to the
+backend, and removals to the cache too.
 """
 
 import threading
@@ -13,10 +18,13 @@ from collections.abc import Callable, Iterator
 from ..chunk import Chunk
 from ..errors import ChunkInvalid, ChunkMissing, StoreError
 from .base import Store
+from .capabilities import PrunableStore, ReadStore, WriteStore
 
 
 class CachedStore(Store):
-    def __init__(self, backend: Store, cache: Store, on_error: Callable[[str], None] | None = None) -> None:
+    """A read store with a cache."""
+
+    def __init__(self, backend: ReadStore, cache: WriteStore, on_error: Callable[[str], None] | None = None) -> None:
         self.backend = backend
         self.cache = cache
         self.location = f"{backend} (cache {cache})"
@@ -48,26 +56,55 @@ class CachedStore(Store):
                 self.cache.touch_chunk(chunk_id)
                 return chunk
         chunk = self.backend.get_chunk(chunk_id, size_hint)
+        self._fill(chunk)
+        return chunk
+
+    def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
+        found: list[Chunk | None] = [None] * len(requests)
+        if self._usable:
+            try:
+                found = self.cache.fetch_chunks(requests)
+            except ChunkInvalid:
+                # A damaged cache entry: this batch goes one by one, which drops it and fills it again.
+                return super().fetch_chunks(requests)
+            except (StoreError, OSError) as read_error:
+                self._failed(read_error)
+            for (chunk_id, _), chunk in zip(requests, found):
+                if chunk is not None:
+                    self.cache.touch_chunk(chunk_id)
+        misses = [i for i, chunk in enumerate(found) if chunk is None]
+        if misses:
+            fetched = self.backend.fetch_chunks([requests[i] for i in misses])
+            for i, chunk in zip(misses, fetched):
+                found[i] = chunk
+                if chunk is not None:
+                    self._fill(chunk)
+        return found
+
+    def _fill(self, chunk: Chunk) -> None:
         if self._usable:
             try:
                 self.cache.put_chunk(chunk)
             except (StoreError, OSError) as write_error:
                 self._failed(write_error)
-        return chunk
 
     def _drop(self, chunk_id: bytes) -> None:
+        """Remove a damaged entry when the cache can remove; a write of the good chunk replaces it anyway."""
+        if not isinstance(self.cache, PrunableStore):
+            return
         try:
             self.cache.remove_chunk(chunk_id)
-        except ChunkMissing:
-            pass
         except (StoreError, OSError) as remove_error:
             self._failed(remove_error)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return (self._usable and self.cache.has_chunk(chunk_id)) or self.backend.has_chunk(chunk_id)
 
-    def iter_chunks(self) -> Iterator[bytes]:
-        return self.backend.iter_chunks()
+    def writer_lock(self, exclusive: bool) -> None:
+        self.backend.writer_lock(exclusive)
+
+    def flush(self) -> None:
+        self.backend.flush()
 
     @property
     def parallelism(self) -> int:
@@ -76,3 +113,43 @@ class CachedStore(Store):
     def close(self) -> None:
         self.backend.close()
         self.cache.close()
+
+
+class WritableCachedStore(CachedStore):
+    """A write store with a cache: chunks go to the backend, and to the cache (best effort)."""
+
+    def __init__(self, backend: WriteStore, cache: WriteStore, on_error: Callable[[str], None] | None = None) -> None:
+        super().__init__(backend, cache, on_error)
+        self.writer: WriteStore = backend
+
+    def put_chunk(self, chunk: Chunk) -> None:
+        self.writer.put_chunk(chunk)
+        self._fill(chunk)
+
+
+class PrunableCachedStore(WritableCachedStore):
+    """A prunable store with a cache: the backend's chunks are listed; removals reach the cache too."""
+
+    def __init__(self, backend: PrunableStore, cache: WriteStore,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        super().__init__(backend, cache, on_error)
+        self.pruner: PrunableStore = backend
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        return self.pruner.iter_chunks()
+
+    def remove_chunk(self, chunk_id: bytes) -> None:
+        self.pruner.remove_chunk(chunk_id)
+        self._drop(chunk_id)
+
+    def remove_stray_files(self) -> int:
+        return self.pruner.remove_stray_files()
+
+
+def cached_store(backend: ReadStore, cache: WriteStore, on_error: Callable[[str], None] | None = None) -> CachedStore:
+    """``backend`` behind ``cache``, with every capability the backend has."""
+    if isinstance(backend, PrunableStore):
+        return PrunableCachedStore(backend, cache, on_error)
+    if isinstance(backend, WriteStore):
+        return WritableCachedStore(backend, cache, on_error)
+    return CachedStore(backend, cache, on_error)

@@ -3,12 +3,12 @@
 Chunks live at ``BASE/<id[:4]>/<id>.cacnk`` (no suffix for uncompressed
 stores), so any static web server in front of a local store directory is a
 read-only store, and ``desync chunk-server`` or any server that accepts PUT
-is a writable one.  A 404 is a miss (the next store is asked); anything else
+is a writable one.  HTTP has no listing or removal: an HTTP store is a
+write store, not a prunable one (see desync.stores.capabilities).  A 404 is a miss (the next store is asked); anything else
 that is not a success is an error, after retries for the transient ones.
 """
 
 import urllib.parse
-from collections.abc import Iterator
 
 from ..chunk import Chunk
 from ..compression import stored_size_limit
@@ -35,16 +35,17 @@ class HTTPStore(Store):
         return self._chunk_from(chunk_id, size_hint, self.client.request("GET", self._name(chunk_id),
                                                                          limit=stored_size_limit(size_hint)))
 
-    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+    def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
+        """Pipelined GETs on one connection; a server error is asked again through the retrying path."""
         names = [self._name(cid) for cid, _ in requests]
         limits = [stored_size_limit(hint) for _, hint in requests]
         answered = self.client.get_many(names, max(limits)) if len(requests) > 1 else []
-        chunks: list[Chunk] = []
+        chunks: list[Chunk | None] = []
         for i, (cid, hint) in enumerate(requests):
             resp = answered[i] if i < len(answered) and answered[i].status < 500 else None
             if resp is None:  # not answered, or a server error: the retrying path decides
                 resp = self.client.request("GET", names[i], limit=limits[i])
-            chunks.append(self._chunk_from(cid, hint, resp))
+            chunks.append(None if resp.status == 404 else self._chunk_from(cid, hint, resp))
         return chunks
 
     def _chunk_from(self, chunk_id: bytes, size_hint: int, resp: Response) -> Chunk:
@@ -69,10 +70,6 @@ class HTTPStore(Store):
         raise StoreError(f"store {self.location}: chunk {chunk_id.hex()}: {resp.reason()}")
 
     @property
-    def writable(self) -> bool:
-        return True
-
-    @property
     def parallelism(self) -> int:
         return max(1, self.options.workers)
 
@@ -81,9 +78,6 @@ class HTTPStore(Store):
         resp = self.client.request("PUT", self._name(chunk.id), body)
         if resp.status not in _PUT_OK:
             raise StoreError(f"store {self.location}: cannot store chunk {chunk.id.hex()}: {resp.reason()}")
-
-    def iter_chunks(self) -> Iterator[bytes]:
-        raise StoreError(f"store {self.location}: HTTP stores cannot list their chunks")
 
     def close(self) -> None:
         self.client.close()

@@ -100,27 +100,38 @@ class LocalStore(Store):
             return
         raise ChunkMissing(chunk_id, self.path)
 
-    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+    def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
+        """One C call reads the preferred form of every file, one more the other form of those not found."""
         if len(requests) < 2:
-            return [self.get_chunk(cid, hint) for cid, hint in requests]
-        preferred = [self._paths(cid)[0] for cid, _ in requests]
-        compressed = not self.options.uncompressed
-        raws = fsutil.read_files([os.fsencode(p) for p in preferred], [stored_size_limit(h) for _, h in requests])
-        chunks: list[Chunk] = []
-        for (cid, hint), raw, path in zip(requests, raws, preferred):
+            return super().fetch_chunks(requests)
+        found: list[Chunk | None] = [None] * len(requests)
+        absent = self._read_batch(requests, list(range(len(requests))), 0, found)
+        if absent:
+            self._read_batch(requests, absent, 1, found)
+        return found
+
+    def _read_batch(self, requests: list[tuple[bytes, int]], positions: list[int], form: int,
+                    found: list[Chunk | None]) -> list[int]:
+        """Read form ``form`` (0 preferred, 1 the other) of the chunks at ``positions``; returns those not there."""
+        paths = [self._paths(requests[i][0])[form] for i in positions]
+        compressed = (form == 0) != self.options.uncompressed
+        raws = fsutil.read_files([os.fsencode(p) for p in paths], [stored_size_limit(requests[i][1]) for i in positions])
+        absent: list[int] = []
+        for i, raw, path in zip(positions, raws, paths):
+            cid, hint = requests[i]
             if isinstance(raw, int):
                 if raw in fsutil.UNREADABLE:
                     raise ChunkInvalid(cid, self.path, f"{path}: {fsutil.UNREADABLE[raw]}")
                 if raw != errno.ENOENT:
                     raise StoreError(f"store {self.path}: cannot read chunk {cid.hex()}: {os.strerror(raw)}")
-                chunks.append(self.get_chunk(cid, hint))  # the other form, or a clean ChunkMissing
+                absent.append(i)
                 continue
             chunk = (Chunk(cid, compressed=raw, origin=self.path) if compressed
                      else Chunk(cid, data=raw, origin=self.path))
             if not self.options.skip_verify:
                 chunk.verify(self.options.digest, self.path, hint)
-            chunks.append(chunk)
-        return chunks
+            found[i] = chunk
+        return absent
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         first, second = self._paths(chunk_id)
@@ -133,10 +144,6 @@ class LocalStore(Store):
                 return
             except OSError:
                 continue
-
-    @property
-    def writable(self) -> bool:
-        return True
 
     def writer_lock(self, exclusive: bool) -> None:
         """flock ``<store>/.desync-lock``: shared waits for a running prune, exclusive fails at once if held."""
@@ -194,19 +201,16 @@ class LocalStore(Store):
                 raise StoreError(f"store {self.path}: cannot create {prefix}: {exc.strerror}") from None
 
     def remove_chunk(self, chunk_id: bytes) -> None:
-        removed = False
+        """Remove both forms; a chunk that is not there is no error (see desync.stores.capabilities)."""
         for path in self._paths(chunk_id):
             try:
                 os.unlink(path)
-                removed = True
             except FileNotFoundError:
                 continue
             except IsADirectoryError:
-                removed = _remove_empty_dir(path, self.path) or removed
+                _remove_empty_dir(path, self.path)
             except OSError as exc:
                 raise StoreError(f"store {self.path}: cannot remove {path}: {exc.strerror}") from None
-        if not removed:
-            raise ChunkMissing(chunk_id, self.path)
         prefix = os.path.dirname(self._paths(chunk_id)[0])
         try:
             os.rmdir(prefix)
@@ -257,15 +261,14 @@ class LocalStore(Store):
         return count
 
 
-def _remove_empty_dir(path: str, store: str) -> bool:
+def _remove_empty_dir(path: str, store: str) -> None:
     """A directory under a chunk name: removed if empty, else a StoreError (its content may be someone's)."""
     try:
         os.rmdir(path)
     except FileNotFoundError:
-        return False
+        pass
     except OSError as exc:
         raise StoreError(f"store {store}: {path} is a directory and cannot be removed: {exc.strerror}") from None
-    return True
 
 
 def _is_hex(name: str, length: int) -> bool:

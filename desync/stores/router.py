@@ -1,14 +1,20 @@
-"""Chained stores (``-s a -s b``): tried in order, a miss falls through."""
+"""Chained stores (``-s a -s b``): tried in order, a miss falls through.
 
-from collections.abc import Iterator, Sequence
+A chain is a read store: a write or a removal would have no one member to
+go to.  Batched reads stay batched: the first store is asked for the whole
+batch, each next one for what the stores before it lacked.
+"""
+
+from collections.abc import Sequence
 
 from ..chunk import Chunk
 from ..errors import ChunkMissing
 from .base import Store
+from .capabilities import ReadStore
 
 
 class StoreRouter(Store):
-    def __init__(self, stores: Sequence[Store]) -> None:
+    def __init__(self, stores: Sequence[ReadStore]) -> None:
         self.stores = list(stores)
         self.location = " -> ".join(str(s) for s in self.stores)
 
@@ -20,16 +26,19 @@ class StoreRouter(Store):
                 continue
         raise ChunkMissing(chunk_id, self.location)
 
+    def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
+        found: list[Chunk | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        for store in self.stores:
+            if not pending:
+                break
+            for i, chunk in zip(pending, store.fetch_chunks([requests[i] for i in pending])):
+                found[i] = chunk
+            pending = [i for i in pending if found[i] is None]
+        return found
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         return any(s.has_chunk(chunk_id) for s in self.stores)
-
-    def iter_chunks(self) -> Iterator[bytes]:
-        seen: set[bytes] = set()
-        for store in self.stores:
-            for chunk_id in store.iter_chunks():
-                if chunk_id not in seen:
-                    seen.add(chunk_id)
-                    yield chunk_id
 
     @property
     def parallelism(self) -> int:

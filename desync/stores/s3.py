@@ -355,10 +355,6 @@ class S3Store(Store):
         return True
 
     @property
-    def writable(self) -> bool:
-        return True
-
-    @property
     def parallelism(self) -> int:
         return max(1, self.options.workers)
 
@@ -371,7 +367,7 @@ class S3Store(Store):
             self.fail(exc, f"cannot store chunk {chunk.id.hex()}")
 
     def remove_chunk(self, chunk_id: bytes) -> None:
-        """Delete the object; S3 answers a delete of a missing object with success too."""
+        """Delete the object; a missing one is no error, as everywhere (see desync.stores.capabilities)."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.key(chunk_id))
         except Exception as exc:
@@ -379,6 +375,10 @@ class S3Store(Store):
 
     def iter_chunks(self) -> Iterator[bytes]:
         return _ChunkListing(self)
+
+    def remove_stray_files(self) -> int:
+        """Uploads are atomic in S3: no writer leaves a partial object behind."""
+        return 0
 
     def close(self) -> None:
         self.client.close()

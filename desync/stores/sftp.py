@@ -127,10 +127,6 @@ class SFTPStore(Store):
         session = self._session()
         return any(session.stat(path) is not None for path in self._paths(chunk_id))
 
-    @property
-    def writable(self) -> bool:
-        return True
-
     def put_chunk(self, chunk: Chunk) -> None:
         session = self._session()
         h = chunk.id.hex()
@@ -166,12 +162,10 @@ class SFTPStore(Store):
         raise StoreError(f"store {self.location}: cannot write chunk {h}: {exc}") from None
 
     def remove_chunk(self, chunk_id: bytes) -> None:
+        """Remove both forms; a chunk that is not there is no error (see desync.stores.capabilities)."""
         session = self._session()
-        removed = False
         for path in self._paths(chunk_id):
-            removed = session.remove(path) or removed
-        if not removed:
-            raise ChunkMissing(chunk_id, self.location)
+            session.remove(path)
         prefix = f"{self.path}/{chunk_id.hex()[:4]}"
         try:
             session.rmdir(prefix)

@@ -1,8 +1,8 @@
 """``ssh://[USER@]HOST[:PORT]/PATH`` stores: chunks from a remote ``casync pull`` or ``desync pull``.
 
-Read-only, like the Go desync's.  Each session carries many requests at
-once; another session is opened only when all have ``PIPELINE_DEPTH`` in
-flight, up to ``-n`` sessions (capped at ``MAX_SESSIONS``), because each one
+A read store only, like the Go desync's: the protocol can neither store,
+list nor remove.  Each session carries many requests at once; another
+session is opened only when all have ``PIPELINE_DEPTH`` in flight, up to ``-n`` sessions (capped at ``MAX_SESSIONS``), because each one
 costs an ssh connection, a login shell and a server process.  Decompression
 and verification happen in the calling worker threads.  A failed session is replaced and the request
 retried (``--error-retry`` times).
@@ -13,7 +13,6 @@ retired one is gone.
 """
 
 import threading
-from collections.abc import Iterator
 from typing import Final
 
 from ..chunk import Chunk
@@ -114,7 +113,7 @@ class SSHStore(Store):
                 best = self._new_session()
             return best
 
-    def get_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk]:
+    def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
         """One REQUEST for the whole batch on one session, and one wake-up when it is all here."""
         ids = [chunk_id for chunk_id, _ in requests]
         answers: list[Answer] | None = None
@@ -129,7 +128,8 @@ class SSHStore(Store):
                 attempts_made = 1  # asked again one by one, on other sessions, with the retries left
         if answers is None:
             answers = [self._fetch(chunk_id, attempts_made) for chunk_id in ids]
-        return [self._chunk(chunk_id, hint, a) for (chunk_id, hint), a in zip(requests, answers)]
+        return [None if a.missing else self._chunk(chunk_id, hint, a)
+                for (chunk_id, hint), a in zip(requests, answers)]
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         return self._chunk(chunk_id, size_hint, self._fetch(chunk_id))
@@ -146,9 +146,6 @@ class SSHStore(Store):
         """The protocol has no "do you have"; like the Go desync, fetch the chunk."""
         return not self._fetch(chunk_id).missing
 
-    def iter_chunks(self) -> Iterator[bytes]:
-        raise StoreError(f"store {self.location}: the casync protocol cannot list chunks (use sftp:// for that)")
-
     def close(self) -> None:
         """Say GOODBYE on every session, then wait for all their processes at once (each bounded)."""
         with self.cond:
@@ -161,5 +158,5 @@ class SSHStore(Store):
 
 
 def open_ssh_store(location: str, options: StoreOptions, writable: bool) -> Store:
-    """Read-only whatever ``writable`` says; writers check :attr:`Store.writable` and refuse."""
+    """A read store whatever ``writable`` says; writers find no ``put_chunk`` and refuse."""
     return SSHStore(location, options)

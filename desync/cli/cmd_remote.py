@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
-from ..protocol.server import LOG_INFO, ServerConfig, serve
+from ..server.remote import LOG_INFO, ServerConfig, serve
 
 SERVER_VERBS: Final = ("pull", "push")
 _SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")

@@ -30,9 +30,9 @@ from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError
 from ..stores.base import Store, StoreOptions
 from ..stores.local import LocalStore
-from . import messages as m
-from .scheduler import RequestScheduler
-from .stream import ConnectionClosed, Message, MessageReader, MessageWriter, prepare_pipe
+from ..protocol import messages as m
+from ..protocol.scheduler import RequestScheduler
+from ..protocol.stream import ConnectionClosed, Message, MessageReader, MessageWriter, prepare_pipe
 
 LOG_ERR: Final = 3
 LOG_WARNING: Final = 4

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import NEUTRAL_DIR, assert_one_line_error, desync_env, run_desync
-from desync.cli.cmd_remote import byte_rate, log_level, prepare_argv
+from desync.cli.argv import prepare_argv
+from desync.cli.cmd_remote import byte_rate, log_level
 from desync.errors import UsageError
 from desync.protocol import messages as m
 from desync.protocol import sftp

@@ -25,21 +25,6 @@ from ..stores.indexes import read_index, write_index
 DEFAULT_WORKERS = 10
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the hand-wrapped descriptions as written."""
-
-
-def add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """Options valid before or after the command name (like the Go tool's persistent flags)."""
-    default: object = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--digest", default=argparse.SUPPRESS if suppress else "sha512-256",
-                        help="digest for new chunk IDs: sha512-256 (default) or sha256")
-    parser.add_argument("--config", default=default, metavar="FILE",
-                        help="config file (default $HOME/.config/desync/config.json)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        default=argparse.SUPPRESS if suppress else False, help="more detail on errors")
-
-
 def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cache: bool = False,
                       required: bool = False, uncompressed_help: str = "read and write uncompressed chunks") -> None:
     if stores:

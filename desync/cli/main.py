@@ -15,8 +15,7 @@ from typing import NoReturn
 from .._accel import fileio_module
 from ..errors import DesyncError, UsageError
 from . import stopsignals
-from .common import HelpFormatter, add_global_options
-from .cmd_remote import prepare_argv
+from .argv import HelpFormatter, add_global_options, prepare_argv
 
 # Modules that contribute commands, in --help order.
 COMMAND_MODULES = (

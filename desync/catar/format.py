@@ -40,7 +40,7 @@ from ..constants import (
     CA_FORMAT_XATTR,
     GOODBYE_HASH_KEY,
 )
-from ..errors import UsageError
+from ..errors import InvalidArgument
 
 MASK64: Final = 0xFFFFFFFFFFFFFFFF
 # The largest file offset (off_t): no record of an archive can end past it.
@@ -283,7 +283,7 @@ def _feature(name: str) -> int:
     try:
         return ff.NAMES[name]
     except KeyError:
-        raise UsageError(f"unknown archive feature {name!r} (known: {', '.join(ff.NAMES)})") from None
+        raise InvalidArgument(f"unknown archive feature {name!r} (known: {', '.join(ff.NAMES)})") from None
 
 
 VALID_TYPES: Final = frozenset(

@@ -9,7 +9,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ..errors import UsageError
+from ..errors import InvalidArgument
 from .base import Store, StoreOptions
 from .cache import CachedStore
 from .local import LocalStore
@@ -37,11 +37,11 @@ def _scheme(location: str) -> str:
 def open_store(location: str, options: StoreOptions, writable: bool = False) -> Store:
     """Open one store; ``writable`` creates a missing local directory."""
     if not location:
-        raise UsageError("empty store location")
+        raise InvalidArgument("empty store location")
     if "|" in location:
         target = _SCHEMES.get("|")
         if target is None:
-            raise UsageError(f"failover groups are not available: {location}")
+            raise InvalidArgument(f"failover groups are not available: {location}")
         return _load(target)(location, options, writable)
     scheme = _scheme(location)
     if scheme in ("", "file"):
@@ -49,7 +49,7 @@ def open_store(location: str, options: StoreOptions, writable: bool = False) -> 
         return LocalStore(path, options, create=writable)
     target = _SCHEMES.get(scheme)
     if target is None:
-        raise UsageError(f"unsupported store location {location!r}")
+        raise InvalidArgument(f"unsupported store location {location!r}")
     return _load(target)(location, options, writable)
 
 
@@ -63,7 +63,7 @@ def _load(target: str) -> StoreFactory:
 def open_stores(locations: Sequence[str], options: StoreOptions, cache: str = "") -> Store:
     """Chain the stores in order, with an optional cache in front."""
     if not locations:
-        raise UsageError("no store given (use -s)")
+        raise InvalidArgument("no store given (use -s)")
     stores = [open_store(loc, options) for loc in locations]
     store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     if cache:

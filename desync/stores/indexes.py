@@ -12,7 +12,7 @@ from typing import BinaryIO, Final
 
 from .. import fsutil
 from .. import index as index_mod
-from ..errors import DesyncError, UsageError
+from ..errors import DesyncError, InvalidArgument
 from ..index import INDEX_SIZE_LIMIT, Index
 from .base import StoreOptions
 
@@ -37,7 +37,7 @@ def _remote(location: str) -> tuple[str, str] | None:
         return None
     found = _SCHEMES.get(head.lower())
     if found is None:
-        raise UsageError(f"unsupported index location {location!r}")
+        raise InvalidArgument(f"unsupported index location {location!r}")
     return found
 
 

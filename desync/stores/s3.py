@@ -31,7 +31,7 @@ from .._version import __version__
 from ..chunk import Chunk
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
-from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError, UsageError
+from ..errors import ChunkInvalid, ChunkMissing, DesyncError, InvalidArgument, StoreError
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
@@ -84,17 +84,17 @@ def parse_location(location: str) -> S3Location:
     parts = urllib.parse.urlsplit(location)
     scheme = parts.scheme.lower()
     if scheme not in ("s3+http", "s3+https"):
-        raise UsageError(f"invalid S3 location {location!r}: expected s3+http:// or s3+https://")
+        raise InvalidArgument(f"invalid S3 location {location!r}: expected s3+http:// or s3+https://")
     if not parts.netloc:
-        raise UsageError(f"invalid S3 location {location!r}: no host")
+        raise InvalidArgument(f"invalid S3 location {location!r}: no host")
     path = parts.path.strip("/")
     if not path:
-        raise UsageError(f"invalid S3 location {location!r}: no bucket in the path")
+        raise InvalidArgument(f"invalid S3 location {location!r}: no bucket in the path")
     bucket, _, prefix = path.partition("/")
     query = urllib.parse.parse_qs(parts.query)
     lookup = (query.get("lookup") or [""])[-1] or "auto"
     if lookup not in LOOKUPS:
-        raise UsageError(f"unknown S3 bucket lookup type {lookup!r} in {location} (use dns, path or auto)")
+        raise InvalidArgument(f"unknown S3 bucket lookup type {lookup!r} in {location} (use dns, path or auto)")
     return S3Location(location, f"{scheme[3:]}://{parts.netloc}", bucket, f"{prefix}/" if prefix else "", lookup)
 
 

@@ -11,7 +11,8 @@ import pytest
 from desync import digest as digest_mod
 from desync.chunk import Chunk
 from desync.errors import ChunkInvalid, ChunkMissing, StoreError
-from desync.stores import CachedStore, LocalStore, StoreOptions, StoreRouter, open_store, open_stores
+from desync.stores import CachedStore, LocalStore, StoreOptions, StoreRouter, open_store
+from desync.stores import compose
 
 SHA = digest_mod.SHA512_256_DIGEST
 
@@ -140,8 +141,11 @@ def test_cache_is_filled_on_miss_and_touched_on_hit(tmp_path: Path) -> None:
     assert path.stat().st_mtime > 1000
 
 
-def test_open_stores_chains_and_caches(tmp_path: Path) -> None:
+def test_compose_chains_and_caches(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    store = open_stores([str(tmp_path / "a"), f"file://{tmp_path / 'a'}"], StoreOptions(), str(tmp_path / "c"))
+    options = StoreOptions()
+    chained = compose.chain([str(tmp_path / "a"), f"file://{tmp_path / 'a'}"], lambda _: options)
+    assert isinstance(chained, StoreRouter)
+    store = compose.cached(chained, str(tmp_path / "c"), lambda _: options)
     assert isinstance(store, CachedStore)
     assert (tmp_path / "c").is_dir()

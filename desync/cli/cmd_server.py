@@ -16,7 +16,7 @@ from ..index import INDEX_SIZE_LIMIT
 from ..server.chunks import ChunkService
 from ..server.httpd import HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, HTTPServer, RequestLog, Service, server_tls
 from ..server.indexes import IndexService
-from ..stores import CachedStore, Store, StoreRouter
+from ..stores import Store, compose
 from . import common, stopsignals
 
 
@@ -105,11 +105,9 @@ def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Sto
     upstream.uncompressed = False
     upstream.skip_verify = True
     digest = digest_mod.by_name(args.digest)
-    stores = [common.open_location(loc, upstream, digest, writable=args.writable) for loc in locations]
-    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
-    if cache:
-        store = CachedStore(store, common.open_location(cache, upstream, digest, writable=True))
-    return store
+    find = common.options_for(upstream, digest)
+    store = compose.chain(locations, find, writable=args.writable)
+    return compose.cached(store, cache, find) if cache else store
 
 
 def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int,

@@ -2,11 +2,12 @@
 
 ``open_store`` maps a location to a backend by its scheme; backends with
 optional dependencies are imported only when a location needs them.
-Compose stores with :class:`StoreRouter` (chain) and :class:`CachedStore`.
+Stacks of stores (chains, failover groups, caches) are built by
+:mod:`desync.stores.compose`.
 """
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from ..errors import InvalidArgument
@@ -15,8 +16,7 @@ from .cache import CachedStore
 from .local import LocalStore
 from .router import StoreRouter
 
-__all__ = ["Store", "StoreOptions", "LocalStore", "StoreRouter", "CachedStore", "open_store", "open_stores",
-           "register_scheme"]
+__all__ = ["Store", "StoreOptions", "LocalStore", "StoreRouter", "CachedStore", "open_store", "register_scheme"]
 
 StoreFactory = Callable[[str, StoreOptions, bool], Store]
 
@@ -58,17 +58,6 @@ def _load(target: str) -> StoreFactory:
     module = importlib.import_module(module_name)
     factory: StoreFactory = getattr(module, func)
     return factory
-
-
-def open_stores(locations: Sequence[str], options: StoreOptions, cache: str = "") -> Store:
-    """Chain the stores in order, with an optional cache in front."""
-    if not locations:
-        raise InvalidArgument("no store given (use -s)")
-    stores = [open_store(loc, options) for loc in locations]
-    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
-    if cache:
-        store = CachedStore(store, open_store(cache, options, writable=True))
-    return store
 
 
 register_scheme("|", "desync.stores.failover:open_failover")

@@ -36,7 +36,7 @@ from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
 from .base import Store, StoreOptions
-from .s3auth import S3Credentials, credentials_for
+from .s3auth import S3Credentials, credentials_for, endpoint_of
 
 LOOKUPS: Final = ("auto", "dns", "path")
 _HEX: Final = frozenset("0123456789abcdef")
@@ -95,7 +95,7 @@ def parse_location(location: str) -> S3Location:
     lookup = (query.get("lookup") or [""])[-1] or "auto"
     if lookup not in LOOKUPS:
         raise InvalidArgument(f"unknown S3 bucket lookup type {lookup!r} in {location} (use dns, path or auto)")
-    return S3Location(location, f"{scheme[3:]}://{parts.netloc}", bucket, f"{prefix}/" if prefix else "", lookup)
+    return S3Location(location, endpoint_of(location), bucket, f"{prefix}/" if prefix else "", lookup)
 
 
 def addressing_style(loc: S3Location) -> str:
@@ -105,6 +105,12 @@ def addressing_style(loc: S3Location) -> str:
     host = (urllib.parse.urlsplit(loc.endpoint).hostname or "").lower()
     virtual = host.endswith("amazonaws.com") or host == "storage.googleapis.com"
     return "virtual" if virtual else "path"
+
+
+def _credentials(loc: S3Location, options: StoreOptions) -> S3Credentials:
+    """The credentials whoever opened the store passed in, else those of the environment."""
+    given = options.s3_credentials
+    return given if given is not None else credentials_for(loc.endpoint)
 
 
 def make_client(loc: S3Location, creds: S3Credentials, options: StoreOptions) -> Any:
@@ -263,7 +269,7 @@ class S3Store(Store):
         self.bucket = self.loc.bucket
         self.prefix = self.loc.prefix
         self.suffix = "" if options.uncompressed else COMPRESSED_CHUNK_SUFFIX
-        self.client = make_client(self.loc, credentials_for(self.loc.endpoint), options)
+        self.client = make_client(self.loc, _credentials(self.loc, options), options)
 
     def key(self, chunk_id: bytes) -> str:
         h = chunk_id.hex()
@@ -490,7 +496,7 @@ def _index_object(location: str) -> tuple[S3Location, str]:
 
 def read_s3_index(location: str, options: StoreOptions) -> bytes:
     loc, key = _index_object(location)
-    client = make_client(loc, credentials_for(loc.endpoint), options)
+    client = make_client(loc, _credentials(loc, options), options)
     try:
         answer = client.get_object(Bucket=loc.bucket, Key=key)
         body = answer["Body"]
@@ -515,7 +521,7 @@ def read_s3_index(location: str, options: StoreOptions) -> bytes:
 
 def write_s3_index(location: str, data: bytes, options: StoreOptions) -> None:
     loc, key = _index_object(location)
-    client = make_client(loc, credentials_for(loc.endpoint), options)
+    client = make_client(loc, _credentials(loc, options), options)
     try:
         client.put_object(Bucket=loc.bucket, Key=key, Body=data, ContentType="application/octet-stream")
     except Exception as exc:

@@ -8,7 +8,7 @@ store to another is never decompressed and recompressed needlessly.
 from . import compression
 from .constants import CHUNK_SIZE_LIMIT, ZSTD_MAGIC
 from .digest import Digest
-from .errors import ChunkInvalid
+from .errors import ChunkInvalid, InvalidArgument
 
 
 class Chunk:
@@ -95,8 +95,8 @@ class Chunk:
 def parse_id(text: str) -> bytes:
     """Parse a 64-hex-digit chunk ID (lowercase is canonical, uppercase accepted)."""
     if len(text) != 64:
-        raise ValueError(f"invalid chunk ID {text!r}")
+        raise InvalidArgument(f"invalid chunk ID {text!r}")
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise ValueError(f"invalid chunk ID {text!r}") from None
+        raise InvalidArgument(f"invalid chunk ID {text!r}") from None

@@ -139,8 +139,6 @@ def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int,
     for spec in args.listen or [":http"]:
         try:
             url = server.listen(spec)
-        except ValueError as bad_address:
-            raise UsageError(str(bad_address)) from None
         except OSError as os_error:
             raise DesyncError(f"cannot listen on {spec}: {os_error.strerror or os_error}") from None
         server.ready_message += f"desync: {what} listening on {url}\n"

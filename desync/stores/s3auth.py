@@ -16,7 +16,6 @@ names) resolves them with :func:`credentials_for` and passes them in
 a store opened without them uses the environment only.
 """
 
-import configparser
 import os
 import urllib.parse
 from dataclasses import dataclass
@@ -91,6 +90,8 @@ def _fields(entry: dict[str, Any], endpoint: str, path: str) -> dict[str, str]:
 
 def read_aws_credentials(path: str, profile: str) -> S3Credentials:
     """One profile of an AWS shared credentials file (INI: ``[profile]`` with ``aws_access_key_id`` ...)."""
+    import configparser  # only when a config entry names such a file: every store imports this module
+
     parser = configparser.RawConfigParser(default_section="\x00")
     expanded = os.path.expanduser(path)
     try:

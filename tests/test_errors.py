@@ -11,6 +11,7 @@ import pytest
 from conftest import assert_one_line_error, run_desync
 from desync import compression, errors
 from desync.cli import main as cli_main
+from desync.cli import stopsignals
 from desync.errors import (
     ChunkInvalid,
     ChunkMissing,
@@ -42,12 +43,14 @@ CASES: list[tuple[DesyncError, int]] = [
 
 
 def test_the_hierarchy() -> None:
-    for cls in (UsageError, InvalidArgument, FormatError, StoreError, IntegrityError, errors.Interrupted):
+    top: tuple[type[DesyncError], ...] = (UsageError, InvalidArgument, FormatError, StoreError, IntegrityError,
+                                          errors.Interrupted)
+    for cls in top:
         assert issubclass(cls, DesyncError)
     assert issubclass(CompressionError, FormatError)
     assert compression.CompressionError is CompressionError
-    for cls in (ChunkMissing, ChunkInvalid, NetworkError):
-        assert issubclass(cls, StoreError)
+    for kind in (ChunkMissing, ChunkInvalid, NetworkError):
+        assert issubclass(kind, StoreError)
 
 
 def test_format_error_names_the_byte_offset() -> None:
@@ -64,7 +67,7 @@ def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
     def fail(_args: argparse.Namespace) -> int:
         raise failure
 
-    monkeypatch.setattr(cli_main.stopsignals, "install", lambda _command: None)
+    monkeypatch.setattr(stopsignals, "install", lambda _command: None)
     monkeypatch.setattr(cli_main, "parse_args", lambda _parser, _argv: argparse.Namespace(func=fail))
     status = cli_main.main(argv)
     return status, [line for line in capsys.readouterr().err.splitlines() if line]

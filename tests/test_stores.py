@@ -149,3 +149,21 @@ def test_compose_chains_and_caches(tmp_path: Path) -> None:
     store = compose.cached(chained, str(tmp_path / "c"), lambda _: options)
     assert isinstance(store, CachedStore)
     assert (tmp_path / "c").is_dir()
+
+
+def test_local_store_opens_the_compressed_file_for_a_zero_copy_send(tmp_path: Path) -> None:
+    """The pull server sends stored files through this, without building chunk paths itself."""
+    store = LocalStore(str(tmp_path), StoreOptions())
+    c = Chunk.from_data(b"sent as stored" * 100, digest_mod.DEFAULT)
+    store.put_chunk(c)
+    opened = store.open_compressed(c.id)
+    assert opened is not None
+    fd, size = opened
+    try:
+        assert os.pread(fd, size + 1, 0) == c.compressed()
+    finally:
+        os.close(fd)
+    assert store.open_compressed(bytes(32)) is None
+    plain = LocalStore(str(tmp_path / "plain"), StoreOptions(uncompressed=True), create=True)
+    plain.put_chunk(c)
+    assert plain.open_compressed(c.id) is None  # only a plain file: the caller reads it through get_chunk

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import ast
+import signal
+import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import assert_one_line_error, run_desync
 from desync import compression, errors
 from desync.cli import main as cli_main
-from desync.cli import stopsignals
 from desync.errors import (
     ChunkInvalid,
     ChunkMissing,
@@ -61,34 +65,51 @@ def test_format_error_names_the_byte_offset() -> None:
     assert str(unlocated) == "malformed POSIX ACL xattr" and unlocated.offset is None
 
 
-def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], failure: DesyncError,
-              argv: list[str]) -> tuple[int, list[str]]:
-    """main() on a command whose work raises ``failure``; returns the status and the stderr lines."""
-    def fail(_args: argparse.Namespace) -> int:
-        raise failure
+@pytest.fixture
+def failing_command(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[DesyncError]]:
+    """A command ``fail-with`` whose work raises the error put in the returned list.
 
-    monkeypatch.setattr(stopsignals, "install", lambda _command: None)
-    monkeypatch.setattr(cli_main, "parse_args", lambda _parser, _argv: argparse.Namespace(func=fail))
-    status = cli_main.main(argv)
-    return status, [line for line in capsys.readouterr().err.splitlines() if line]
+    Registered the way main() finds commands (a module name in COMMANDS), so
+    the compiled build runs its real dispatch too; the stop-signal handlers
+    main() installs are put back afterwards.
+    """
+    raised: list[DesyncError] = []
+
+    def run(_args: argparse.Namespace) -> int:
+        raise raised[0]
+
+    def register(sub: Any) -> None:
+        sub.add_parser("fail-with").set_defaults(func=run)
+
+    module = types.ModuleType("desync_test_fail_with")
+    setattr(module, "register", register)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(cli_main.COMMANDS, "fail-with", module.__name__)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    yield raised
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.mark.parametrize("failure, status", CASES, ids=[type(c).__name__ for c, _ in CASES])
-def test_each_error_class_is_one_line_and_its_exit_status(monkeypatch: pytest.MonkeyPatch,
+def test_each_error_class_is_one_line_and_its_exit_status(failing_command: list[DesyncError],
                                                           capsys: pytest.CaptureFixture[str],
                                                           failure: DesyncError, status: int) -> None:
     assert cli_main.exit_status(failure) == status
-    got, lines = _run_main(monkeypatch, capsys, failure, ["info", "x.caibx"])
-    assert got == status
-    assert lines == [f"desync: error: {failure}"]
+    failing_command.append(failure)
+    assert cli_main.main(["fail-with"]) == status
+    assert [line for line in capsys.readouterr().err.splitlines() if line] == [f"desync: error: {failure}"]
 
 
-@pytest.mark.parametrize("failure, status", CASES, ids=[type(c).__name__ for c, _ in CASES])
-def test_a_server_invocation_exits_1_for_every_error(monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str],
-                                                     failure: DesyncError, status: int) -> None:
-    got, lines = _run_main(monkeypatch, capsys, failure, ["pull", "-", "-", "-", "/store"])
-    assert got == 1 and len(lines) == 1
+@pytest.mark.parametrize("failure", [c for c, _ in CASES], ids=[type(c).__name__ for c, _ in CASES])
+def test_a_server_invocation_exits_1_for_every_error(failure: DesyncError) -> None:
+    assert cli_main.exit_status(failure, server=True) == 1
+
+
+def test_a_server_usage_error_exits_1() -> None:
+    """casync's clients expect status 1 from any failing remote end."""
+    proc = run_desync("pull", "-", check=False)
+    assert_one_line_error(proc, status=1)
 
 
 def test_invalid_values_from_the_command_line_exit_2(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from . import compression, streamdecode
 from .constants import CHUNK_SIZE_LIMIT, ZSTD_MAGIC
 from .digest import Digest
-from .errors import ChunkInvalid
+from .errors import ChunkInvalid, InvalidArgument
 
 
 class Chunk:
@@ -134,8 +134,8 @@ def _judge(chunk_id: bytes, store: str, digest: Digest, size: int, actual: bytes
 def parse_id(text: str) -> bytes:
     """Parse a 64-hex-digit chunk ID (lowercase is canonical, uppercase accepted)."""
     if len(text) != 64:
-        raise ValueError(f"invalid chunk ID {text!r}")
+        raise InvalidArgument(f"invalid chunk ID {text!r}")
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise ValueError(f"invalid chunk ID {text!r}") from None
+        raise InvalidArgument(f"invalid chunk ID {text!r}") from None

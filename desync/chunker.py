@@ -13,7 +13,7 @@ from typing import Final, Union
 
 from ._accel import ChunkerModule, chunker_module
 from .constants import CHUNK_SIZE_LIMIT, CHUNKER_WINDOW_SIZE
-from .errors import UsageError
+from .errors import InvalidArgument
 from .parallel import ordered_map
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
@@ -136,13 +136,13 @@ def validate_chunk_sizes(min_size: int, avg_size: int, max_size: int) -> None:
     in fixed-size mode, which never hashes.
     """
     if not 1 <= min_size <= avg_size <= max_size <= CHUNK_SIZE_LIMIT:
-        raise UsageError(
+        raise InvalidArgument(
             f"invalid chunk sizes {min_size}:{avg_size}:{max_size}: "
             f"need 1 <= min <= avg <= max <= {CHUNK_SIZE_LIMIT} bytes"
         )
     fixed = min_size == avg_size == max_size
     if not fixed and max_size < CHUNKER_WINDOW_SIZE:
-        raise UsageError(
+        raise InvalidArgument(
             f"invalid chunk sizes {min_size}:{avg_size}:{max_size}: the maximum chunk "
             f"size must be at least {CHUNKER_WINDOW_SIZE} bytes (the hash window) "
             "unless min, avg and max are equal"
@@ -153,12 +153,12 @@ def parse_chunk_sizes(spec: str) -> tuple[int, int, int]:
     """Parse Go desync's ``-m MIN:AVG:MAX`` (KiB) into byte sizes."""
     parts = spec.split(":")
     if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise UsageError(
+        raise InvalidArgument(
             f"invalid chunk size {spec!r}: expected MIN:AVG:MAX in KiB, e.g. 16:64:256"
         )
     min_kib, avg_kib, max_kib = (int(p) for p in parts)
     if min_kib == 0 or avg_kib == 0 or max_kib == 0:
-        raise UsageError(f"invalid chunk size {spec!r}: sizes must be at least 1 KiB")
+        raise InvalidArgument(f"invalid chunk size {spec!r}: sizes must be at least 1 KiB")
     sizes = (min_kib * 1024, avg_kib * 1024, max_kib * 1024)
     validate_chunk_sizes(*sizes)
     return sizes

@@ -23,7 +23,8 @@ from types import ModuleType
 from typing import Any, Final
 
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_LEVEL, ZSTD_MAGIC
-from .errors import DesyncError, FormatError
+# CompressionError is defined in desync.errors and stays importable from here.
+from .errors import CompressionError as CompressionError, DesyncError
 
 NO_BINDING = "zstd compression needs the zstandard package, which is not installed: pip install zstandard"
 # Output pieces of streamed decompression: small enough to keep memory flat, large enough to be cheap.
@@ -36,10 +37,6 @@ _BLOCK_MAX: Final = 128 * 1024
 _LARGE = threading.Lock()
 # Memory an xz stream may ask for: its dictionary, up to what ``xz -9`` uses (64 MiB).
 XZ_MEMLIMIT: Final = 72 << 20
-
-
-class CompressionError(FormatError):
-    """The bytes are not one valid compressed stream (or decompress to more than allowed)."""
 
 
 @dataclass(frozen=True, slots=True)

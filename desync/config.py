@@ -5,6 +5,9 @@ glob pattern (``*`` does not cross ``/``), so one machine can talk to
 several stores with different certificates, timeouts or credentials.
 ``s3-credentials`` is kept for S3 stores.  Exactly one key may match a
 location: two matches would make the result depend on key order.
+
+This module knows nothing of stores: whoever opens a store (the CLI)
+reads the settings for its location here and passes them in.
 """
 
 import fnmatch
@@ -14,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from . import fsutil
 from .errors import DesyncError
-from .stores.indexes import write_file_atomic
 
 # Keys of a store-options entry and the type each must have.
 OPTION_TYPES: Final[dict[str, type]] = {
@@ -31,7 +34,7 @@ OPTION_TYPES: Final[dict[str, type]] = {
     "http-auth": str,
     "http-cookie": str,
 }
-# Keys of an s3-credentials entry (desync.stores.s3auth reads them).
+# Keys of an s3-credentials entry (desync.stores.s3auth interprets them).
 S3_CREDENTIAL_KEYS: Final = ("access-key", "secret-key", "session-token", "aws-credentials-file", "aws-profile",
                              "aws-region")
 # Top-level settings of older Go desync configs, kept as defaults for every store -> the store option they set.
@@ -172,8 +175,6 @@ def parse_config(text: str, path: str) -> Config:
 
 
 _cache: dict[str, Config] = {}
-# The config a command loaded last (``--config`` or the default); see current_config.
-_current: list[Config] = []
 
 
 def load_config(path: str | None = None, required: bool | None = None) -> Config:
@@ -187,7 +188,6 @@ def load_config(path: str | None = None, required: bool | None = None) -> Config
     must_exist = bool(path) if required is None else required
     found = _cache.get(where)
     if found is not None:
-        _current[:] = [found]
         return found
     try:
         with open(where, encoding="utf-8") as f:
@@ -202,18 +202,7 @@ def load_config(path: str | None = None, required: bool | None = None) -> Config
         raise DesyncError(f"config {where}: not UTF-8 text") from None
     cfg = parse_config(text, where)
     _cache[where] = cfg
-    _current[:] = [cfg]
     return cfg
-
-
-def current_config() -> Config:
-    """The config the command line chose, for settings a store needs beyond its store options.
-
-    Stores are opened from a location and StoreOptions only; S3 credentials
-    live in the config file that ``--config`` named, which the command
-    loaded before opening any store.  Without one, the default file.
-    """
-    return _current[0] if _current else load_config()
 
 
 def save_config(cfg: Config, path: str) -> None:
@@ -221,4 +210,7 @@ def save_config(cfg: Config, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as exc:
         raise DesyncError(f"cannot create the directory of {path}: {exc.strerror}") from None
-    write_file_atomic(path, cfg.to_json().encode(), 0o600)
+    try:
+        fsutil.write_file_atomic(path, cfg.to_json().encode(), 0o600)
+    except OSError as exc:
+        raise DesyncError(f"cannot write {path}: {exc.strerror}") from None

@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Final
 
-from .errors import UsageError
+from .errors import InvalidArgument
 from .featureflags import SHA512_256
 
 SHA512_256_NAME: Final = "sha512-256"
@@ -59,7 +59,7 @@ def by_name(name: str) -> Digest:
         return SHA512_256_DIGEST
     if key == SHA256_NAME:
         return SHA256_DIGEST
-    raise UsageError(f"unknown digest {name!r} (use sha512-256 or sha256)")
+    raise InvalidArgument(f"unknown digest {name!r} (use sha512-256 or sha256)")
 
 
 def for_flags(flags: int) -> Digest:

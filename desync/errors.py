@@ -2,7 +2,21 @@
 
 Everything a user can cause (bad input, missing chunks, unreachable stores)
 is a :class:`DesyncError`; anything else is a bug and shows a traceback
-only with ``--verbose``.
+only with ``--verbose``.  The library raises the classes below and never
+:class:`UsageError`, which belongs to the command line; ``desync/cli/main.py``
+maps each class to an exit status (docs/design.md 3.3)::
+
+    DesyncError
+    +-- UsageError          the command line is wrong (exit status 2)
+    +-- InvalidArgument     a value given to the library is not valid (exit status 2)
+    +-- FormatError         bytes do not follow the format, at a byte offset where known
+    |   +-- CompressionError  stored bytes do not decode
+    +-- StoreError          a store cannot be read or written
+    |   +-- ChunkMissing    a miss, not a failure: the next store is asked
+    |   +-- ChunkInvalid    a stored chunk does not match its ID or does not decode
+    |   +-- NetworkError    a peer cannot be reached or broke off
+    +-- IntegrityError      content does not match the ID or index that names it
+    +-- Interrupted         Ctrl-C or a stop signal
 """
 
 
@@ -11,11 +25,32 @@ class DesyncError(Exception):
 
 
 class UsageError(DesyncError):
-    """Wrong command-line usage (exit status 2)."""
+    """Wrong command-line usage (exit status 2); raised in ``desync/cli/`` only."""
+
+
+class InvalidArgument(DesyncError):
+    """A value handed to the library is not valid: a store location, digest name, chunk sizes, a feature.
+
+    Such values come from the command line, so the CLI reports them like a
+    usage error (exit status 2); the library knows nothing of options.
+    """
 
 
 class FormatError(DesyncError):
-    """A file does not follow the casync format (damaged or truncated)."""
+    """A file or message does not follow its format (damaged or truncated).
+
+    ``offset`` is the byte offset of the problem when the parser knows it;
+    the message then ends in "at offset N".
+    """
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message if offset is None else f"{message} at offset {offset}")
+        self.message = message
+        self.offset = offset
+
+
+class CompressionError(FormatError):
+    """The bytes are not one valid compressed stream (or decompress to more than allowed)."""
 
 
 class StoreError(DesyncError):
@@ -42,6 +77,17 @@ class ChunkInvalid(StoreError):
         self.reason = reason
 
 
+class NetworkError(StoreError):
+    """A peer (HTTP server, S3 endpoint, SSH host) cannot be reached, or broke off the exchange.
+
+    A store error, so routers and failover groups treat it like any other
+    failing store.
+    """
+
+
+class IntegrityError(DesyncError):
+    """Content does not match what names it: a file against its index, a chunk against its ID."""
+
+
 class Interrupted(DesyncError):
     """The user pressed Ctrl-C; temp files were removed."""
-

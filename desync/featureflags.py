@@ -6,7 +6,7 @@ normalised, so everything we write goes through :func:`normalize`.
 
 from typing import Final
 
-from .errors import FormatError
+from .errors import FormatError, InvalidArgument
 
 WITH_16BIT_UIDS: Final = 0x1
 WITH_32BIT_UIDS: Final = 0x2
@@ -124,7 +124,7 @@ def parse_name(name: str) -> int:
     try:
         return NAMES[name]
     except KeyError:
-        raise FormatError(f"unknown feature {name!r} (known: {', '.join(NAMES)})") from None
+        raise InvalidArgument(f"unknown archive feature {name!r} (known: {', '.join(NAMES)})") from None
 
 
 def normalize(flags: int) -> int:

@@ -143,9 +143,11 @@ class _TableScan:
                 break
             offset, chunk_id = unpack_item(data, pos)
             if offset <= prev:
-                raise FormatError(f"{name}: chunk {n} ends at {offset}, not after {prev}")
+                raise FormatError(f"{name}: chunk {n} ends at {offset}, not after {prev}",
+                                  offset=_PREAMBLE_SIZE + n * TABLE_ITEM_SIZE)
             if offset - prev > max_size:
-                raise FormatError(f"{name}: chunk {n} is {offset - prev} bytes, above the maximum {max_size}")
+                raise FormatError(f"{name}: chunk {n} is {offset - prev} bytes, above the maximum {max_size}",
+                                  offset=_PREAMBLE_SIZE + n * TABLE_ITEM_SIZE)
             if chunks is not None:
                 chunks.append(IndexChunk(prev, offset - prev, chunk_id))
             prev = offset

@@ -21,7 +21,7 @@ from desync.catar.format import (
     siphash24_py,
 )
 from desync.constants import GOODBYE_HASH_KEY
-from desync.errors import DesyncError, UsageError
+from desync.errors import DesyncError, InvalidArgument
 
 SIPHASH_VECTORS = {
     b"": 0xB64ACAB6CA921906,
@@ -126,7 +126,7 @@ def test_resolve_flags_policy_bits_and_errors() -> None:
     assert f == ff.WITH_UNIX | ff.EXCLUDE_SUBMOUNTS
     assert resolve_flags(["flag-nodump"]) & ff.WITH_FLAG_NODUMP == 0
     assert resolve_flags(["flag-nodump"], exclude_nodump=False) & ff.WITH_FLAG_NODUMP
-    with pytest.raises(UsageError):
+    with pytest.raises(InvalidArgument):
         resolve_flags(["no-such-feature"])
 
 

@@ -141,8 +141,9 @@ REJECTED = {
 @pytest.mark.parametrize("case", sorted(REJECTED))
 def test_malicious_archive_rejected(case: str, arena: tuple[Path, Path]) -> None:
     target, outside = arena
-    with pytest.raises(FormatError, match="catar offset [0-9]+"):
+    with pytest.raises(FormatError, match="^catar: .* at offset [0-9]+$") as caught:
         extract_bytes(REJECTED[case], target)
+    assert caught.value.offset is not None and 0 <= caught.value.offset <= len(REJECTED[case])
 
 
 def test_symlink_entries_are_never_followed(arena: tuple[Path, Path]) -> None:

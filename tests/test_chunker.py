@@ -31,7 +31,7 @@ from desync.chunker import (
     parse_chunk_sizes,
     window_hash,
 )
-from desync.errors import UsageError
+from desync.errors import InvalidArgument
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CASYNC_FIXTURES = FIXTURES / "casync"
@@ -405,7 +405,7 @@ def test_bad_ranges(impl: str) -> None:
      (40, 40, 47)],
 )
 def test_chunker_rejects_bad_sizes(sizes: tuple[int, int, int]) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(InvalidArgument):
         Chunker(*sizes)
 
 
@@ -425,7 +425,7 @@ def test_parse_chunk_sizes() -> None:
     for bad in ("", "64", "16:64", "16:64:256:1024", "a:b:c", "16:64:x", "0:64:256",
                 "16:0:256", "64:16:256", "16:256:64", "-1:2:3", " 16:64:256", "1.5:2:3",
                 "16:64:262144"):
-        with pytest.raises(UsageError):
+        with pytest.raises(InvalidArgument):
             parse_chunk_sizes(bad)
 
 

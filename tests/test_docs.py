@@ -34,7 +34,7 @@ def test_code_cites_docs() -> None:
     cited = citations()
     assert len(cited) > 40
     assert {"formats", "protocol", "layout"} <= {doc for _, doc, _ in cited} <= {"formats", "protocol", "layout",
-                                                                                  "design"}
+                                                                                "design"}
 
 
 @pytest.mark.parametrize("doc", ["formats", "protocol", "layout", "design"])

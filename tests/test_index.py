@@ -95,8 +95,9 @@ def test_non_monotonic_offsets_are_rejected() -> None:
     data = bytearray(_sample())
     first = struct.unpack_from("<Q", data, 64)[0]
     struct.pack_into("<Q", data, 104, first)
-    with pytest.raises(FormatError, match="ends at"):
+    with pytest.raises(FormatError, match="ends at .* at offset 104$") as caught:
         parse(bytes(data))
+    assert caught.value.offset == 104  # the byte offset of the bad record
 
 
 def test_chunk_above_max_is_rejected() -> None:

@@ -1,5 +1,6 @@
 """S3 stores and index stores against a real S3 server (moto's) on loopback, with authentication on."""
 
+import argparse
 import json
 import random
 import subprocess
@@ -18,9 +19,10 @@ from s3_server import FaultyProxy, S3Server  # noqa: E402
 
 from desync import config as config_mod  # noqa: E402
 from desync.chunk import Chunk  # noqa: E402
+from desync.cli.common import store_options  # noqa: E402
 from desync.config import parse_config  # noqa: E402
 from desync.digest import DEFAULT  # noqa: E402
-from desync.errors import ChunkMissing, DesyncError, UsageError  # noqa: E402
+from desync.errors import ChunkMissing, DesyncError, InvalidArgument  # noqa: E402
 from desync.stores import PrunableStore, StoreOptions, open_store  # noqa: E402
 from desync.stores.s3 import addressing_style, chunk_id_from_key, parse_location  # noqa: E402
 from desync.stores.s3auth import credentials_for  # noqa: E402
@@ -385,7 +387,7 @@ def test_location_parsing_and_addressing() -> None:
     assert addressing_style(parse_location("s3+https://s3.amazonaws.com/bucket?lookup=path")) == "path"
     assert parse_location("s3+http://h/bucket").prefix == ""
     for bad in ("s3+ftp://h/b", "s3+http:///b", "s3+http://h/", "s3+http://h/b?lookup=x"):
-        with pytest.raises(UsageError):
+        with pytest.raises(InvalidArgument):
             parse_location(bad)
     h = "ab" * 32
     assert chunk_id_from_key(f"abab/{h}.cacnk", ".cacnk") == bytes.fromhex(h)
@@ -440,10 +442,18 @@ def test_credential_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         ("S3KEY", "s3secret", "s3token", "us-west-2")
 
 
-def test_current_config_is_the_one_the_command_loaded(tmp_path: Path) -> None:
+def test_the_cli_passes_the_config_files_credentials_to_the_store(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 credentials travel in StoreOptions, resolved from the --config file by the CLI, not from a global."""
+    for name in CREDENTIAL_VARS:
+        monkeypatch.delenv(name, raising=False)
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"s3-credentials": {"http://h:1": {"access-key": "K", "secret-key": "S"}}}))
-    loaded = config_mod.load_config(str(path))
-    assert config_mod.current_config() is loaded
-    assert loaded.s3_credentials_for("http://h:1/")["access-key"] == "K"
-    assert loaded.s3_credentials_for("http://h:2") == {}
+    args = argparse.Namespace(digest="sha512-256", config=str(path))
+    given = store_options(args, location="s3+http://h:1/bucket/dir")
+    assert given.s3_credentials is not None and (given.s3_credentials.access_key, given.s3_credentials.secret_key) \
+        == ("K", "S")
+    other = store_options(args, location="s3+http://h:2/bucket").s3_credentials
+    assert other is not None and other.anonymous
+    assert store_options(args, location=str(tmp_path)).s3_credentials is None
+    assert not hasattr(config_mod, "current_config")

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import NEUTRAL_DIR, assert_one_line_error, desync_env, run_desync
-from desync.cli.cmd_remote import byte_rate, log_level, prepare_argv
-from desync.errors import UsageError
+from desync.cli.argv import prepare_argv
+from desync.cli.cmd_remote import byte_rate, log_level
+from desync.errors import InvalidArgument
 from desync.protocol import messages as m
 from desync.protocol import sftp
 from desync.protocol.scheduler import RequestScheduler
@@ -189,7 +190,7 @@ def test_prepare_argv_moves_casync_options_behind_the_verb() -> None:
     "ssh://h", "ssh://-u@h/p", "ssh://h:99999/p", "ssh://h/%0a",
 ])
 def test_bad_remote_urls(location: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(InvalidArgument):
         parse_remote_url(location, "ssh")
 
 

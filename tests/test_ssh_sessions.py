@@ -15,7 +15,7 @@ from measure import RSS_LIMIT, run_measured
 from desync import index as index_mod
 from desync.featureflags import SHA512_256
 from desync.protocol import messages as m
-from desync.protocol.server import ServerConfig, serve
+from desync.server.remote import ServerConfig, serve
 from desync.protocol.stream import Message, MessageReader
 
 PUSH_FLAGS = m.PUSH_CHUNKS | m.PUSH_INDEX | m.PUSH_INDEX_CHUNKS

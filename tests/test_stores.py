@@ -11,7 +11,8 @@ import pytest
 from desync import digest as digest_mod
 from desync.chunk import Chunk
 from desync.errors import ChunkInvalid, ChunkMissing, StoreError
-from desync.stores import CachedStore, LocalStore, PrunableStore, StoreOptions, StoreRouter, open_store, open_stores
+from desync.stores import CachedStore, LocalStore, PrunableStore, StoreOptions, StoreRouter, open_store
+from desync.stores import compose
 
 SHA = digest_mod.SHA512_256_DIGEST
 
@@ -139,9 +140,12 @@ def test_cache_is_filled_on_miss_and_touched_on_hit(tmp_path: Path) -> None:
     assert path.stat().st_mtime > 1000
 
 
-def test_open_stores_chains_and_caches(tmp_path: Path) -> None:
+def test_compose_chains_and_caches(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    store = open_stores([str(tmp_path / "a"), f"file://{tmp_path / 'a'}"], StoreOptions(), str(tmp_path / "c"))
+    options = StoreOptions()
+    chained = compose.chain([str(tmp_path / "a"), f"file://{tmp_path / 'a'}"], lambda _: options)
+    assert isinstance(chained, StoreRouter)
+    store = compose.cached(chained, str(tmp_path / "c"), lambda _: options)
     assert isinstance(store, CachedStore)
     assert (tmp_path / "c").is_dir()
 
@@ -156,3 +160,21 @@ def test_batched_reads_find_both_forms_and_mark_missing_chunks(tmp_path: Path, u
     reader = plain_store if uncompressed else compressed_store
     found = reader.fetch_chunks([(c.id, 0) for c in chunks])
     assert [c.data() if c is not None else None for c in found] == [c.data() for c in chunks[:5]] + [None]
+
+
+def test_local_store_opens_the_compressed_file_for_a_zero_copy_send(tmp_path: Path) -> None:
+    """The pull server sends stored files through this, without building chunk paths itself."""
+    store = LocalStore(str(tmp_path), StoreOptions())
+    c = Chunk.from_data(b"sent as stored" * 100, digest_mod.DEFAULT)
+    store.put_chunk(c)
+    opened = store.open_compressed(c.id)
+    assert opened is not None
+    fd, size = opened
+    try:
+        assert os.pread(fd, size + 1, 0) == c.compressed()
+    finally:
+        os.close(fd)
+    assert store.open_compressed(bytes(32)) is None
+    plain = LocalStore(str(tmp_path / "plain"), StoreOptions(uncompressed=True), create=True)
+    plain.put_chunk(c)
+    assert plain.open_compressed(c.id) is None  # only a plain file: the caller reads it through get_chunk

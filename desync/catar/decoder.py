@@ -385,7 +385,7 @@ class _Decoder:
         return f.fd, at, n
 
     def fail(self, offset: int, msg: str) -> FormatError:
-        return FormatError(f"catar offset {offset}: {msg}")
+        return FormatError(f"catar: {msg}", offset=offset)
 
     def read_exact(self, n: int, what: str) -> bytes:
         parts: list[bytes] = []

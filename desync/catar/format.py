@@ -40,7 +40,6 @@ from ..constants import (
     CA_FORMAT_XATTR,
     GOODBYE_HASH_KEY,
 )
-from ..errors import UsageError
 
 MASK64: Final = 0xFFFFFFFFFFFFFFFF
 # The largest file offset (off_t): no record of an archive can end past it.
@@ -263,10 +262,10 @@ def resolve_flags(
     any_with = False
     for name in with_names:
         any_with = True
-        with_bits |= _feature(name)
+        with_bits |= ff.parse_name(name)
     without_bits = 0
     for name in without_names:
-        without_bits |= _feature(name)
+        without_bits |= ff.parse_name(name)
     flags = (with_bits if any_with else ff.WITH_MASK) & ~without_bits
     if exclude_nodump:
         flags |= ff.EXCLUDE_NODUMP
@@ -277,13 +276,6 @@ def resolve_flags(
     if sha512_256:
         flags |= ff.SHA512_256
     return ff.normalize(flags)
-
-
-def _feature(name: str) -> int:
-    try:
-        return ff.NAMES[name]
-    except KeyError:
-        raise UsageError(f"unknown archive feature {name!r} (known: {', '.join(ff.NAMES)})") from None
 
 
 VALID_TYPES: Final = frozenset(

@@ -5,47 +5,28 @@ into a catar file or, with ``-i``, a ``.caidx`` index plus chunks in the
 store.  ``untar`` extracts a catar or an archive index into a directory,
 or writes it as a GNU/pax tar stream.  ``mtree`` and ``list`` print what
 ``casync mtree``/``casync list`` print, for archives, archive indexes and
-directories.  The catar work itself is in :mod:`desync.catar`; this module
-only connects it to files, stores and indexes.
+directories.  The work is in :mod:`desync.ops.archive`; this module parses
+the arguments, opens stores and indexes, and calls it.
 """
 
 import argparse
-import io
 import os
 import sys
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 from .. import digest as digest_mod
-from .. import fsutil
 from .. import featureflags as ff
-from ..catar import (
-    DirEnd,
-    EncodeOptions,
-    ExtractOptions,
-    Node,
-    catar_to_tar,
-    decode,
-    directory_events,
-    extract_events,
-    list_lines,
-    mtree_lines,
-    resolve_flags,
-    tar_to_catar,
-)
-from ..catar.decoder import ByteSource
-from ..catar.encoder import INLINE_LIMIT, FileSlice, encode_items
-from ..catar.output import write_archive
+from ..catar import DirEnd, EncodeOptions, Node, directory_events, list_lines, mtree_lines
+from ..catar.encoder import FileSlice
 from ..catar.seedfiles import SeedFiles
 from ..digest import Digest
-from ..errors import DesyncError, UsageError
+from ..errors import UsageError
 from ..filecopy import REFLINK_MODES
 from ..index import Index
-from ..ops.make import MakeStats, chunk_stream
-from ..ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
-from ..parallel import ordered_map
+from ..ops import archive
+from ..ops.treeseed import TreeSeed, TreeSeedStats
 from ..progress import Progress
-from ..rawio import BlockSource
 from ..stores import Store, WriteStore
 from . import common, targets
 
@@ -126,51 +107,15 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 def archive_flags(args: argparse.Namespace, digest: Digest) -> int:
     """The feature flags selected by --with/--without/--exclude-* and --digest."""
-    sha = digest is digest_mod.SHA512_256_DIGEST
-    policy = {
-        "exclude_nodump": args.exclude_nodump == "yes",
-        "exclude_file": args.exclude_file == "yes",
-        "exclude_submounts": args.exclude_submounts == "yes",
-        "sha512_256": sha,
-    }
-    if args.with_features or args.without_features:
-        return resolve_flags(args.with_features, args.without_features, **policy)
-    flags = ff.DESYNC_TAR_FLAGS & ~ff.POLICY_MASK
-    flags |= ff.EXCLUDE_NODUMP if policy["exclude_nodump"] else 0
-    flags |= ff.EXCLUDE_FILE if policy["exclude_file"] else 0
-    flags |= ff.EXCLUDE_SUBMOUNTS if policy["exclude_submounts"] else 0
-    flags |= ff.SHA512_256 if sha else 0
-    return ff.normalize(flags)
+    return archive.archive_flags(args.with_features, args.without_features, digest,
+                                 exclude_nodump=args.exclude_nodump == "yes",
+                                 exclude_file=args.exclude_file == "yes",
+                                 exclude_submounts=args.exclude_submounts == "yes")
 
 
-def _open_input(path: str) -> IO[bytes]:
-    if path == "-":
-        return fsutil.stdin_binary()
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise DesyncError(f"cannot open {path}: {exc.strerror}") from None
-
-
-def _archive_stream(args: argparse.Namespace, flags: int, slices: bool = False) -> Iterator[bytes | FileSlice]:
-    """The archive's bytes; with ``slices``, larger files' contents stay in the files (see encode_items)."""
-    if args.input_format == "tar":
-        f = _open_input(args.source)
-        try:
-            yield from tar_to_catar(f, flags)
-        finally:
-            if args.source != "-":
-                f.close()
-        return
-    if not os.path.isdir(args.source):
-        raise DesyncError(f"{args.source} is not a directory")
-    yield from encode_items(args.source, flags, EncodeOptions(excludes=args.exclude),
-                            inline_limit=INLINE_LIMIT if slices else -1)
-
-
-def _bytes_only(items: Iterator[bytes | FileSlice]) -> Iterator[bytes]:
-    for item in items:
-        yield item if isinstance(item, bytes) else item.read_all()
+def _items(args: argparse.Namespace, flags: int, slices: bool = False) -> Iterator[bytes | FileSlice]:
+    return archive.archive_items(args.source, flags, tar_input=args.input_format == "tar", excludes=args.exclude,
+                                 slices=slices)
 
 
 def run_tar(args: argparse.Namespace) -> int:
@@ -180,7 +125,7 @@ def run_tar(args: argparse.Namespace) -> int:
         if args.archive == "-":
             raise UsageError("an archive index needs a file name")
         targets.check_index_target(args.archive, ".caidx", args.force)
-        stream = _bytes_only(_archive_stream(args, flags))
+        items = _items(args, flags)
         chunker = common.chunker_from(args)
         store: WriteStore | None = None
         if args.stores:
@@ -188,28 +133,16 @@ def run_tar(args: argparse.Namespace) -> int:
                                        command="tar")
         try:
             with common.show_progress("Chunking", 0) as prog:
-                index = chunk_stream(stream, chunker, digest, store, workers=common.cpu_workers(args), flags=flags,
-                                     progress=prog, stats=MakeStats())
+                index = archive.archive_index(items, flags, chunker, digest, store, workers=common.cpu_workers(args),
+                                              progress=prog)
             common.save_index(args.archive, index, args)  # under the store lock: no prune in between
         finally:
             if store is not None:
                 store.close()
         return 0
     targets.check_archive_target(args.archive, args.force)
-    items = _archive_stream(args, flags, slices=True)
-    if args.archive == "-":
-        sys.stdout.flush()
-        write_archive(sys.stdout.buffer.fileno(), items)
-        return 0
-    fsutil.replace_user_file(args.archive, lambda fd: write_archive(fd, items))
+    archive.write_catar(args.archive, _items(args, flags, slices=True))
     return 0
-
-
-
-def _counted(blocks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
-    for block in blocks:
-        progress.add(len(block))
-        yield block
 
 
 def _events(args: argparse.Namespace, location: str, progress_label: str = "",
@@ -231,15 +164,9 @@ def _events(args: argparse.Namespace, location: str, progress_label: str = "",
         except BaseException:
             store.close()
             raise
-        blocks: Iterator[bytes]
-        if tree_seeds or seed_stats is not None:
-            blocks = SeededChunks(index, tree_seeds, store, args.workers, seed_stats).blocks()
-        else:
-            blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, args.workers)
-        source: ByteSource = io.BufferedReader(BlockSource(blocks if progress is None else
-                                                           _counted(blocks, progress)), 1 << 20)
-        return decode(source, expected_flags=index.flags), store, progress
-    return decode(_open_input(location)), None, None
+        return (archive.index_events(index, store, args.workers, progress, tree_seeds, seed_stats), store,
+                progress)
+    return archive.catar_events(location), None, None
 
 
 def _tree_seeds(dirs: list[str], index: Index, workers: int) -> list[TreeSeed]:
@@ -254,30 +181,21 @@ def _tree_seeds(dirs: list[str], index: Index, workers: int) -> list[TreeSeed]:
 def run_untar(args: argparse.Namespace) -> int:
     stats = TreeSeedStats() if args.print_stats else None
     events, store, prog = _events(args, args.archive, "Extracting", stats)
-    opts: ExtractOptions | None = None
+    seed_files: SeedFiles | None = None
     try:
         if args.output_format == "disk":
             if args.target == "-":
                 raise UsageError("extracting to disk needs a directory (use --output-format gnu-tar for stdout)")
-            opts = ExtractOptions(no_same_owner=args.no_same_owner, on_warning=common.warn, delete=args.delete)
             if args.seeds:
-                opts.seed_files = SeedFiles(args.seeds, args.reflink, args.hardlink == "yes")
-            if args.no_xattrs:
-                opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
-            extract_events(events, args.target, opts)
+                seed_files = SeedFiles(args.seeds, args.reflink, args.hardlink == "yes")
+            archive.extract_to_disk(events, args.target, same_owner=not args.no_same_owner,
+                                    xattrs=not args.no_xattrs, on_warning=common.warn, delete=args.delete,
+                                    seed_files=seed_files)
         else:
             if args.delete:
                 raise UsageError("--delete needs --output-format disk")
-            fmt = "gnu" if args.output_format == "gnu-tar" else "pax"
-            if args.target == "-":
-                catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=common.warn)
-                sys.stdout.buffer.flush()
-            else:
-                def write_tar(fd: int) -> None:
-                    with open(fd, "wb", closefd=False) as out:
-                        catar_to_tar(events, out, fmt, on_warning=common.warn)
-
-                fsutil.replace_user_file(args.target, write_tar)
+            archive.write_tar(events, args.target, "gnu" if args.output_format == "gnu-tar" else "pax",
+                              on_warning=common.warn)
     finally:
         if prog is not None:
             prog.finish()
@@ -287,8 +205,8 @@ def run_untar(args: argparse.Namespace) -> int:
         sys.stderr.write(f"Chunks from seeds: {stats.seed_chunks}\nBytes from seeds: {stats.seed_bytes}\n"
                          f"Chunks from the store: {stats.store_chunks}\nBytes from the store: {stats.store_bytes}\n"
                          f"Stale seed chunks: {stats.stale_chunks}\n")
-        if opts is not None and opts.seed_files is not None:
-            shared = opts.seed_files.stats
+        if seed_files is not None:
+            shared = seed_files.stats
             sys.stderr.write(f"Files cloned from seeds: {shared.cloned_files}\nBytes cloned from seeds: "
                              f"{shared.cloned_bytes}\nFiles hardlinked from seeds: {shared.hardlinked_files}\n"
                              f"Bytes hardlinked from seeds: {shared.hardlinked_bytes}\n")

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import digest as digest_mod
-from ..errors import DesyncError, UsageError
+from ..errors import DesyncError, IntegrityError, UsageError
 from ..featureflags import describes_archive
 from ..ops.cat import cat
 from ..index import Index
@@ -312,6 +312,6 @@ def run_verify_index(args: argparse.Namespace) -> int:
     for c in bad:
         sys.stderr.write(f"desync: chunk {c.id.hex()} at offset {c.start} (size {c.size}) does not match\n")
     if bad:
-        raise DesyncError(f"{args.file} does not match {args.index}: {len(bad)} of {len(index.chunks)} chunks differ")
+        raise IntegrityError(f"{args.file} does not match {args.index}: {len(bad)} of {len(index.chunks)} chunks differ")
     return 0
 

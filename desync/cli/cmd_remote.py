@@ -2,64 +2,24 @@
 
 casync runs ``$CASYNC_REMOTE_PATH [--log-level=N] [--rate-limit-bps=N] pull
 BASE ARCHIVE INDEX WSTORE [RSTORE...]`` on the remote host, the Go desync
-``... pull - - - STORE``.  casync puts its options before the verb, where
-our parser expects global options only, so :func:`prepare_argv` moves them
-behind it.  Every failure of a server invocation exits with status 1, as
-casync's does.
+``... pull - - - STORE``.  casync puts its options before the verb;
+:func:`desync.cli.argv.prepare_argv` moves them behind it.  The session
+itself is :mod:`desync.server.remote`.
 """
 
 import argparse
 import os
-from collections.abc import Sequence
 from typing import Any, Final
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
-from ..protocol.server import LOG_INFO, ServerConfig, serve
+from ..server.remote import LOG_INFO, ServerConfig, serve
 
-SERVER_VERBS: Final = ("pull", "push")
-_SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")
-# Global options that take a separate value, so the verb search can skip the value.
-_VALUED_GLOBALS: Final = ("--digest", "--config")
 _LOG_LEVELS: Final = {
     "emerg": 0, "emergency": 0, "alert": 1, "crit": 2, "critical": 2, "err": 3, "error": 3,
     "warn": 4, "warning": 4, "notice": 5, "info": 6, "debug": 7,
 }
 _SIZE_SUFFIXES: Final = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def _verb_position(argv: Sequence[str]) -> int:
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            return i + 1 if i + 1 < len(argv) else -1
-        if not arg.startswith("-") or arg == "-":
-            return i
-        i += 2 if arg in _VALUED_GLOBALS or arg in ("--log-level", "--rate-limit-bps") else 1
-    return -1
-
-
-def prepare_argv(argv: Sequence[str]) -> tuple[list[str], bool]:
-    """(argv with server options moved behind the verb, whether this is a server invocation)."""
-    args = list(argv)
-    pos = _verb_position(args)
-    if pos < 0 or args[pos] not in SERVER_VERBS:
-        return args, False
-    before, moved = [], []
-    i = 0
-    while i < pos:
-        arg = args[i]
-        name = arg.partition("=")[0]
-        if name in _SERVER_OPTIONS:
-            moved.append(arg)
-            if "=" not in arg and name != "--verify" and i + 1 < pos:
-                moved.append(args[i + 1])
-                i += 1
-        else:
-            before.append(arg)
-        i += 1
-    return [*before, args[pos], *moved, *args[pos + 1:]], True
 
 
 def log_level(text: str) -> int:

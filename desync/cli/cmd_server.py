@@ -16,7 +16,7 @@ from ..index import INDEX_SIZE_LIMIT
 from ..server.chunks import ChunkService
 from ..server.httpd import HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, HTTPServer, RequestLog, Service, server_tls
 from ..server.indexes import IndexService
-from ..stores import Store, StoreRouter, cached_store
+from ..stores import Store, compose
 from . import common, stopsignals
 
 
@@ -105,12 +105,9 @@ def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Sto
     upstream.uncompressed = False
     upstream.skip_verify = True
     digest = digest_mod.by_name(args.digest)
-    stores = [common.open_location(loc, upstream, digest, writable=args.writable) for loc in locations]
-    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
-    if cache:
-        cache_store = common.write_store(cache, upstream, digest, command="chunk-server -c")
-        store = cached_store(store, cache_store)
-    return store
+    find = common.options_for(upstream, digest)
+    store = compose.chain(locations, find, writable=args.writable)
+    return compose.cached(store, cache, find) if cache else store
 
 
 def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int,
@@ -142,8 +139,6 @@ def _serve(args: argparse.Namespace, service: Service, what: str, max_body: int,
     for spec in args.listen or [":http"]:
         try:
             url = server.listen(spec)
-        except ValueError as bad_address:
-            raise UsageError(str(bad_address)) from None
         except OSError as os_error:
             raise DesyncError(f"cannot listen on {spec}: {os_error.strerror or os_error}") from None
         server.ready_message += f"desync: {what} listening on {url}\n"

@@ -14,30 +14,15 @@ from typing import Any, Final
 from .. import digest as digest_mod
 from ..chunker import Chunker, parse_chunk_sizes
 from ..digest import Digest
-from ..errors import DesyncError, StoreError, UsageError
+from ..errors import DesyncError, UsageError
 from ..index import Index
 from ..progress import BYTES, Progress, progress
 from ..config import load_config, parse_duration
-from ..stores import PrunableStore, ReadStore, Store, StoreOptions, StoreRouter, WriteStore, cached_store, open_store
-from ..stores.failover import failover_group, split_group
+from ..stores import PrunableStore, ReadStore, Store, StoreOptions, WriteStore, compose
 from ..stores.indexes import read_index, write_index
+from ..stores.s3auth import credentials_for, endpoint_of, is_s3_location
 
 DEFAULT_WORKERS = 10
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the hand-wrapped descriptions as written."""
-
-
-def add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """Options valid before or after the command name (like the Go tool's persistent flags)."""
-    default: object = argparse.SUPPRESS if suppress else None
-    parser.add_argument("--digest", default=argparse.SUPPRESS if suppress else "sha512-256",
-                        help="digest for new chunk IDs: sha512-256 (default) or sha256")
-    parser.add_argument("--config", default=default, metavar="FILE",
-                        help="config file (default $HOME/.config/desync/config.json)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        default=argparse.SUPPRESS if suppress else False, help="more detail on errors")
 
 
 def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cache: bool = False,
@@ -112,7 +97,10 @@ def store_options(args: argparse.Namespace, digest: Digest | None = None, locati
     opts = StoreOptions()
     opts.digest = digest if digest is not None else digest_mod.by_name(args.digest)
     if location:
-        apply_config(opts, load_config(getattr(args, "config", None)).options_for(location))
+        config = load_config(getattr(args, "config", None))
+        apply_config(opts, config.options_for(location))
+        if is_s3_location(location):
+            opts.s3_credentials = credentials_for(endpoint_of(location), config)
     opts.skip_verify = opts.skip_verify or bool(getattr(args, "skip_verify", False))
     opts.uncompressed = opts.uncompressed or bool(getattr(args, "uncompressed", False))
     opts.trust_insecure = opts.trust_insecure or bool(getattr(args, "trust_insecure", False))
@@ -150,13 +138,15 @@ def apply_config(opts: StoreOptions, entry: dict[str, Any]) -> None:
     opts.http_cookie = str(entry.get("http-cookie", opts.http_cookie))
 
 
+def options_for(args: argparse.Namespace, digest: Digest | None = None) -> compose.OptionsFor:
+    """Each location's StoreOptions from the flags and the config file (see store_options)."""
+    return lambda location: store_options(args, digest, location)
+
+
 def open_location(location: str, args: argparse.Namespace, digest: Digest | None = None,
                   writable: bool = False) -> Store:
     """One ``-s``/``-c`` location with its own options; failover members each get theirs."""
-    if "|" in location:
-        members = [open_location(m, args, digest, writable) for m in split_group(location)]
-        return failover_group(members)
-    return open_store(location, store_options(args, digest, location), writable)
+    return compose.open_location(location, options_for(args, digest), writable)
 
 
 def chunker_from(args: argparse.Namespace) -> Chunker:
@@ -178,20 +168,11 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> 
     locations: Sequence[str] = args.stores
     if not locations:
         raise UsageError("no store given (use -s STORE)")
-    stores = [open_location(loc, args, digest) for loc in locations]
-    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
+    find = options_for(args, digest)
+    store = compose.chain(locations, find)
     cache_location: str = (getattr(args, "cache", "") or "") if cache else ""
     if cache_location:
-        try:
-            cache_store = open_location(cache_location, args, digest, writable=True)
-        except StoreError as unusable:
-            warn(f"cache {cache_location} is not usable, continuing without it: {unusable}")
-            return store
-        if not isinstance(cache_store, WriteStore):
-            cache_store.close()
-            warn(f"cache {cache_location} is not usable, continuing without it: it cannot store chunks")
-            return store
-        store = cached_store(store, cache_store, on_error=warn)
+        store = compose.cached(store, cache_location, find, on_unusable=warn, on_error=warn)
     return store
 
 

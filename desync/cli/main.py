@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .._accel import fileio_module
-from ..errors import DesyncError, UsageError
+from ..errors import DesyncError, InvalidArgument, UsageError
 from . import stopsignals
-from .common import HelpFormatter, add_global_options
-from .cmd_remote import prepare_argv
+from .argv import HelpFormatter, add_global_options, prepare_argv
 
 # Modules that contribute commands, in --help order.
 COMMAND_MODULES = (
@@ -133,6 +132,16 @@ def _print_traceback() -> None:
     traceback.print_exc()
 
 
+def exit_status(failure: DesyncError, server: bool = False) -> int:
+    """The exit status for a library or usage error: 2 for the command line's mistakes, else 1.
+
+    A server invocation (``pull``/``push``) exits 1 for everything, as casync's does.
+    """
+    if isinstance(failure, (UsageError, InvalidArgument)) and not server:
+        return 2
+    return 1
+
+
 def _error(message: str) -> None:
     sys.stderr.write(f"desync: error: {message}\n")
     sys.stderr.flush()
@@ -153,14 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         status: int = args.func(args)
         return status
-    except UsageError as usage:
-        _error(str(usage))
-        return 1 if server else 2
     except DesyncError as failure:
         _error(str(failure))
-        if verbose:
+        if verbose and not isinstance(failure, (UsageError, InvalidArgument)):
             _print_traceback()
-        return 1
+        return exit_status(failure, server)
     except KeyboardInterrupt:
         signum = stopsignals.received()
         sys.stderr.write(f"desync: {'terminated' if stopsignals.terminated() else 'interrupted'}\n")

@@ -4,7 +4,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from ..chunk import Chunk
-from ..errors import DesyncError
+from ..errors import ChunkMissing, DesyncError, IntegrityError
 from ..index import Index, IndexChunk
 from ..progress import Progress
 from ..stores.capabilities import PrunableStore, ReadStore, WriteStore
@@ -34,7 +34,7 @@ def chop(index: Index, path: str, store: WriteStore, *, ignore: set[bytes] | Non
         if not store.has_chunk(c.id):
             data = os.pread(fd, c.size, c.start)
             if len(data) != c.size or digest.sum(data) != c.id:
-                raise DesyncError(f"{path} does not match the index at offset {c.start} (chunk {c.id.hex()})")
+                raise IntegrityError(f"{path} does not match the index at offset {c.start} (chunk {c.id.hex()})")
             store.put_chunk(Chunk(c.id, data=data))
             stored.add()
         if progress is not None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ..errors import StoreError
+from ..errors import NetworkError
 from . import messages as m
 from .stream import MessageReader, MessageWriter
 from .transport import SSHProcess
@@ -30,7 +30,7 @@ _CLOSE_GRACE: Final = 2.0
 _REAP_LIMIT: Final = _CLOSE_GRACE + 2.0
 
 
-class SessionFailed(StoreError):
+class SessionFailed(NetworkError):
     """The session ended before the answer came (ssh died, protocol error, no answer in time)."""
 
 

@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import StoreError, UsageError
+from ..errors import InvalidArgument, StoreError
 from ..peertext import peer_text
 from .stream import prepare_pipe
 
@@ -43,36 +43,36 @@ class RemoteTarget:
 
 
 def parse_remote_url(location: str, scheme: str) -> RemoteTarget:
-    """Split and validate ``scheme://[USER@]HOST[:PORT]/PATH``; UsageError names what is wrong."""
+    """Split and validate ``scheme://[USER@]HOST[:PORT]/PATH``; InvalidArgument names what is wrong."""
     for c in location:
         if ord(c) < 0x20 or ord(c) == 0x7F:
-            raise UsageError(f"store location {location!r} contains a control character")
+            raise InvalidArgument(f"store location {location!r} contains a control character")
     try:
         url = urllib.parse.urlsplit(location)
         port = url.port or 0
     except ValueError as exc:
-        raise UsageError(f"invalid {scheme} location {location!r}: {exc}") from None
+        raise InvalidArgument(f"invalid {scheme} location {location!r}: {exc}") from None
     if url.scheme.lower() != scheme:
-        raise UsageError(f"not an {scheme}:// location: {location!r}")
+        raise InvalidArgument(f"not an {scheme}:// location: {location!r}")
     if url.query or url.fragment or location.endswith(("?", "#")):
-        raise UsageError(f"{scheme} location {location!r} must not have a query or fragment")
+        raise InvalidArgument(f"{scheme} location {location!r} must not have a query or fragment")
     if url.password is not None:
-        raise UsageError(f"{scheme} location {location!r} must not contain a password (use ssh keys)")
+        raise InvalidArgument(f"{scheme} location {location!r} must not contain a password (use ssh keys)")
     user = urllib.parse.unquote(url.username or "")
     if user and not _NAME.fullmatch(user):
-        raise UsageError(f"invalid user name {user!r} in {location!r}")
+        raise InvalidArgument(f"invalid user name {user!r} in {location!r}")
     host = url.hostname or ""
     netloc_host = url.netloc.rpartition("@")[2]
     if netloc_host.startswith("["):
         if not _IPV6.fullmatch(host):
-            raise UsageError(f"invalid host {host!r} in {location!r}")
+            raise InvalidArgument(f"invalid host {host!r} in {location!r}")
     elif not _HOST.fullmatch(host):
-        raise UsageError(f"invalid host {host!r} in {location!r}" if host else f"no host in {location!r}")
+        raise InvalidArgument(f"invalid host {host!r} in {location!r}" if host else f"no host in {location!r}")
     path = urllib.parse.unquote(url.path)
     if not path.startswith("/") or path == "/":
-        raise UsageError(f"{scheme} location {location!r} needs an absolute path after the host")
+        raise InvalidArgument(f"{scheme} location {location!r} needs an absolute path after the host")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
-        raise UsageError(f"the path of {location!r} contains a control character")
+        raise InvalidArgument(f"the path of {location!r} contains a control character")
     return RemoteTarget(user, host, port, path)
 
 

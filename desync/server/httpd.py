@@ -32,6 +32,7 @@ from http import HTTPStatus
 from typing import IO, Final
 
 from .._version import __version__
+from ..errors import InvalidArgument
 from ..readbudget import ReadBudget, request_scope
 
 MAX_LINE: Final = 8192
@@ -142,14 +143,14 @@ def parse_address(spec: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (all interfaces); PORT may be a service name."""
     host, sep, port = spec.rpartition(":")
     if not sep:
-        raise ValueError(f"invalid listen address {spec!r} (expected HOST:PORT)")
+        raise InvalidArgument(f"invalid listen address {spec!r} (expected HOST:PORT)")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         number = int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
     except OSError:
-        raise ValueError(f"unknown port {port!r} in {spec!r}") from None
+        raise InvalidArgument(f"unknown port {port!r} in {spec!r}") from None
     if not 0 <= number <= 65535:
-        raise ValueError(f"invalid port in {spec!r}")
+        raise InvalidArgument(f"invalid port in {spec!r}")
     return host, number
 
 

@@ -2,15 +2,16 @@
 
 ``open_store`` maps a location to a backend by its scheme; backends with
 optional dependencies are imported only when a location needs them.
-Compose stores with :class:`StoreRouter` (chain) and :func:`cached_store`;
-what a store can do is in :mod:`desync.stores.capabilities`.
+Stacks of stores (chains, failover groups, caches) are built by
+:mod:`desync.stores.compose`; what a store can do is in
+:mod:`desync.stores.capabilities`.
 """
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
-from ..errors import UsageError
+from ..errors import InvalidArgument
 from .base import Store, StoreOptions
 from .cache import CachedStore, cached_store
 from .capabilities import PrunableStore, ReadStore, WriteStore
@@ -18,7 +19,7 @@ from .local import LocalStore
 from .router import StoreRouter
 
 __all__ = ["Store", "StoreOptions", "LocalStore", "StoreRouter", "CachedStore", "cached_store", "open_store",
-           "open_stores", "register_scheme", "ReadStore", "WriteStore", "PrunableStore"]
+           "register_scheme", "ReadStore", "WriteStore", "PrunableStore"]
 
 StoreFactory = Callable[[str, StoreOptions, bool], Store]
 
@@ -39,11 +40,11 @@ def _scheme(location: str) -> str:
 def open_store(location: str, options: StoreOptions, writable: bool = False) -> Store:
     """Open one store; ``writable`` creates a missing local directory."""
     if not location:
-        raise UsageError("empty store location")
+        raise InvalidArgument("empty store location")
     if "|" in location:
         target = _SCHEMES.get("|")
         if target is None:
-            raise UsageError(f"failover groups are not available: {location}")
+            raise InvalidArgument(f"failover groups are not available: {location}")
         return _load(target)(location, options, writable)
     scheme = _scheme(location)
     if scheme in ("", "file"):
@@ -51,7 +52,7 @@ def open_store(location: str, options: StoreOptions, writable: bool = False) -> 
         return LocalStore(path, options, create=writable)
     target = _SCHEMES.get(scheme)
     if target is None:
-        raise UsageError(f"unsupported store location {location!r}")
+        raise InvalidArgument(f"unsupported store location {location!r}")
     return _load(target)(location, options, writable)
 
 
@@ -60,21 +61,6 @@ def _load(target: str) -> StoreFactory:
     module = importlib.import_module(module_name)
     factory: StoreFactory = getattr(module, func)
     return factory
-
-
-def open_stores(locations: Sequence[str], options: StoreOptions, cache: str = "") -> Store:
-    """Chain the stores in order, with an optional cache in front."""
-    if not locations:
-        raise UsageError("no store given (use -s)")
-    stores = [open_store(loc, options) for loc in locations]
-    store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
-    if cache:
-        cache_store = open_store(cache, options, writable=True)
-        if not isinstance(cache_store, WriteStore):
-            cache_store.close()
-            raise UsageError(f"store {cache} cannot store chunks (a cache needs a local, SFTP, S3 or HTTP store)")
-        store = cached_store(store, cache_store)
-    return store
 
 
 register_scheme("|", "desync.stores.failover:open_failover")

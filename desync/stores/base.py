@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..chunk import Chunk
 from ..digest import DEFAULT, Digest
 from ..errors import ChunkMissing
+from .s3auth import S3Credentials
 
 
 @dataclass(slots=True)
@@ -33,6 +34,8 @@ class StoreOptions:
     http_auth: str = ""
     http_cookie: str = ""
     workers: int = 10
+    # S3 stores: credentials resolved by whoever opens the store (see desync.stores.s3auth).
+    s3_credentials: S3Credentials | None = None
 
 
 class Store(ABC):

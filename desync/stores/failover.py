@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from ..chunk import Chunk
-from ..errors import ChunkMissing, StoreError, UsageError
+from ..errors import ChunkMissing, InvalidArgument, StoreError
 from .base import Store, StoreOptions
 from .capabilities import PrunableStore, ReadStore, WriteStore
 
@@ -27,7 +27,7 @@ class FailoverGroup(Store):
 
     def __init__(self, members: Sequence[ReadStore]) -> None:
         if not members:
-            raise UsageError("empty failover group")
+            raise InvalidArgument("empty failover group")
         self.members: list[ReadStore] = list(members)
         self.location = "|".join(str(m) for m in self.members)
         self.active = 0
@@ -129,7 +129,7 @@ def failover_group(members: Sequence[ReadStore]) -> FailoverGroup:
 def split_group(location: str) -> list[str]:
     members = [m.strip() for m in location.split("|")]
     if any(not m for m in members):
-        raise UsageError(f"empty member in failover group {location!r}")
+        raise InvalidArgument(f"empty member in failover group {location!r}")
     return members
 
 

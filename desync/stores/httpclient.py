@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from .._version import __version__
 from ..compression import stored_size_limit
-from ..errors import StoreError
+from ..errors import NetworkError, StoreError
 from ..peertext import peer_text
 from ..rawio import SocketSource
 from .base import StoreOptions
@@ -42,10 +42,6 @@ class Response:
         """The status and the first line of the body, for error messages (escaped: the server is a peer)."""
         text = self.body[:200].decode("utf-8", "replace").strip().splitlines()
         return f"HTTP {self.status}" + (f" ({peer_text(text[0])})" if text else "")
-
-
-class NetworkError(Exception):
-    """The server's answer broke off or is not HTTP; worth a retry like any network error."""
 
 
 class Disconnected(NetworkError):
@@ -286,7 +282,7 @@ class HTTPClient:
                 continue
             return response
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        raise StoreError(f"{method} {self.url}{name}: {failure}{tries}")
+        raise NetworkError(f"{method} {self.url}{name}: {failure}{tries}")
 
     def _once(self, method: str, path: str, body: bytes | None, limit: int) -> Response:
         conn = self.conns.get()

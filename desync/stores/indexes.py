@@ -15,7 +15,7 @@ from typing import BinaryIO, Final
 
 from .. import fsutil
 from .. import index as index_mod
-from ..errors import DesyncError, UsageError
+from ..errors import DesyncError, InvalidArgument
 from ..index import INDEX_SIZE_LIMIT, Index
 from .base import StoreOptions
 from .capabilities import IndexReadStore, IndexWriteStore
@@ -101,7 +101,7 @@ def index_store(location: str) -> IndexReadStore:
         return _LOCAL
     found = _SCHEMES.get(head.lower())
     if found is None:
-        raise UsageError(f"unsupported index location {location!r}")
+        raise InvalidArgument(f"unsupported index location {location!r}")
     return found
 
 
@@ -134,7 +134,7 @@ def write_index(location: str, index: Index, options: StoreOptions | None = None
     """Write an index where ``location`` says; a usage error naming it when that store cannot be written."""
     store = index_store(location)
     if not isinstance(store, IndexWriteStore):
-        raise UsageError(f"index location {location} cannot be written (its store can only be read)")
+        raise InvalidArgument(f"index location {location} cannot be written (its store can only be read)")
     store.write_index_bytes(location, index.to_bytes(), options or StoreOptions())
 
 

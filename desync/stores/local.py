@@ -133,6 +133,24 @@ class LocalStore(Store):
             found[i] = chunk
         return absent
 
+    def open_compressed(self, chunk_id: bytes) -> tuple[int, int] | None:
+        """The chunk's compressed file opened for sending as it is: (descriptor, size), or None if there is none.
+
+        Lets the pull server send stored chunks without reading them into
+        memory; the caller owns the descriptor.  The file is not verified.
+        A file that is not a regular file of a chunk's size is ChunkInvalid.
+        """
+        first, second = self._paths(chunk_id)
+        path = second if self.options.uncompressed else first
+        try:
+            return fsutil.open_regular(path, stored_size_limit(0))
+        except FileNotFoundError:
+            return None
+        except fsutil.UnreadableFile as unreadable:
+            raise ChunkInvalid(chunk_id, self.path, str(unreadable)) from None
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         first, second = self._paths(chunk_id)
         return os.path.exists(first) or os.path.exists(second)

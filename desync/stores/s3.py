@@ -32,12 +32,12 @@ from ..chunk import Chunk, verify_stored
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..digest import Digest
-from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError, UsageError
+from ..errors import ChunkInvalid, ChunkMissing, DesyncError, InvalidArgument, StoreError
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
 from .base import Store, StoreOptions
-from .s3auth import S3Credentials, credentials_for
+from .s3auth import S3Credentials, credentials_for, endpoint_of
 
 LOOKUPS: Final = ("auto", "dns", "path")
 _HEX: Final = frozenset("0123456789abcdef")
@@ -85,18 +85,18 @@ def parse_location(location: str) -> S3Location:
     parts = urllib.parse.urlsplit(location)
     scheme = parts.scheme.lower()
     if scheme not in ("s3+http", "s3+https"):
-        raise UsageError(f"invalid S3 location {location!r}: expected s3+http:// or s3+https://")
+        raise InvalidArgument(f"invalid S3 location {location!r}: expected s3+http:// or s3+https://")
     if not parts.netloc:
-        raise UsageError(f"invalid S3 location {location!r}: no host")
+        raise InvalidArgument(f"invalid S3 location {location!r}: no host")
     path = parts.path.strip("/")
     if not path:
-        raise UsageError(f"invalid S3 location {location!r}: no bucket in the path")
+        raise InvalidArgument(f"invalid S3 location {location!r}: no bucket in the path")
     bucket, _, prefix = path.partition("/")
     query = urllib.parse.parse_qs(parts.query)
     lookup = (query.get("lookup") or [""])[-1] or "auto"
     if lookup not in LOOKUPS:
-        raise UsageError(f"unknown S3 bucket lookup type {lookup!r} in {location} (use dns, path or auto)")
-    return S3Location(location, f"{scheme[3:]}://{parts.netloc}", bucket, f"{prefix}/" if prefix else "", lookup)
+        raise InvalidArgument(f"unknown S3 bucket lookup type {lookup!r} in {location} (use dns, path or auto)")
+    return S3Location(location, endpoint_of(location), bucket, f"{prefix}/" if prefix else "", lookup)
 
 
 def addressing_style(loc: S3Location) -> str:
@@ -106,6 +106,12 @@ def addressing_style(loc: S3Location) -> str:
     host = (urllib.parse.urlsplit(loc.endpoint).hostname or "").lower()
     virtual = host.endswith("amazonaws.com") or host == "storage.googleapis.com"
     return "virtual" if virtual else "path"
+
+
+def _credentials(loc: S3Location, options: StoreOptions) -> S3Credentials:
+    """The credentials whoever opened the store passed in, else those of the environment."""
+    given = options.s3_credentials
+    return given if given is not None else credentials_for(loc.endpoint)
 
 
 def make_client(loc: S3Location, creds: S3Credentials, options: StoreOptions) -> Any:
@@ -264,7 +270,7 @@ class S3Store(Store):
         self.bucket = self.loc.bucket
         self.prefix = self.loc.prefix
         self.suffix = "" if options.uncompressed else COMPRESSED_CHUNK_SUFFIX
-        self.client = make_client(self.loc, credentials_for(self.loc.endpoint), options)
+        self.client = make_client(self.loc, _credentials(self.loc, options), options)
 
     def key(self, chunk_id: bytes) -> str:
         h = chunk_id.hex()
@@ -533,7 +539,7 @@ def _index_object(location: str) -> tuple[S3Location, str]:
 
 def read_s3_index(location: str, options: StoreOptions) -> bytes:
     loc, key = _index_object(location)
-    client = make_client(loc, credentials_for(loc.endpoint), options)
+    client = make_client(loc, _credentials(loc, options), options)
     try:
         answer = client.get_object(Bucket=loc.bucket, Key=key)
         body = answer["Body"]
@@ -558,7 +564,7 @@ def read_s3_index(location: str, options: StoreOptions) -> bytes:
 
 def write_s3_index(location: str, data: bytes, options: StoreOptions) -> None:
     loc, key = _index_object(location)
-    client = make_client(loc, credentials_for(loc.endpoint), options)
+    client = make_client(loc, _credentials(loc, options), options)
     try:
         client.put_object(Bucket=loc.bucket, Key=key, Body=data, ContentType="application/octet-stream")
     except Exception as exc:

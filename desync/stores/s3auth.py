@@ -9,14 +9,19 @@ bucket): ``access-key``/``secret-key``/``session-token``, or an
 anonymous requests, as with the Go tool; the user's own ``~/.aws`` files
 are read only when a config entry names them, so a store never picks up
 credentials nobody pointed it at.
+
+Whoever opens an S3 store (the CLI, from the config file ``--config``
+names) resolves them with :func:`credentials_for` and passes them in
+:attr:`StoreOptions.s3_credentials <desync.stores.base.StoreOptions>`;
+a store opened without them uses the environment only.
 """
 
-import configparser
 import os
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..config import S3_CREDENTIAL_KEYS, Config, current_config
+from ..config import S3_CREDENTIAL_KEYS, Config
 from ..errors import DesyncError
 
 DEFAULT_REGION: Final = "us-east-1"
@@ -34,16 +39,27 @@ class S3Credentials:
         return not self.access_key and not self.secret_key
 
 
+def endpoint_of(location: str) -> str:
+    """``s3+http://host:port/bucket/...`` -> ``http://host:port`` (the server; the key of s3-credentials)."""
+    parts = urllib.parse.urlsplit(location)
+    return f"{parts.scheme.lower()[3:]}://{parts.netloc}"
+
+
+def is_s3_location(location: str) -> bool:
+    return location.lower().startswith(("s3+http://", "s3+https://"))
+
+
 def credentials_for(endpoint: str, config: Config | None = None) -> S3Credentials:
-    """Credentials and region for ``endpoint`` ("http://host:port" or "https://host")."""
+    """Credentials and region for ``endpoint`` ("http://host:port" or "https://host").
+
+    Without ``config``, from the environment only.
+    """
     env = os.environ
     creds = S3Credentials(env.get("S3_ACCESS_KEY", ""), env.get("S3_SECRET_KEY", ""), env.get("S3_SESSION_TOKEN", ""))
     if creds.anonymous:
         creds = S3Credentials(env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", ""),
                               env.get("AWS_SESSION_TOKEN", ""))
-    cfg = config if config is not None else current_config()
-    entry = cfg.s3_credentials_for(endpoint)
-    fields = _fields(entry, endpoint, cfg.path)
+    fields = _fields(config.s3_credentials_for(endpoint), endpoint, config.path) if config is not None else {}
     if creds.anonymous:
         if fields.get("access-key") or fields.get("secret-key"):
             creds = S3Credentials(fields.get("access-key", ""), fields.get("secret-key", ""),
@@ -74,6 +90,8 @@ def _fields(entry: dict[str, Any], endpoint: str, path: str) -> dict[str, str]:
 
 def read_aws_credentials(path: str, profile: str) -> S3Credentials:
     """One profile of an AWS shared credentials file (INI: ``[profile]`` with ``aws_access_key_id`` ...)."""
+    import configparser  # only when a config entry names such a file: every store imports this module
+
     parser = configparser.RawConfigParser(default_section="\x00")
     expanded = os.path.expanduser(path)
     try:

@@ -22,17 +22,15 @@ from typing import Final
 
 from .. import compression
 from .. import digest as digest_mod
-from .. import fsutil
 from .. import index as index_mod
 from ..chunk import Chunk
 from ..constants import ZSTD_MAGIC
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError
-from ..stores.base import StoreOptions
-from ..stores.local import LocalStore
-from . import messages as m
-from .scheduler import RequestScheduler
-from .stream import ConnectionClosed, Message, MessageReader, MessageWriter, prepare_pipe
+from ..protocol import messages as m
+from ..protocol.scheduler import RequestScheduler
+from ..protocol.stream import ConnectionClosed, Message, MessageReader, MessageWriter, prepare_pipe
+from ..stores import LocalStore, Store, StoreOptions
 
 LOG_ERR: Final = 3
 LOG_WARNING: Final = 4
@@ -330,17 +328,14 @@ class _PullSession(_Session):
 
     def _send_file(self, store: LocalStore, chunk_id: bytes, turn: int) -> bool:
         """Send a zstd chunk file as it is stored, without reading it into memory."""
-        h = chunk_id.hex()
-        path = os.path.join(store.path, h[:4], h + store.suffix)
         try:
-            fd, size = fsutil.open_regular(path, compression.stored_size_limit(0))
-        except FileNotFoundError:
-            return self._send_stored(store, chunk_id, turn)
-        except fsutil.UnreadableFile as unreadable:
-            self.log(LOG_WARNING, f"chunk {h} in store {store}: {unreadable}; reported as missing")
+            opened = store.open_compressed(chunk_id)
+        except ChunkInvalid as invalid:
+            self.log(LOG_WARNING, f"{invalid}; reported as missing")
             return False
-        except OSError as exc:
-            raise DesyncError(f"cannot read {path}: {exc.strerror}") from None
+        if opened is None:
+            return self._send_stored(store, chunk_id, turn)
+        fd, size = opened
         try:
             if os.pread(fd, len(ZSTD_MAGIC), 0) != ZSTD_MAGIC:
                 return self._send_stored(store, chunk_id, turn)

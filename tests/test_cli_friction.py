@@ -51,10 +51,10 @@ def test_cache_and_chop_progress_counts_bytes_and_reaches_100(tmp_path: Path) ->
     src, idx, store = _blob(tmp_path, half + half)  # the second half repeats the first's chunks
     proc = run_desync("cache", "-s", store, "-c", tmp_path / "cache", idx, env=PROGRESS_ENV)
     last = _progress_lines(proc, "Caching")[-1]
-    assert last.startswith("Caching 100% (") and "0.0 MiB/s" not in last, last
+    assert last.startswith("Caching 100% (") and " 0.0 MiB/s" not in last, last
     proc = run_desync("chop", "-s", tmp_path / "chopped", idx, src, env=PROGRESS_ENV)
     last = _progress_lines(proc, "Chopping")[-1]
-    assert last.startswith("Chopping 100% (") and "0.0 MiB/s" not in last, last
+    assert last.startswith("Chopping 100% (") and " 0.0 MiB/s" not in last, last
     assert re.search(r"\(\d+/\d+\) \d+\.\d MiB/s", last), last
 
 

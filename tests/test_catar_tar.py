@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from types import ModuleType
 from typing import IO, TYPE_CHECKING, Iterator, cast
 
 import pytest
@@ -24,7 +23,10 @@ if TYPE_CHECKING:
 
 _spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
 assert _spec is not None and _spec.loader is not None
-H: ModuleType = importlib.util.module_from_spec(_spec)
+if TYPE_CHECKING:
+    import helpers as H  # the module loaded here, by the name mypy finds it under (tests/fixtures/catar)
+else:
+    H = importlib.util.module_from_spec(_spec)
 sys.modules["catar_helpers"] = H
 _spec.loader.exec_module(H)
 

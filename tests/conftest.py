@@ -9,7 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -47,7 +46,7 @@ def desync_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_desync(*args: Any, check: bool = True, input: bytes | None = None, cwd: Path | None = None,
+def run_desync(*args: object, check: bool = True, input: bytes | None = None, cwd: Path | None = None,
                env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
     """Run the CLI the way a user does (``python -m desync``) and capture its output."""
     cmd = [sys.executable, "-m", "desync", *map(str, args)]
@@ -60,7 +59,7 @@ def run_desync(*args: Any, check: bool = True, input: bytes | None = None, cwd: 
     return proc
 
 
-def run_casync(*args: Any, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_casync(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     assert CASYNC is not None
     proc = subprocess.run([CASYNC, *map(str, args)], capture_output=True, cwd=cwd, timeout=300)
     if proc.returncode != 0:

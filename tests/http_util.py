@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conftest import FIXTURES, NEUTRAL_DIR, desync_env
+
+if TYPE_CHECKING:
+    from desync.server.httpd import HTTPServer, Service
 
 CERTS = FIXTURES / "certs"
 
@@ -23,7 +26,7 @@ CERTS = FIXTURES / "certs"
 class ServerProcess:
     """``desync chunk-server``/``index-server`` on a free loopback port; stderr is collected."""
 
-    def __init__(self, *args: Any, env: dict[str, str] | None = None,
+    def __init__(self, *args: object, env: dict[str, str] | None = None,
                  preexec_fn: Callable[[], None] | None = None) -> None:
         cmd = [sys.executable, "-m", "desync", *map(str, args), "-l", "127.0.0.1:0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or desync_env(),
@@ -207,7 +210,7 @@ class FlakyProxy:
 
 
 @contextmanager
-def in_process_server(service: Any, **kwargs: Any) -> Iterator[tuple[Any, int]]:
+def in_process_server(service: "Service", **kwargs: Any) -> Iterator[tuple["HTTPServer", int]]:
     """A desync HTTPServer in this process (for direct store tests)."""
     from desync.server.httpd import HTTPServer
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from conftest import NEUTRAL_DIR, desync_env
 
@@ -48,7 +47,7 @@ class Measured:
         return self.stderr.decode(errors="replace")
 
 
-def run_measured(*args: Any, env: dict[str, str] | None = None, timeout: float = 60,
+def run_measured(*args: object, env: dict[str, str] | None = None, timeout: float = 60,
                  input: bytes | None = None, tmp_path: Path | None = None) -> Measured:
     """``desync ARGS``, stopped after ``timeout`` s (returncode 124), with its peak RSS.
 

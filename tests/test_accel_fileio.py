@@ -36,7 +36,7 @@ def test_read_files_returns_contents_or_errno(tmp_path: Path, accel: bool) -> No
     got = read(paths, limits)
     assert got == [b"alpha", errno.ENOENT, b"", big, errno.EINVAL, errno.EFBIG, errno.EFBIG, errno.EISDIR]
     with pytest.raises(TypeError):
-        read(["not bytes"], [1])
+        read(["not bytes"], [1])  # type: ignore[list-item]  # the wrong type on purpose: the C code must refuse it
 
 
 def test_batched_get_matches_single_gets_and_falls_back(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
@@ -20,7 +19,10 @@ from desync.errors import FormatError
 
 _spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
 assert _spec is not None and _spec.loader is not None
-H: ModuleType = importlib.util.module_from_spec(_spec)
+if TYPE_CHECKING:
+    import helpers as H  # the module loaded here, by the name mypy finds it under (tests/fixtures/catar)
+else:
+    H = importlib.util.module_from_spec(_spec)
 sys.modules["catar_helpers"] = H
 _spec.loader.exec_module(H)
 

@@ -20,7 +20,7 @@ from desync import fsutil
 from desync._accel import fileio_module
 from desync.batchthread import BatchThread
 from desync.catar import ExtractOptions, decode, encode_tree, extract_stream
-from desync.catar.decoder import IterableReader
+from desync.catar.decoder import IterableReader, Node
 from desync.catar.encoder import FileSlice, encode_items
 from desync.catar.output import write_archive
 from desync.catar.writeback import FileJob, _finish_py, finish_batch
@@ -224,7 +224,12 @@ def test_batch_thread_reports_the_first_error_and_discards_the_rest() -> None:
 def test_batch_thread_bounds_the_queue() -> None:
     gate = threading.Event()
     seen: list[int] = []
-    bt: BatchThread[int] = BatchThread(lambda b: (gate.wait(5), seen.extend(b)), lambda b: None, max_batches=2)
+
+    def slow_sink(batch: list[int]) -> None:
+        gate.wait(5)
+        seen.extend(batch)
+
+    bt: BatchThread[int] = BatchThread(slow_sink, lambda b: None, max_batches=2)
     bt.put([0])
     bt.put([1])
     blocked = threading.Thread(target=bt.put, args=([2],))
@@ -330,10 +335,10 @@ def test_decoder_offers_file_ranges_only_for_regular_files(tmp_path: Path) -> No
     data = b"".join(encode_tree(str(src)))
     (tmp_path / "a.catar").write_bytes(data)
     with open(tmp_path / "a.catar", "rb") as f:
-        ranges = [ev.payload.file_range() for ev in decode(f) if getattr(ev, "payload", None) is not None]
+        ranges = [ev.payload.file_range() for ev in decode(f) if isinstance(ev, Node) and ev.payload is not None]
     assert len(ranges) == 2 and ranges[0] is not None and ranges[1] is None
     _, offset, size = ranges[0]
     assert data[offset:offset + size] == contents
     streamed = [ev.payload.file_range() for ev in decode(IterableReader([data]))
-                if getattr(ev, "payload", None) is not None]
+                if isinstance(ev, Node) and ev.payload is not None]
     assert streamed == [None, None]

@@ -10,8 +10,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from types import ModuleType
-from typing import Iterator
+from typing import IO, TYPE_CHECKING, Iterator, cast
 
 import pytest
 
@@ -19,9 +18,15 @@ from desync import featureflags as ff
 from desync.catar import Node, catar_to_tar, decode, mtree_lines, tar_to_catar
 from desync.errors import DesyncError
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 _spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
 assert _spec is not None and _spec.loader is not None
-H: ModuleType = importlib.util.module_from_spec(_spec)
+if TYPE_CHECKING:
+    import helpers as H  # the module loaded here, by the name mypy finds it under (tests/fixtures/catar)
+else:
+    H = importlib.util.module_from_spec(_spec)
 sys.modules["catar_helpers"] = H
 _spec.loader.exec_module(H)
 
@@ -45,15 +50,21 @@ class _Pipe(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: "bytearray | memoryview") -> int:  # type: ignore[override]
-        chunk = self._data.read(min(len(b), 777))
-        b[: len(chunk)] = chunk
+    def readinto(self, b: WriteableBuffer) -> int:
+        with memoryview(b) as view:
+            chunk = self._data.read(min(len(view), 777))
+            view[: len(chunk)] = chunk
         return len(chunk)
+
+
+def _pipe(data: bytes) -> IO[bytes]:
+    """A :class:`_Pipe` as the binary file it is at run time (typeshed does not count a RawIOBase as one)."""
+    return cast(IO[bytes], _Pipe(data))
 
 
 def test_go_desync_gnu_tar_to_catar() -> None:
     tar = (H.GO / "complex.gnu-tar").read_bytes()
-    data = b"".join(tar_to_catar(_Pipe(tar)))  # type: ignore[arg-type]
+    data = b"".join(tar_to_catar(_pipe(tar)))
     ref = (H.GO / "complex.catar").read_bytes()
     assert len(data) == len(ref)
     assert _mtree(data) == _whole_seconds((H.GO / "complex.mtree").read_text().splitlines())
@@ -181,7 +192,7 @@ def test_gnu_tar_posix_stream_gives_the_casync_archive(built: Path, tree: str) -
         capture_output=True, check=False,
     )
     assert proc.returncode in (0, 1), proc.stderr  # 1: "socket ignored"
-    data = b"".join(tar_to_catar(_Pipe(proc.stdout)))  # type: ignore[arg-type]
+    data = b"".join(tar_to_catar(_pipe(proc.stdout)))
     ref = (H.ARCHIVES / f"{tree}.desync.catar").read_bytes()
     if tree == "basic":
         assert data == ref

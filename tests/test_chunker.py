@@ -14,6 +14,7 @@ import random
 import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -214,7 +215,7 @@ HYPOTHESIS = settings(
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_window_hash_vectors(impl: str) -> None:
-    fn = window_hash
+    fn: Callable[[bytes], int] = window_hash
     if impl == "c":
         assert chunker_module is not None
         fn = chunker_module.window_hash

@@ -42,7 +42,7 @@ def _chunk_flag(name: str) -> list[str]:
 
 
 def _blob_params() -> list[object]:
-    params = []
+    params: list[object] = []
     for f in BLOB_FIXTURES:
         size = MANIFEST["inputs"][f["input"]]["size"]
         marks = [pytest.mark.slow] if size > MAX_PURE_INPUT else []

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,9 +25,9 @@ def _popen(*args: object, stdin: int | None = None) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE, env=desync_env(), cwd=NEUTRAL_DIR)
 
 
-def _wait_until(check: "object", proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _wait_until(check: Callable[[], object], proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -126,14 +126,14 @@ def test_stop_signal_during_make_leaves_no_temp_chunks_or_index(tmp_path: Path, 
     assert [p for p in store.rglob("*") if p.name.startswith(".tmp")] == []
 
 
-def _kill_while_busy(proc: subprocess.Popen[bytes], busy: "object", rng: random.Random) -> bool:
+def _kill_while_busy(proc: subprocess.Popen[bytes], busy: Callable[[], object], rng: random.Random) -> bool:
     """kill -9 ``proc`` at a random moment soon after ``busy()`` holds; whether it was still busy then."""
     deadline = time.monotonic() + 30
-    while not busy() and proc.poll() is None:  # type: ignore[operator]
+    while not busy() and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.002)
     time.sleep(rng.uniform(0, 0.02))
-    caught = bool(busy())  # type: ignore[operator]
+    caught = bool(busy())
     proc.kill()
     proc.communicate(timeout=30)
     return caught

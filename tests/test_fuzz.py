@@ -74,7 +74,7 @@ def mutated(draw: st.DrawFn, seed: bytes, fields: list[int]) -> bytes:
         elif op == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=24))
         else:
-            if fields and draw(st.booleans()):
+            if len(fields) > 0 and draw(st.booleans()):
                 at = fields[draw(st.integers(0, len(fields) - 1))]
             value = draw(st.sampled_from(BIG) | st.integers(0, (1 << 64) - 1))
             data[at:at + 8] = value.to_bytes(8, "little")

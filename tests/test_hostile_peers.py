@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import desync_env, run_desync
-from hostile_peers import STREAMED_RSS, LyingS3, assert_bounded, assert_bounded_failure, run_measured, sftp_ssh
+from hostile_peers import STREAMED_RSS, LyingS3, assert_bounded, assert_bounded_failure, sftp_ssh
+from measure import run_measured
 
 
 @pytest.fixture(scope="module")

@@ -175,6 +175,8 @@ def test_http_store_api(blob: tuple[Path, Path, Path], tmp_path: Path) -> None:
     service = ChunkService(local, SHA512_256_DIGEST, writable=True)
     with in_process_server(service) as (_, port):
         store = open_store(f"http://127.0.0.1:{port}", StoreOptions(error_retry=0))
+        assert not isinstance(store, PrunableStore)
+        assert isinstance(store, WriteStore)
         good = Chunk.from_data(b"hello" * 1000, SHA512_256_DIGEST)
         assert not store.has_chunk(good.id)
         with pytest.raises(ChunkMissing):
@@ -184,7 +186,6 @@ def test_http_store_api(blob: tuple[Path, Path, Path], tmp_path: Path) -> None:
         assert store.get_chunk(good.id).data() == b"hello" * 1000
         with pytest.raises(StoreError, match="HTTP 400"):
             store.put_chunk(Chunk(bytes(32), data=b"not this"))
-        assert isinstance(store, WriteStore) and not isinstance(store, PrunableStore)
         assert not hasattr(store, "iter_chunks") and not hasattr(store, "remove_chunk")
         store.close()
     assert os.listdir(tmp_path / "s") == [good.id.hex()[:4]]

@@ -10,6 +10,7 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from desync.ops.extract import ExtractStats, extract_blob
 from desync.ops.make import make_blob_index
 from desync.ops.seed import InvalidSeed, SeedFile, SeedOptions, SeedSet, load_seeds
 from desync.reflink import RangeCopier
-from desync.stores import StoreOptions, open_store
+from desync.stores import LocalStore, StoreOptions, open_store
 
 from conftest import assert_one_line_error, run_desync
 from http_util import ServerProcess
@@ -79,8 +80,10 @@ def _edit(rng: random.Random, v1: bytes, edits: int) -> bytes:
     return bytes(v2)
 
 
-def _store(path: Path):  # type: ignore[no-untyped-def]
-    return open_store(str(path), StoreOptions(), writable=True)
+def _store(path: Path) -> LocalStore:
+    store = open_store(str(path), StoreOptions(), writable=True)
+    assert isinstance(store, LocalStore)
+    return store
 
 
 def _index(path: Path, store_dir: Path | None = None) -> Index:
@@ -237,8 +240,10 @@ def test_extract_seed_flags_follow_go_desync(tmp_path: Path) -> None:
                       v2_index, tmp_path / "out2")
     assert (tmp_path / "out2").read_bytes() == v2
     err = proc.stderr.decode()
-    assert int(re.search(r"Bytes copied from seeds: (\d+)", err).group(1)) + int(  # type: ignore[union-attr]
-        re.search(r"Bytes cloned from seeds: (\d+)", err).group(1)) > 100000  # type: ignore[union-attr]
+    copied = re.search(r"Bytes copied from seeds: (\d+)", err)
+    cloned = re.search(r"Bytes cloned from seeds: (\d+)", err)
+    assert copied is not None and cloned is not None, err
+    assert int(copied.group(1)) + int(cloned.group(1)) > 100000
     # A stale seed: one-line error naming it, or skipped, or regenerated.
     (seeds / "v1").write_bytes(b"y" + v1[1:])
     proc = run_desync("extract", "-s", tmp_path / "store", "--seed", seeds / "v1.caibx", v2_index,
@@ -397,7 +402,7 @@ def _shared_bytes(path: Path) -> int:
 
 
 @pytest.fixture
-def xfs_reflink(tmp_path: Path):  # type: ignore[no-untyped-def]
+def xfs_reflink(tmp_path: Path) -> Iterator[Path]:
     """A loop-mounted XFS with reflink (needs root and mkfs.xfs from xfsprogs)."""
     import shutil
     import subprocess
@@ -446,7 +451,9 @@ def test_extract_from_a_seed_on_xfs_shares_extents_and_barely_grows_used_space(
     assert grown < len(v1) // 10, (grown, proc.stderr.decode())
     assert _shared_bytes(out) > len(v1) // 2
     err = proc.stderr.decode()
-    assert int(re.search(r"Bytes cloned from seeds: (\d+)", err).group(1)) > len(v1) // 2  # type: ignore
+    cloned = re.search(r"Bytes cloned from seeds: (\d+)", err)
+    assert cloned is not None, err
+    assert int(cloned.group(1)) > len(v1) // 2
     # Without reflinks the same extract copies: nothing shared, the full size used.
     run_desync("extract", "--reflink", "no", "-s", tmp_path / "store", "--seed", xfs_reflink / "v1.caibx",
                tmp_path / "v2.caibx", xfs_reflink / "copy")
@@ -532,7 +539,7 @@ def test_a_missing_seed_is_a_one_line_error_or_skipped_on_request(tmp_path: Path
 
 
 @pytest.fixture
-def loop_device(tmp_path: Path):  # type: ignore[no-untyped-def]
+def loop_device(tmp_path: Path) -> Iterator[Path]:
     """A loop block device over a 1 MiB file (needs root and losetup)."""
     import shutil
     import subprocess

@@ -29,7 +29,7 @@ def _read_all(raw: bytes) -> list[Message]:
         f.write(raw)
         f.seek(0)
         reader = MessageReader(f.fileno())
-        out = []
+        out: list[Message] = []
         while True:
             msg = reader.read()
             if msg is None:

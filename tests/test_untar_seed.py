@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -392,7 +393,7 @@ def _shared_extents(path: Path) -> bool:
 
 
 @pytest.fixture
-def xfs_reflink(tmp_path: Path):  # type: ignore[no-untyped-def]
+def xfs_reflink(tmp_path: Path) -> Iterator[Path]:
     """A loop-mounted XFS file system with reflink (root only)."""
     import subprocess
     if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:

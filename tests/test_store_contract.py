@@ -385,14 +385,14 @@ def test_index_stores_declare_reading_and_writing(location: str) -> None:
 
 
 def test_an_index_store_that_can_only_be_read_is_refused_for_writing(tmp_path: Path) -> None:
-    from desync.errors import UsageError
+    from desync.errors import InvalidArgument
     from desync.index import Index
 
     register_index_scheme("readonly-test", "desync.stores.http:read_http_index")
     try:
         store = index_store("readonly-test://h/x.caibx")
         assert isinstance(store, IndexReadStore) and not isinstance(store, IndexWriteStore)
-        with pytest.raises(UsageError, match="^index location readonly-test://h/x.caibx cannot be written"):
+        with pytest.raises(InvalidArgument, match="^index location readonly-test://h/x.caibx cannot be written"):
             write_index("readonly-test://h/x.caibx", Index(0, 16384, 65536, 262144))
     finally:
         indexes._SCHEMES.pop("readonly-test")

@@ -15,6 +15,7 @@ from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX, INDEX_SIZE_LIMIT
 from ..errors import ChunkMissing, DesyncError, StoreError
 from .base import Store, StoreOptions
+from .layout import chunk_name
 from .httpclient import HTTPClient, Response
 
 _PUT_OK = (200, 201, 204)
@@ -28,8 +29,7 @@ class HTTPStore(Store):
         self.suffix = "" if options.uncompressed else COMPRESSED_CHUNK_SUFFIX
 
     def _name(self, chunk_id: bytes) -> str:
-        h = chunk_id.hex()
-        return f"{h[:4]}/{h}{self.suffix}"
+        return chunk_name(chunk_id, self.suffix)
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         return self._chunk_from(chunk_id, size_hint, self.client.request("GET", self._name(chunk_id),

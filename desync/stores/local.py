@@ -20,10 +20,10 @@ from ..compression import stored_size_limit
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, StoreError
 from .base import Store, StoreOptions
+from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 
 TMP_PREFIX: Final = ".tmp-cacnk"
 LOCK_NAME: Final = ".desync-lock"
-_HEX: Final = frozenset("0123456789abcdef")
 _PREFIX_ATTEMPTS: Final = 3
 
 
@@ -46,8 +46,7 @@ class LocalStore(Store):
 
     def _paths(self, chunk_id: bytes) -> tuple[str, str]:
         """(preferred, fallback) file names: compressed first unless the store is uncompressed."""
-        h = chunk_id.hex()
-        base = os.path.join(self.path, h[:4], h)
+        base = os.path.join(self.path, chunk_name(chunk_id, ""))
         compressed = base + self.suffix
         if self.options.uncompressed:
             return base, compressed
@@ -196,7 +195,7 @@ class LocalStore(Store):
 
     def put_chunk(self, chunk: Chunk) -> None:
         h = chunk.id.hex()
-        prefix = os.path.join(self.path, h[:4])
+        prefix = os.path.join(self.path, chunk_prefix(chunk.id))
         if self.options.uncompressed:
             payload = chunk.data()
             final = os.path.join(prefix, h)
@@ -238,19 +237,17 @@ class LocalStore(Store):
     def iter_chunks(self) -> Iterator[bytes]:
         suffix = self.suffix
         try:
-            prefixes = sorted(e.name for e in os.scandir(self.path) if e.is_dir() and _is_hex(e.name, 4))
+            prefixes = sorted(e.name for e in os.scandir(self.path) if e.is_dir() and is_prefix_name(e.name))
         except OSError as exc:
             raise StoreError(f"cannot list store {self.path}: {exc.strerror}") from None
         for prefix in prefixes:
             seen: set[str] = set()
             with os.scandir(os.path.join(self.path, prefix)) as it:
                 for e in it:
-                    name = e.name
-                    if name.endswith(suffix):
-                        name = name[: -len(suffix)]
-                    if len(name) == 64 and name.startswith(prefix) and _is_hex(name, 64) and name not in seen:
-                        seen.add(name)
-                        yield bytes.fromhex(name)
+                    hex_id = listed_chunk(prefix, e.name, suffix)
+                    if hex_id is not None and hex_id not in seen:
+                        seen.add(hex_id)
+                        yield bytes.fromhex(hex_id)
 
     def remove_stray_files(self) -> int:
         """Delete temp files left by killed writers (ours, casync's, the Go tool's); see tempnames.
@@ -261,7 +258,7 @@ class LocalStore(Store):
         count = 0
         now = time.time()
         for e in os.scandir(self.path):
-            if not (e.is_dir(follow_symlinks=False) and _is_hex(e.name, 4)):
+            if not (e.is_dir(follow_symlinks=False) and is_prefix_name(e.name)):
                 continue
             try:
                 with os.scandir(e.path) as files:
@@ -287,10 +284,6 @@ def _remove_empty_dir(path: str, store: str) -> None:
         pass
     except OSError as exc:
         raise StoreError(f"store {store}: {path} is a directory and cannot be removed: {exc.strerror}") from None
-
-
-def _is_hex(name: str, length: int) -> bool:
-    return len(name) == length and all(c in _HEX for c in name)
 
 
 def write_atomic(final: str, payload: bytes, mode: int) -> None:

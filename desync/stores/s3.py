@@ -37,10 +37,10 @@ from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
 from .base import Store, StoreOptions
+from .layout import chunk_id_from_name, chunk_name
 from .s3auth import S3Credentials, credentials_for, endpoint_of
 
 LOOKUPS: Final = ("auto", "dns", "path")
-_HEX: Final = frozenset("0123456789abcdef")
 _MISSING: Final = ("NoSuchKey", "404", "NotFound")
 # Keeps botocore from reading ~/.aws/config or AWS_PROFILE: credentials come from s3auth only.
 _ISOLATED: Final = {"profile": (None, None, None, None), "config_file": (None, None, os.devnull, None)}
@@ -273,8 +273,7 @@ class S3Store(Store):
         self.client = make_client(self.loc, _credentials(self.loc, options), options)
 
     def key(self, chunk_id: bytes) -> str:
-        h = chunk_id.hex()
-        return f"{self.prefix}{h[:4]}/{h}{self.suffix}"
+        return self.prefix + chunk_name(chunk_id, self.suffix)
 
     def fail(self, exc: Exception, what: str) -> NoReturn:
         """Raise ``exc`` as a one-line StoreError naming the store (anything not from boto3 unchanged)."""
@@ -390,16 +389,6 @@ class S3Store(Store):
         self.client.close()
 
 
-def chunk_id_from_key(name: str, suffix: str) -> bytes | None:
-    """``<id[:4]>/<id><suffix>`` (a key with the store prefix removed) to the ID; None for other keys."""
-    if len(name) != 69 + len(suffix) or name[4] != "/" or not name.endswith(suffix):
-        return None
-    hex_id = name[5:69]
-    if not hex_id.startswith(name[:4]) or not all(c in _HEX for c in hex_id):
-        return None
-    return bytes.fromhex(hex_id)
-
-
 class ObjectTooLarge(StoreError):
     """An object holds more bytes than the caller allows."""
 
@@ -497,7 +486,7 @@ class _ChunkListing:
         skip = len(self.store.prefix)
         keys = [str(obj.get("Key", "")) for obj in page.get("Contents", []) or []]
         for key in keys:
-            found = chunk_id_from_key(key[skip:], self.store.suffix) if key.startswith(self.store.prefix) else None
+            found = chunk_id_from_name(key[skip:], self.store.suffix) if key.startswith(self.store.prefix) else None
             if found is not None:
                 self.ids.append(found)
         token = page.get("NextContinuationToken")

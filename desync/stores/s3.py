@@ -23,9 +23,9 @@ import os
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 from .._version import __version__
 from ..chunk import Chunk, verify_stored
@@ -40,6 +40,7 @@ from .base import Store, StoreOptions
 from .layout import chunk_id_from_name, chunk_name
 from .s3auth import S3Credentials, credentials_for, endpoint_of
 
+_T = TypeVar("_T")
 LOOKUPS: Final = ("auto", "dns", "path")
 _MISSING: Final = ("NoSuchKey", "404", "NotFound")
 # Keeps botocore from reading ~/.aws/config or AWS_PROFILE: credentials come from s3auth only.
@@ -289,7 +290,7 @@ class S3Store(Store):
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         limit = stored_size_limit(size_hint)
         try:
-            raw = self._download(chunk_id, limit)
+            raw = self._read_body(chunk_id, lambda body, length: read_object(body, length, limit))
         except ObjectTooLarge:
             raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
         chunk = Chunk(chunk_id, data=raw) if self.options.uncompressed else Chunk(chunk_id, compressed=raw)
@@ -301,25 +302,11 @@ class S3Store(Store):
         """Hash the object as its body arrives, a piece at a time (see :func:`~desync.chunk.verify_stored`);
         a body cut short is fetched and hashed again."""
         limit = stored_size_limit(0)
-        attempt = 0
-        while True:
-            answer = self._get_object(chunk_id)
-            body = answer["Body"]
-            try:
-                verify_stored(chunk_id, object_pieces(body, answer.get("ContentLength"), limit),
-                              not self.options.uncompressed, digest, self.location)
-                return
-            except ObjectTooLarge:
-                raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
-            except ChunkInvalid:
-                raise
-            except Exception as read_error:
-                if _failure(read_error) is None or attempt >= self.options.error_retry:
-                    self.fail(read_error, f"chunk {chunk_id.hex()}")
-            finally:
-                body.close()
-            time.sleep(self.options.error_retry_base_interval * (2 ** attempt))
-            attempt += 1
+        try:
+            self._read_body(chunk_id, lambda body, length: verify_stored(
+                chunk_id, object_pieces(body, length, limit), not self.options.uncompressed, digest, self.location))
+        except ObjectTooLarge:
+            raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
 
     def _get_object(self, chunk_id: bytes) -> Any:
         try:
@@ -330,16 +317,16 @@ class S3Store(Store):
                 raise ChunkMissing(chunk_id, self.location) from None
             self.fail(exc, f"chunk {chunk_id.hex()}")
 
-    def _download(self, chunk_id: bytes, limit: int) -> bytes:
-        """GET the object, at most ``limit`` bytes; a body cut short is fetched again (botocore retries only
-        the request itself)."""
+    def _read_body(self, chunk_id: bytes, read: Callable[[Any, Any], _T]) -> _T:
+        """GET the object and pass its body and announced length to ``read``; a body cut short is fetched
+        again (botocore retries only the request itself)."""
         attempt = 0
         while True:
             answer = self._get_object(chunk_id)
             body = answer["Body"]
             try:
-                return read_object(body, answer.get("ContentLength"), limit)
-            except ObjectTooLarge:
+                return read(body, answer.get("ContentLength"))
+            except (ObjectTooLarge, ChunkInvalid):
                 raise
             except Exception as read_error:
                 if _failure(read_error) is None or attempt >= self.options.error_retry:

@@ -164,19 +164,24 @@ class ZstandardBinding(ZstdBinding):
         if dctx is None:
             dctx = self.module.ZstdDecompressor(max_window_size=STREAM_WINDOW_MAX)
             self.contexts.streamer = dctx
-        total = 0
         try:
-            reader = dctx.stream_reader(raw, read_across_frames=False)
-            while True:
-                piece: bytes = reader.read(PIECE_SIZE)
-                if not piece:
-                    return
-                total += len(piece)
-                if total > limit:
-                    raise CompressionError("zstd frame larger than expected")
-                yield piece
+            yield from zstandard_pieces(dctx.stream_reader(raw, read_across_frames=False), limit)
         except self.error as exc:
             raise CompressionError(f"zstd: {exc}") from None
+
+
+def zstandard_pieces(reader: Any, limit: int) -> Iterator[bytes]:
+    """A python-zstandard stream reader's output in pieces of at most PIECE_SIZE; more than ``limit`` bytes
+    in all is a CompressionError (the caller maps the module's own errors)."""
+    total = 0
+    while True:
+        piece: bytes = reader.read(PIECE_SIZE)
+        if not piece:
+            return
+        total += len(piece)
+        if total > limit:
+            raise CompressionError("zstd frame larger than expected")
+        yield piece
 
 
 def _zstandard_reason(message: str) -> str:

@@ -10,8 +10,8 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Final, TypeVar
 
 from .. import fsutil, tempnames
 from ..chunk import Chunk, verify_stored
@@ -22,6 +22,7 @@ from ..errors import ChunkInvalid, ChunkMissing, StoreError
 from .base import Store, StoreOptions
 from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 
+_T = TypeVar("_T")
 TMP_PREFIX: Final = ".tmp-cacnk"
 LOCK_NAME: Final = ".desync-lock"
 _PREFIX_ATTEMPTS: Final = 3
@@ -52,12 +53,11 @@ class LocalStore(Store):
             return base, compressed
         return compressed, base
 
-    def _read(self, chunk_id: bytes, size_hint: int) -> tuple[bytes, bool]:
-        limit = stored_size_limit(size_hint)
-        first, second = self._paths(chunk_id)
-        for path in (first, second):
+    def _open_first(self, chunk_id: bytes, open_one: Callable[[str], _T]) -> tuple[_T, str]:
+        """``open_one`` of the first of the chunk's files that exists, and that file's name."""
+        for path in self._paths(chunk_id):
             try:
-                return fsutil.read_regular(path, limit), path.endswith(self.suffix)
+                return open_one(path), path
             except FileNotFoundError:
                 continue
             except fsutil.UnreadableFile as unreadable:
@@ -67,8 +67,9 @@ class LocalStore(Store):
         raise ChunkMissing(chunk_id, self.path)
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
-        raw, is_compressed = self._read(chunk_id, size_hint)
-        chunk = (Chunk(chunk_id, compressed=raw, origin=self.path) if is_compressed
+        limit = stored_size_limit(size_hint)
+        raw, path = self._open_first(chunk_id, lambda name: fsutil.read_regular(name, limit))
+        chunk = (Chunk(chunk_id, compressed=raw, origin=self.path) if path.endswith(self.suffix)
                  else Chunk(chunk_id, data=raw, origin=self.path))
         if not self.options.skip_verify:
             chunk.verify(self.options.digest, self.path, size_hint)
@@ -77,27 +78,17 @@ class LocalStore(Store):
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
         """Hash the chunk file as it is read, a piece at a time (see :func:`~desync.chunk.verify_stored`)."""
         limit = stored_size_limit(0)
-        for path in self._paths(chunk_id):
-            try:
-                fd, _ = fsutil.open_regular(path, limit)
-            except FileNotFoundError:
-                continue
-            except fsutil.UnreadableFile as unreadable:
-                raise ChunkInvalid(chunk_id, self.path, str(unreadable)) from None
-            except OSError as exc:
-                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
-            try:
-                verify_stored(chunk_id, fsutil.read_pieces(fd, path, limit), path.endswith(self.suffix), digest,
-                              self.path)
-            except fsutil.UnreadableFile as grown:
-                raise ChunkInvalid(chunk_id, self.path, str(grown)) from None
-            except OSError as failed:
-                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {failed.strerror}") \
-                    from None
-            finally:
-                os.close(fd)
-            return
-        raise ChunkMissing(chunk_id, self.path)
+        (fd, _), path = self._open_first(chunk_id, lambda name: fsutil.open_regular(name, limit))
+        try:
+            verify_stored(chunk_id, fsutil.read_pieces(fd, path, limit), path.endswith(self.suffix), digest,
+                          self.path)
+        except fsutil.UnreadableFile as grown:
+            raise ChunkInvalid(chunk_id, self.path, str(grown)) from None
+        except OSError as failed:
+            raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {failed.strerror}") \
+                from None
+        finally:
+            os.close(fd)
 
     def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
         """One C call reads the preferred form of every file, one more the other form of those not found."""

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "desync.readbudget": HELPERS,
     "desync.peertext": HELPERS,
     "desync.backends": HELPERS,
+    "desync.reflink": HELPERS,
     # Bytes on disk and on the wire.
     "desync.constants": FORMATS,
     "desync.featureflags": FORMATS,
@@ -47,6 +48,7 @@ LAYERS: dict[str, int] = {
     "desync.index": FORMATS,
     "desync.chunk": FORMATS,
     "desync.compression": FORMATS,
+    "desync.streamdecode": FORMATS,
     "desync.config": FORMATS,
     "desync.catar.format": FORMATS,
     "desync.catar.model": FORMATS,

@@ -17,7 +17,7 @@ import stat
 from dataclasses import dataclass
 
 from ..errors import DesyncError
-from ..filecopy import Reflink
+from ..reflink import Reflink
 
 # Seed files of the right size tried per extracted file (each try reads the candidate once).
 MAX_CANDIDATES = 3

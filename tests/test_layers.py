@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "desync.protocol.transport": STORES,
     "desync.protocol.client": STORES,
     "desync.protocol.sftp_client": STORES,
+    "desync.protocol.session": STORES,
     "desync.protocol.scheduler": STORES,
     # Operations written against the store API.
     "desync.ops": OPERATIONS,

@@ -10,7 +10,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Final
+from typing import AnyStr, BinaryIO, Final
 
 from ._accel import fileio_module
 from . import tempnames
@@ -138,6 +138,22 @@ def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o6
         except OSError:
             pass
         raise
+
+
+def regular_files(root: AnyStr, ordered: bool = False) -> Iterator[tuple[AnyStr, int]]:
+    """The non-empty regular files under ``root`` (links not followed) and their sizes; ``ordered``: by name."""
+    for dirpath, dirs, files in os.walk(root):
+        if ordered:
+            dirs.sort()
+            files.sort()
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                yield path, st.st_size
 
 
 def resolve_target(path: str) -> tuple[str, os.stat_result | None]:

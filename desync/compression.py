@@ -25,6 +25,7 @@ from typing import Any, Final
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_LEVEL, ZSTD_MAGIC
 # CompressionError is defined in desync.errors and stays importable from here.
 from .errors import CompressionError as CompressionError, DesyncError
+from .fsutil import capped_pieces
 
 NO_BINDING = "zstd compression needs the zstandard package, which is not installed: pip install zstandard"
 # Output pieces of streamed decompression: small enough to keep memory flat, large enough to be cheap.
@@ -173,15 +174,7 @@ class ZstandardBinding(ZstdBinding):
 def zstandard_pieces(reader: Any, limit: int) -> Iterator[bytes]:
     """A python-zstandard stream reader's output in pieces of at most PIECE_SIZE; more than ``limit`` bytes
     in all is a CompressionError (the caller maps the module's own errors)."""
-    total = 0
-    while True:
-        piece: bytes = reader.read(PIECE_SIZE)
-        if not piece:
-            return
-        total += len(piece)
-        if total > limit:
-            raise CompressionError("zstd frame larger than expected")
-        yield piece
+    return capped_pieces(reader.read, limit, PIECE_SIZE, lambda: CompressionError("zstd frame larger than expected"))
 
 
 def _zstandard_reason(message: str) -> str:

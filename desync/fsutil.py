@@ -354,15 +354,23 @@ def read_pieces(fd: int, path: str, limit: int, piece_size: int = 1 << 20) -> It
     For reading a file checked by :func:`open_regular` without holding it
     whole (a chunk file whose size nothing tells may be ~130 MiB).
     """
+    return capped_pieces(lambda size: os.read(fd, size), limit, piece_size,
+                         lambda: UnreadableFile(f"{path}: grew past the {limit} bytes allowed while being read"))
+
+
+def capped_pieces(read: Callable[[int], bytes], limit: int, piece_size: int,
+                  too_large: Callable[[], Exception]) -> Iterator[bytes]:
+    """What ``read(size)`` returns until it returns nothing, a piece at a time; ``too_large()`` is raised once
+    more than ``limit`` bytes arrive (asking for at most one byte past the limit)."""
     total = 0
     while True:
-        block = os.read(fd, piece_size)
-        if not block:
+        piece = read(min(piece_size, limit + 1 - total))
+        if not piece:
             return
-        total += len(block)
+        total += len(piece)
         if total > limit:
-            raise UnreadableFile(f"{path}: grew past the {limit} bytes allowed while being read")
-        yield block
+            raise too_large()
+        yield piece
 
 # What read_files reports for a name that is there but must not be read, and how to say it.
 UNREADABLE: Final = {

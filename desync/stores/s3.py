@@ -33,6 +33,7 @@ from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError, InvalidArgument, StoreError
+from ..fsutil import capped_pieces
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
@@ -408,15 +409,8 @@ def object_pieces(body: Any, declared: Any, limit: int) -> Iterator[bytes]:
     or sends more (for reads that need not hold it whole)."""
     if isinstance(declared, int) and declared > limit:
         raise ObjectTooLarge(f"object of {declared} bytes, more than the {limit} allowed")
-    total = 0
-    while True:
-        piece: bytes = body.read(min(_READ_BLOCK, limit + 1 - total))
-        if not piece:
-            return
-        total += len(piece)
-        if total > limit:
-            raise ObjectTooLarge(f"object larger than the {limit} bytes allowed")
-        yield piece
+    yield from capped_pieces(body.read, limit, _READ_BLOCK,
+                             lambda: ObjectTooLarge(f"object larger than the {limit} bytes allowed"))
 
 
 class ListingError(StoreError):

@@ -19,7 +19,7 @@ from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..compression import stored_size_limit
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, StoreError
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
 from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 
 _T = TypeVar("_T")
@@ -69,11 +69,8 @@ class LocalStore(Store):
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         limit = stored_size_limit(size_hint)
         raw, path = self._open_first(chunk_id, lambda name: fsutil.read_regular(name, limit))
-        chunk = (Chunk(chunk_id, compressed=raw, origin=self.path) if path.endswith(self.suffix)
-                 else Chunk(chunk_id, data=raw, origin=self.path))
-        if not self.options.skip_verify:
-            chunk.verify(self.options.digest, self.path, size_hint)
-        return chunk
+        return stored_chunk(self.options, chunk_id, raw, path.endswith(self.suffix), self.path, size_hint,
+                            origin=self.path)
 
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
         """Hash the chunk file as it is read, a piece at a time (see :func:`~desync.chunk.verify_stored`)."""
@@ -116,11 +113,7 @@ class LocalStore(Store):
                     raise StoreError(f"store {self.path}: cannot read chunk {cid.hex()}: {os.strerror(raw)}")
                 absent.append(i)
                 continue
-            chunk = (Chunk(cid, compressed=raw, origin=self.path) if compressed
-                     else Chunk(cid, data=raw, origin=self.path))
-            if not self.options.skip_verify:
-                chunk.verify(self.options.digest, self.path, hint)
-            found[i] = chunk
+            found[i] = stored_chunk(self.options, cid, raw, compressed, self.path, hint, origin=self.path)
         return absent
 
     def open_compressed(self, chunk_id: bytes) -> tuple[int, int] | None:

@@ -37,7 +37,7 @@ from ..fsutil import capped_pieces
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
 from .layout import chunk_id_from_name, chunk_name
 from .s3auth import S3Credentials, credentials_for, endpoint_of
 
@@ -294,10 +294,7 @@ class S3Store(Store):
             raw = self._read_body(chunk_id, lambda body, length: read_object(body, length, limit))
         except ObjectTooLarge:
             raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
-        chunk = Chunk(chunk_id, data=raw) if self.options.uncompressed else Chunk(chunk_id, compressed=raw)
-        if not self.options.skip_verify:
-            chunk.verify(self.options.digest, self.location, size_hint)
-        return chunk
+        return stored_chunk(self.options, chunk_id, raw, not self.options.uncompressed, self.location, size_hint)
 
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
         """Hash the object as its body arrives, a piece at a time (see :func:`~desync.chunk.verify_stored`);

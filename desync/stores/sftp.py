@@ -25,7 +25,7 @@ from ..index import INDEX_SIZE_LIMIT
 from ..protocol import sftp as s
 from ..protocol.sftp_client import SFTPSession
 from ..protocol.transport import RemoteTarget, parse_remote_url, sftp_command
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
 from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 from .local import TMP_PREFIX
 
@@ -94,10 +94,7 @@ class SFTPStore(Store):
                 raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {exc}") from None
             except s.TooLarge as too_large:
                 raise ChunkInvalid(chunk_id, self.location, f"more than {too_large.limit} bytes") from None
-            chunk = Chunk(chunk_id, compressed=raw) if compressed else Chunk(chunk_id, data=raw)
-            if not self.options.skip_verify:
-                chunk.verify(self.options.digest, self.location, size_hint)
-            return chunk
+            return stored_chunk(self.options, chunk_id, raw, compressed, self.location, size_hint)
         raise ChunkMissing(chunk_id, self.location)
 
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Final
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_LEVEL, ZSTD_MAGIC
 # CompressionError is defined in desync.errors and stays importable from here.
 from .errors import CompressionError as CompressionError, DesyncError
+from .fsutil import capped_pieces
 
 NO_BINDING = "zstd compression needs the zstandard package, which is not installed: pip install zstandard"
 # Output pieces of streamed decompression: small enough to keep memory flat, large enough to be cheap.
@@ -164,19 +165,16 @@ class ZstandardBinding(ZstdBinding):
         if dctx is None:
             dctx = self.module.ZstdDecompressor(max_window_size=STREAM_WINDOW_MAX)
             self.contexts.streamer = dctx
-        total = 0
         try:
-            reader = dctx.stream_reader(raw, read_across_frames=False)
-            while True:
-                piece: bytes = reader.read(PIECE_SIZE)
-                if not piece:
-                    return
-                total += len(piece)
-                if total > limit:
-                    raise CompressionError("zstd frame larger than expected")
-                yield piece
+            yield from zstandard_pieces(dctx.stream_reader(raw, read_across_frames=False), limit)
         except self.error as exc:
             raise CompressionError(f"zstd: {exc}") from None
+
+
+def zstandard_pieces(reader: Any, limit: int) -> Iterator[bytes]:
+    """A python-zstandard stream reader's output in pieces of at most PIECE_SIZE; more than ``limit`` bytes
+    in all is a CompressionError (the caller maps the module's own errors)."""
+    return capped_pieces(reader.read, limit, PIECE_SIZE, lambda: CompressionError("zstd frame larger than expected"))
 
 
 def _zstandard_reason(message: str) -> str:

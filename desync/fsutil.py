@@ -10,7 +10,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Final
+from typing import AnyStr, BinaryIO, Final
 
 from ._accel import fileio_module
 from . import tempnames
@@ -138,6 +138,22 @@ def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o6
         except OSError:
             pass
         raise
+
+
+def regular_files(root: AnyStr, ordered: bool = False) -> Iterator[tuple[AnyStr, int]]:
+    """The non-empty regular files under ``root`` (links not followed) and their sizes; ``ordered``: by name."""
+    for dirpath, dirs, files in os.walk(root):
+        if ordered:
+            dirs.sort()
+            files.sort()
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                yield path, st.st_size
 
 
 def resolve_target(path: str) -> tuple[str, os.stat_result | None]:
@@ -338,15 +354,23 @@ def read_pieces(fd: int, path: str, limit: int, piece_size: int = 1 << 20) -> It
     For reading a file checked by :func:`open_regular` without holding it
     whole (a chunk file whose size nothing tells may be ~130 MiB).
     """
+    return capped_pieces(lambda size: os.read(fd, size), limit, piece_size,
+                         lambda: UnreadableFile(f"{path}: grew past the {limit} bytes allowed while being read"))
+
+
+def capped_pieces(read: Callable[[int], bytes], limit: int, piece_size: int,
+                  too_large: Callable[[], Exception]) -> Iterator[bytes]:
+    """What ``read(size)`` returns until it returns nothing, a piece at a time; ``too_large()`` is raised once
+    more than ``limit`` bytes arrive (asking for at most one byte past the limit)."""
     total = 0
     while True:
-        block = os.read(fd, piece_size)
-        if not block:
+        piece = read(min(piece_size, limit + 1 - total))
+        if not piece:
             return
-        total += len(block)
+        total += len(piece)
         if total > limit:
-            raise UnreadableFile(f"{path}: grew past the {limit} bytes allowed while being read")
-        yield block
+            raise too_large()
+        yield piece
 
 # What read_files reports for a name that is there but must not be read, and how to say it.
 UNREADABLE: Final = {

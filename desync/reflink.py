@@ -1,12 +1,18 @@
 """Copy byte ranges between files the cheapest way the file system allows.
 
-Seeds and the self seed put bytes that already exist on disk into the
+Seeds (blob seeds, tree seeds) and the self seed put bytes that already exist on disk into the
 output.  On a file system with shared extents (XFS with reflink, btrfs) the
 block-aligned middle of a range is cloned with FICLONERANGE, which costs no
 space and no data I/O; the unaligned edges, and everything on other file
 systems, go through copy_file_range (the kernel copies, no user-space
 buffer); a plain pread/pwrite is the last fallback.  Holes are punched with
 fallocate(PUNCH_HOLE) so zero chunks in an updated file free their blocks.
+
+Two callers, one set of primitives: :class:`RangeCopier` serves blob seeds
+(many ranges, block-aligned cloning, refusals remembered per source) and
+:func:`clone_or_copy` serves tree seeds (one whole range, says how it was
+done).  ``--reflink`` is ``"auto"`` (clone when possible), ``"yes"`` (a file
+system that cannot clone is an error) or ``"no"`` (never clone).
 """
 
 import ctypes
@@ -16,20 +22,25 @@ import os
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from .errors import DesyncError
-from .fsutil import NO_COPY_RANGE, pwrite_all
+from .fsutil import COPY_BLOCK, NO_COPY_RANGE, pwrite_all
 
 # _IOW(0x94, 13, struct file_clone_range): src_fd (s64), src_offset, src_length, dest_offset (u64).
 FICLONERANGE: Final = 0x4020940D
 _CLONE_ARGS: Final = struct.Struct("=qQQQ")
 # Errors meaning "these two files cannot share extents" rather than a failed write.
-NO_CLONE: Final = frozenset({errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.ENOSYS,
-                             errno.EBADF, errno.EPERM, errno.ETXTBSY})
+NO_CLONE: Final = frozenset({errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTTY, errno.EINVAL,
+                             errno.ENOSYS, errno.EBADF, errno.EPERM, errno.ETXTBSY})
 FALLOC_FL_KEEP_SIZE: Final = 0x01
 FALLOC_FL_PUNCH_HOLE: Final = 0x02
 MODES: Final = ("auto", "yes", "no")
+Reflink = Literal["auto", "yes", "no"]
+# What clone_or_copy did.
+CLONED: Final = "cloned"
+COPIED: Final = "copied"
+WRITTEN: Final = "written"
 
 
 class ReflinkUnsupported(DesyncError):
@@ -91,7 +102,7 @@ class RangeCopier:
 
     def _try_clone(self, src: int, src_off: int, dst: int, dst_off: int, size: int) -> bool:
         try:
-            fcntl.ioctl(dst, FICLONERANGE, _CLONE_ARGS.pack(src, src_off, size, dst_off))
+            clone_range(src, src_off, dst, dst_off, size)
             return True
         except OSError as exc:
             if exc.errno not in NO_CLONE:
@@ -122,6 +133,54 @@ class RangeCopier:
             if n == 0:
                 raise SourceEnded("a seed file ended early while copying from it")
             done += n
+
+
+def clone_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int) -> None:
+    """FICLONERANGE: ``dst`` shares ``src``'s extents; OSError when the file system refuses."""
+    fcntl.ioctl(dst_fd, FICLONERANGE, _CLONE_ARGS.pack(src_fd, src_off, length, dst_off))
+
+
+def clone_or_copy(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int,
+                  reflink: Reflink = "auto") -> str:
+    """Put ``length`` bytes of ``src`` at ``src_off`` into ``dst`` at ``dst_off``; returns CLONED, COPIED or WRITTEN.
+
+    The whole range is cloned at once (a clone needs block-aligned offsets, except that it may run to the end
+    of the source).  DesyncError when ``reflink`` is ``"yes"`` and the clone is refused, or when ``src`` ends
+    early.
+    """
+    if length <= 0:
+        return COPIED
+    if reflink != "no":
+        try:
+            clone_range(src_fd, src_off, dst_fd, dst_off, length)
+            return CLONED
+        except OSError as e:
+            if reflink == "yes" or e.errno not in NO_CLONE:
+                raise DesyncError(f"cannot clone (--reflink yes): {e.strerror}") from None
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, length - done, src_off + done, dst_off + done)
+        except OSError as e:
+            if e.errno not in NO_COPY_RANGE:
+                raise DesyncError(f"cannot copy: {e.strerror}") from None
+            return _write(src_fd, src_off + done, dst_fd, dst_off + done, length - done, done)
+        if n == 0:
+            raise DesyncError("cannot copy: the source ended early")
+        done += n
+    return COPIED
+
+
+def _write(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int, done_before: int) -> str:
+    """The last fallback: pread/pwrite through a buffer."""
+    done = 0
+    while done < length:
+        block = os.pread(src_fd, min(length - done, COPY_BLOCK), src_off + done)
+        if not block:
+            raise DesyncError("cannot copy: the source ended early")
+        pwrite_all(dst_fd, block, dst_off + done)
+        done += len(block)
+    return COPIED if done_before else WRITTEN
 
 
 def block_size(fd: int) -> int:

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, XZ_MEMLIMIT, CompressionError,
-                          StdlibBinding, ZstandardBinding, ZstdFrame, _check_declared, _first_sentence, binding)
+                          StdlibBinding, ZstandardBinding, ZstdFrame, _check_declared, _first_sentence, binding,
+                          zstandard_pieces)
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
 
 # Input the zstd reader asks for at a time (libzstd's recommended input size is 128 KiB).
@@ -246,22 +247,17 @@ def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int, take: Callable[[
 def _zstd_decode(source: _Input, limit: int, large: bool, take: Callable[[bytes], None]) -> None:
     zstd = binding()
     module: Any = zstd.module
-    total = 0
     if isinstance(zstd, ZstandardBinding):
         try:
             dctx = module.ZstdDecompressor(max_window_size=0 if large else STREAM_WINDOW_MAX)
-            reader = dctx.stream_reader(source, read_size=_READ_SIZE, read_across_frames=False)
-            while True:
-                piece: bytes = reader.read(PIECE_SIZE)
-                if not piece:
-                    return
-                total += len(piece)
-                if total > limit:
-                    raise CompressionError("zstd frame larger than expected")
+            for piece in zstandard_pieces(dctx.stream_reader(source, read_size=_READ_SIZE, read_across_frames=False),
+                                          limit):
                 take(piece)
+            return
         except zstd.error as exc:
             raise CompressionError(f"zstd: {exc}") from None
     assert isinstance(zstd, StdlibBinding)
+    total = 0
     try:
         dobj = module.ZstdDecompressor() if large else module.ZstdDecompressor(options=zstd.stream_options)
         data = b""

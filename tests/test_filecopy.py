@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from desync.errors import DesyncError
-from desync.filecopy import CLONED, COPIED, WRITTEN, clone_or_copy, clone_range
+from desync.reflink import CLONED, COPIED, WRITTEN, clone_or_copy, clone_range
 
 
 def _files(tmp_path: Path) -> tuple[int, int, bytes]:

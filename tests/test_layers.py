@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "desync.readbudget": HELPERS,
     "desync.peertext": HELPERS,
     "desync.backends": HELPERS,
+    "desync.reflink": HELPERS,
     # Bytes on disk and on the wire.
     "desync.constants": FORMATS,
     "desync.featureflags": FORMATS,
@@ -63,6 +64,7 @@ LAYERS: dict[str, int] = {
     "desync.protocol.transport": STORES,
     "desync.protocol.client": STORES,
     "desync.protocol.sftp_client": STORES,
+    "desync.protocol.session": STORES,
     "desync.protocol.scheduler": STORES,
     # Operations written against the store API.
     "desync.ops": OPERATIONS,

@@ -24,7 +24,8 @@ from desync.config import parse_config  # noqa: E402
 from desync.digest import DEFAULT  # noqa: E402
 from desync.errors import ChunkMissing, DesyncError, InvalidArgument  # noqa: E402
 from desync.stores import PrunableStore, StoreOptions, open_store  # noqa: E402
-from desync.stores.s3 import addressing_style, chunk_id_from_key, parse_location  # noqa: E402
+from desync.stores.layout import chunk_id_from_name as chunk_id_from_key  # noqa: E402
+from desync.stores.s3 import addressing_style, parse_location  # noqa: E402
 from desync.stores.s3auth import credentials_for  # noqa: E402
 
 CREDENTIAL_VARS = ("S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_SESSION_TOKEN", "S3_REGION", "AWS_ACCESS_KEY_ID",

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_one_line_error, run_desync
-from desync.filecopy import clone_range
+from desync.reflink import clone_range
 from desync.index import Index, parse
 from desync.ops.treeseed import SeededChunks, TreeSeed, TreeSeedStats
 from desync.stores.base import StoreOptions

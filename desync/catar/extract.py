@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .. import featureflags as ff
-from .. import filecopy, fsutil, tempnames
+from .. import fsutil, reflink, tempnames
 from ..errors import DesyncError
 from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
 from .decoder import ByteSource, DirEnd, Node, decode
@@ -351,7 +351,7 @@ class _Extractor:
                 return False
             dst = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
             try:
-                filecopy.clone_range(src, 0, dst, 0, size)
+                reflink.clone_range(src, 0, dst, 0, size)
             except OSError as e:
                 if seeds.reflink == "yes":
                     raise DesyncError(f"cannot clone {os.fsdecode(cand)} (--reflink yes): {e.strerror}") from None

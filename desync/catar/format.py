@@ -98,6 +98,22 @@ def siphash24(key: bytes, data: bytes) -> int:
     return siphash24_py(key, data)
 
 
+def _sip_rounds(v0: int, v1: int, v2: int, v3: int, rounds: int) -> tuple[int, int, int, int]:
+    """``rounds`` SipRounds over the state (2 per message word, 4 to finish)."""
+    for _ in range(rounds):
+        v0 = (v0 + v1) & MASK64
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 = (v2 + v3) & MASK64
+        v3 = _rotl(v3, 16) ^ v2
+        v0 = (v0 + v3) & MASK64
+        v3 = _rotl(v3, 21) ^ v0
+        v2 = (v2 + v1) & MASK64
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
 def siphash24_py(key: bytes, data: bytes) -> int:
     """The pure-Python SipHash-2-4; the C accelerator must agree with it."""
     if len(key) != 16:
@@ -114,30 +130,10 @@ def siphash24_py(key: bytes, data: bytes) -> int:
     words.append(U64.unpack(tail)[0] | ((n & 0xFF) << 56))
     for m in words:
         v3 ^= m
-        for _ in range(2):
-            v0 = (v0 + v1) & MASK64
-            v1 = _rotl(v1, 13) ^ v0
-            v0 = _rotl(v0, 32)
-            v2 = (v2 + v3) & MASK64
-            v3 = _rotl(v3, 16) ^ v2
-            v0 = (v0 + v3) & MASK64
-            v3 = _rotl(v3, 21) ^ v0
-            v2 = (v2 + v1) & MASK64
-            v1 = _rotl(v1, 17) ^ v2
-            v2 = _rotl(v2, 32)
+        v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 2)
         v0 ^= m
     v2 ^= 0xFF
-    for _ in range(4):
-        v0 = (v0 + v1) & MASK64
-        v1 = _rotl(v1, 13) ^ v0
-        v0 = _rotl(v0, 32)
-        v2 = (v2 + v3) & MASK64
-        v3 = _rotl(v3, 16) ^ v2
-        v0 = (v0 + v3) & MASK64
-        v3 = _rotl(v3, 21) ^ v0
-        v2 = (v2 + v1) & MASK64
-        v1 = _rotl(v1, 17) ^ v2
-        v2 = _rotl(v2, 32)
+    v0, v1, v2, v3 = _sip_rounds(v0, v1, v2, v3, 4)
     result: int = v0 ^ v1 ^ v2 ^ v3
     return result
 

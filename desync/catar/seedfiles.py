@@ -13,11 +13,11 @@ keeps the shared copy only when its bytes hash to what the archive holds.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 
+from .. import fsutil
 from ..errors import DesyncError
-from ..filecopy import Reflink
+from ..reflink import Reflink
 
 # Seed files of the right size tried per extracted file (each try reads the candidate once).
 MAX_CANDIDATES = 3
@@ -50,16 +50,9 @@ class SeedFiles:
             self._scan(root)
 
     def _scan(self, root: bytes) -> None:
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                p = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(p)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode) and st.st_size > 0:
-                    self._by_size.setdefault(st.st_size, []).append(p)
-                    self._known.add(p)
+        for p, size in fsutil.regular_files(root):
+            self._by_size.setdefault(size, []).append(p)
+            self._known.add(p)
 
     @property
     def active(self) -> bool:

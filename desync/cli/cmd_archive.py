@@ -22,7 +22,7 @@ from ..catar.encoder import FileSlice
 from ..catar.seedfiles import SeedFiles
 from ..digest import Digest
 from ..errors import UsageError
-from ..filecopy import REFLINK_MODES
+from ..reflink import MODES
 from ..index import Index
 from ..ops import archive
 from ..ops.treeseed import TreeSeed, TreeSeedStats
@@ -81,7 +81,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                    help="an existing tree holding some of the archive (e.g. its previous version): with -i, "
                         "chunks found in it are read from it instead of the store; files with the same contents "
                         "share its data per --reflink/--hardlink (repeatable)")
-    p.add_argument("--reflink", choices=REFLINK_MODES, default="auto",
+    p.add_argument("--reflink", choices=MODES, default="auto",
                    help="share a seed file's data by cloning it where the file system can (auto, default), "
                         "always (yes: an error where it cannot) or never (no)")
     p.add_argument("--hardlink", choices=("yes", "no"), default="no",

@@ -31,22 +31,12 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--authorization", default="", metavar="VALUE",
                    help="required Authorization header value (default $DESYNC_HTTP_AUTH)")
     p.add_argument("--log", default="", metavar="FILE", help="request log file ('-' for stdout)")
-    p.add_argument("--max-connections", type=_positive_int, default=MAX_CONNECTIONS, metavar="N",
+    p.add_argument("--max-connections", type=common.positive_int, default=MAX_CONNECTIONS, metavar="N",
                    help="open connections at most; at the cap the longest-idle one is closed for a new one "
                         f"(default {MAX_CONNECTIONS})")
     p.add_argument("--header-timeout", type=_positive_float, default=HEADER_TIMEOUT, metavar="SECONDS",
                    help="time a client has to send a request's headers; idle keep-alive connections are "
                         f"closed after {IDLE_TIMEOUT:g} s (default {HEADER_TIMEOUT:g})")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:

@@ -8,7 +8,7 @@ the input size.
 """
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -140,32 +140,35 @@ def chunk_file(f: BinaryIO, chunker: Chunker, digest: Digest, store: WriteStore 
                workers: int = 2, progress: Progress | None = None, flags: int = BLOB_INDEX_FLAGS,
                stats: MakeStats | None = None) -> Index:
     """Chunk everything readable from ``f`` into an index; store new chunks in ``store``."""
-    pipeline = _Pipeline(store, digest, workers, progress)
-    seg = _Segmenter(chunker, pipeline)
-    try:
+    def fill(seg: _Segmenter) -> None:
         while True:
             space = seg.space()
             n = f.readinto(space)  # type: ignore[attr-defined]
             if not n:
-                break
+                return
             seg.advance(n)
-        seg.flush(final=True)
-        chunks = pipeline.finish()
-    except BaseException:
-        pipeline.abort()
-        raise
-    return _finish(chunks, chunker, digest, flags, pipeline, stats)
+
+    return _chunk_with(fill, chunker, digest, store, workers, progress, flags, stats)
 
 
 def chunk_stream(pieces: Iterable[bytes | bytearray | memoryview], chunker: Chunker, digest: Digest,
                  store: WriteStore | None = None, *, workers: int = 2, progress: Progress | None = None,
                  flags: int = BLOB_INDEX_FLAGS, stats: MakeStats | None = None) -> Index:
     """Chunk a stream given as an iterable of byte pieces (e.g. a catar encoder)."""
+    def fill(seg: _Segmenter) -> None:
+        for piece in pieces:
+            seg.feed(piece)
+
+    return _chunk_with(fill, chunker, digest, store, workers, progress, flags, stats)
+
+
+def _chunk_with(fill: Callable[[_Segmenter], None], chunker: Chunker, digest: Digest, store: WriteStore | None,
+                workers: int, progress: Progress | None, flags: int, stats: MakeStats | None) -> Index:
+    """Run ``fill`` (it feeds all the input to the segmenter) and the chunk pipeline; any failure stops both."""
     pipeline = _Pipeline(store, digest, workers, progress)
     seg = _Segmenter(chunker, pipeline)
     try:
-        for piece in pieces:
-            seg.feed(piece)
+        fill(seg)
         seg.flush(final=True)
         chunks = pipeline.finish()
     except BaseException:

@@ -22,7 +22,7 @@ from ..chunk import Chunk
 from ..chunker import Chunker
 from ..digest import Digest
 from ..errors import DesyncError
-from ..fsutil import write_file_atomic
+from ..fsutil import regular_files, write_file_atomic
 from ..index import Index, IndexChunk
 from ..ops.make import make_blob_index
 from ..parallel import ordered_map
@@ -102,21 +102,6 @@ def dir_specs(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in names if n.endswith(INDEX_SUFFIX)]
 
 
-def _files_under(directory: str) -> list[str]:
-    found: list[str] = []
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
-                found.append(path)
-    return found
-
-
 def _identity(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_dev, st.st_ino
@@ -135,7 +120,7 @@ def load_seeds(specs: list[str], seed_dirs: list[str], target: Index, store_opti
         if index_path:
             indexed.append((index_path, file_path))
         elif os.path.isdir(file_path):
-            plain.extend(_files_under(file_path))
+            plain.extend(path for path, _ in regular_files(file_path, ordered=True))
         else:
             plain.append(file_path)
     for index_path, file_path in indexed:

@@ -21,8 +21,8 @@ from typing import Final
 
 from ..errors import NetworkError
 from . import messages as m
-from .stream import MessageReader, MessageWriter
-from .transport import SSHProcess
+from .session import PipelinedSession, Waiter
+from .stream import MessageReader
 
 # How long a remote told GOODBYE gets to exit by itself before it is terminated.
 _CLOSE_GRACE: Final = 2.0
@@ -44,18 +44,23 @@ class _Group:
         self.left = count
 
 
-class Answer:
+class Answer(Waiter):
     """What a waiting thread receives: chunk bytes, or ``missing``."""
 
-    __slots__ = ("event", "answered", "missing", "compressed", "data", "group")
+    __slots__ = ("answered", "missing", "compressed", "data", "group")
 
     def __init__(self, group: _Group | None = None) -> None:
-        self.event = threading.Event()
+        super().__init__()
         self.answered = False
         self.missing = False
         self.compressed = False
         self.data = b""
         self.group = group
+
+    def wake(self) -> None:
+        self.event.set()
+        if self.group is not None:
+            self.group.event.set()
 
 
 def poll_interval(timeout: float) -> float:
@@ -63,36 +68,20 @@ def poll_interval(timeout: float) -> float:
     return min(1.0, timeout / 4) if timeout > 0 else 1.0
 
 
-class PullSession:
+class PullSession(PipelinedSession[bytes, Answer, SessionFailed]):
     def __init__(self, argv: list[str], label: str, on_exit: Callable[[], None] | None = None) -> None:
-        self.label = label
+        super().__init__(argv, label)
         self.on_exit = on_exit
         self.stopping = False
         self.exited = threading.Event()
-        self.process = SSHProcess(argv, label)
-        self.writer = MessageWriter(self.process.out_fd)
         self.reader = MessageReader(self.process.in_fd)
-        self.lock = threading.Lock()
-        self.pending: dict[bytes, Answer] = {}
         self.asked: set[bytes] = set()
-        self.failure: SessionFailed | None = None
         self.retiring = False
-        self.closed = False
-        self.last_heard = time.monotonic()
         try:
             self.writer.send(m.hello(m.PULL_CHUNKS))
         except m.ProtocolError:
             pass  # the reading thread reports why the process went away
-        self.reading = threading.Thread(target=self._read_loop, name="desync-ssh-reader", daemon=True)
-        self.reading.start()
-
-    @property
-    def alive(self) -> bool:
-        return self.failure is None and not self.closed
-
-    @property
-    def load(self) -> int:
-        return len(self.pending)
+        self._start_reading(self._read_loop, "desync-ssh-reader")
 
     def waiting_for(self, chunk_id: bytes) -> Answer | None:
         with self.lock:
@@ -229,15 +218,7 @@ class PullSession:
             self.close()
 
     def _fail(self, exc: SessionFailed) -> None:
-        with self.lock:
-            if self.failure is None and not self.closed:
-                self.failure = exc
-            waiting = list(self.pending.values())
-            self.pending.clear()
-        for answer in waiting:
-            answer.event.set()
-            if answer.group is not None:
-                answer.group.event.set()
+        self._fail_waiters(exc)
         self._stop(0.0)
 
     def retire(self) -> None:

@@ -13,8 +13,8 @@ from typing import Final
 
 from ..readbudget import ReadBudget
 from . import sftp as s
-from .stream import ConnectionClosed, MessageWriter
-from .transport import SSHProcess
+from .session import PipelinedSession, Waiter
+from .stream import ConnectionClosed
 
 BLOCK: Final = 64 * 1024
 READ_WINDOW: Final = 4
@@ -22,36 +22,28 @@ MAX_EMPTY_REPLIES: Final = 16
 _CLOSE_GRACE: Final = 5.0
 
 
-class _Reply:
-    __slots__ = ("event", "ptype", "parser")
+class _Reply(Waiter):
+    __slots__ = ("ptype", "parser")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        super().__init__()
         self.ptype = 0
         self.parser = s.Parser(b"")
 
 
-class SFTPSession:
+class SFTPSession(PipelinedSession[int, _Reply, s.SFTPError]):
     def __init__(self, argv: list[str], label: str, timeout: float) -> None:
-        self.label = label
+        super().__init__(argv, label)
         self.timeout = timeout
-        self.process = SSHProcess(argv, label)
         self.stream = io.open(self.process.in_fd, "rb", buffering=1 << 20, closefd=False)
-        self.writer = MessageWriter(self.process.out_fd)
-        self.lock = threading.Lock()
-        self.pending: dict[int, _Reply] = {}
         self.next_id = 1
-        self.failure: s.SFTPError | None = None
-        self.closed = False
         self.extensions: dict[str, bytes] = {}
         self.ready = threading.Event()
-        self.last_heard = time.monotonic()
         try:
             self.writer.send(s.init_packet())
         except ConnectionClosed:
             pass  # the reading thread explains
-        self.reading = threading.Thread(target=self._read_loop, name="desync-sftp-reader", daemon=True)
-        self.reading.start()
+        self._start_reading(self._read_loop, "desync-sftp-reader")
         if not self.ready.wait(timeout if timeout > 0 else None):
             self._fail(s.SFTPError(f"{label}: no answer to the SFTP handshake within {timeout:g} s"))
         failure = self.current_failure()
@@ -62,14 +54,6 @@ class SFTPSession:
     def current_failure(self) -> s.SFTPError | None:
         with self.lock:
             return self.failure
-
-    @property
-    def alive(self) -> bool:
-        return self.failure is None and not self.closed
-
-    @property
-    def load(self) -> int:
-        return len(self.pending)
 
     def _packet(self) -> tuple[int, bytes] | None:
         head = self.stream.read(4)
@@ -121,13 +105,7 @@ class SFTPSession:
             self.process.close_output()
 
     def _fail(self, exc: s.SFTPError) -> None:
-        with self.lock:
-            if self.failure is None and not self.closed:
-                self.failure = exc
-            waiting = list(self.pending.values())
-            self.pending.clear()
-        for reply in waiting:
-            reply.event.set()
+        self._fail_waiters(exc)
         self.process.close_input()
 
     def start(self, ptype: int, payload: bytes) -> _Reply:

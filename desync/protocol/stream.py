@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Final
 
+from ..fsutil import write_all
 from . import messages as m
 
 READ_BUFFER: Final = 1 << 20
@@ -119,10 +120,7 @@ class MessageWriter:
         """``header`` then ``size`` bytes of file ``fd``, copied by the kernel (sendfile) where it can."""
         with self.lock:
             try:
-                view = memoryview(header)
-                while view:
-                    written = os.write(self.fd, view)
-                    view = view[written:]
+                write_all(self.fd, header)
                 offset = 0
                 while offset < size:
                     try:
@@ -142,10 +140,7 @@ class MessageWriter:
 
     def _copy(self, fd: int, offset: int, count: int) -> int:
         data = os.pread(fd, count, offset)
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        write_all(self.fd, data)
         return len(data)
 
     def _account(self, sent: int) -> None:

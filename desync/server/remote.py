@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
 
-from .. import compression
+from .. import compression, fsutil
 from .. import digest as digest_mod
 from .. import index as index_mod
 from ..chunk import Chunk
@@ -525,10 +525,7 @@ class _Incoming:
 
     def write(self, data: bytes) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
+            fsutil.write_all(self.fd, data)
         except OSError as exc:
             raise DesyncError(f"cannot write {self.target}: {exc.strerror}") from None
 

@@ -38,6 +38,19 @@ class StoreOptions:
     s3_credentials: S3Credentials | None = None
 
 
+def stored_chunk(options: StoreOptions, chunk_id: bytes, raw: bytes, compressed: bool, where: str,
+                 size_hint: int = 0, origin: str = "") -> Chunk:
+    """A chunk from the bytes a store holds, verified against its ID unless the store skips verification.
+
+    Every backend's reads come through here, so decoding and checking stored bytes is done one way
+    (:meth:`~desync.chunk.Chunk.verify`).
+    """
+    chunk = Chunk(chunk_id, compressed=raw, origin=origin) if compressed else Chunk(chunk_id, data=raw, origin=origin)
+    if not options.skip_verify:
+        chunk.verify(options.digest, where, size_hint)
+    return chunk
+
+
 class Store(ABC):
     """Base class: a read store (:class:`~desync.stores.capabilities.ReadStore`).
 

@@ -14,7 +14,8 @@ from ..chunk import Chunk
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX, INDEX_SIZE_LIMIT
 from ..errors import ChunkMissing, DesyncError, StoreError
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
+from .layout import chunk_name
 from .httpclient import HTTPClient, Response
 
 _PUT_OK = (200, 201, 204)
@@ -28,8 +29,7 @@ class HTTPStore(Store):
         self.suffix = "" if options.uncompressed else COMPRESSED_CHUNK_SUFFIX
 
     def _name(self, chunk_id: bytes) -> str:
-        h = chunk_id.hex()
-        return f"{h[:4]}/{h}{self.suffix}"
+        return chunk_name(chunk_id, self.suffix)
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         return self._chunk_from(chunk_id, size_hint, self.client.request("GET", self._name(chunk_id),
@@ -53,13 +53,8 @@ class HTTPStore(Store):
             raise ChunkMissing(chunk_id, self.location)
         if resp.status != 200:
             raise StoreError(f"store {self.location}: chunk {chunk_id.hex()}: {resp.reason()}")
-        if self.options.uncompressed:
-            chunk = Chunk(chunk_id, data=resp.body, origin=self.location)
-        else:
-            chunk = Chunk(chunk_id, compressed=resp.body, origin=self.location)
-        if not self.options.skip_verify:
-            chunk.verify(self.options.digest, self.location, size_hint)
-        return chunk
+        return stored_chunk(self.options, chunk_id, resp.body, not self.options.uncompressed, self.location,
+                            size_hint, origin=self.location)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         resp = self.client.request("HEAD", self._name(chunk_id))

@@ -10,8 +10,8 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator
+from typing import Final, TypeVar
 
 from .. import fsutil, tempnames
 from ..chunk import Chunk, verify_stored
@@ -19,11 +19,12 @@ from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..compression import stored_size_limit
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, StoreError
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
+from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 
+_T = TypeVar("_T")
 TMP_PREFIX: Final = ".tmp-cacnk"
 LOCK_NAME: Final = ".desync-lock"
-_HEX: Final = frozenset("0123456789abcdef")
 _PREFIX_ATTEMPTS: Final = 3
 
 
@@ -46,19 +47,17 @@ class LocalStore(Store):
 
     def _paths(self, chunk_id: bytes) -> tuple[str, str]:
         """(preferred, fallback) file names: compressed first unless the store is uncompressed."""
-        h = chunk_id.hex()
-        base = os.path.join(self.path, h[:4], h)
+        base = os.path.join(self.path, chunk_name(chunk_id, ""))
         compressed = base + self.suffix
         if self.options.uncompressed:
             return base, compressed
         return compressed, base
 
-    def _read(self, chunk_id: bytes, size_hint: int) -> tuple[bytes, bool]:
-        limit = stored_size_limit(size_hint)
-        first, second = self._paths(chunk_id)
-        for path in (first, second):
+    def _open_first(self, chunk_id: bytes, open_one: Callable[[str], _T]) -> tuple[_T, str]:
+        """``open_one`` of the first of the chunk's files that exists, and that file's name."""
+        for path in self._paths(chunk_id):
             try:
-                return fsutil.read_regular(path, limit), path.endswith(self.suffix)
+                return open_one(path), path
             except FileNotFoundError:
                 continue
             except fsutil.UnreadableFile as unreadable:
@@ -68,37 +67,25 @@ class LocalStore(Store):
         raise ChunkMissing(chunk_id, self.path)
 
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
-        raw, is_compressed = self._read(chunk_id, size_hint)
-        chunk = (Chunk(chunk_id, compressed=raw, origin=self.path) if is_compressed
-                 else Chunk(chunk_id, data=raw, origin=self.path))
-        if not self.options.skip_verify:
-            chunk.verify(self.options.digest, self.path, size_hint)
-        return chunk
+        limit = stored_size_limit(size_hint)
+        raw, path = self._open_first(chunk_id, lambda name: fsutil.read_regular(name, limit))
+        return stored_chunk(self.options, chunk_id, raw, path.endswith(self.suffix), self.path, size_hint,
+                            origin=self.path)
 
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
         """Hash the chunk file as it is read, a piece at a time (see :func:`~desync.chunk.verify_stored`)."""
         limit = stored_size_limit(0)
-        for path in self._paths(chunk_id):
-            try:
-                fd, _ = fsutil.open_regular(path, limit)
-            except FileNotFoundError:
-                continue
-            except fsutil.UnreadableFile as unreadable:
-                raise ChunkInvalid(chunk_id, self.path, str(unreadable)) from None
-            except OSError as exc:
-                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
-            try:
-                verify_stored(chunk_id, fsutil.read_pieces(fd, path, limit), path.endswith(self.suffix), digest,
-                              self.path)
-            except fsutil.UnreadableFile as grown:
-                raise ChunkInvalid(chunk_id, self.path, str(grown)) from None
-            except OSError as failed:
-                raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {failed.strerror}") \
-                    from None
-            finally:
-                os.close(fd)
-            return
-        raise ChunkMissing(chunk_id, self.path)
+        (fd, _), path = self._open_first(chunk_id, lambda name: fsutil.open_regular(name, limit))
+        try:
+            verify_stored(chunk_id, fsutil.read_pieces(fd, path, limit), path.endswith(self.suffix), digest,
+                          self.path)
+        except fsutil.UnreadableFile as grown:
+            raise ChunkInvalid(chunk_id, self.path, str(grown)) from None
+        except OSError as failed:
+            raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {failed.strerror}") \
+                from None
+        finally:
+            os.close(fd)
 
     def fetch_chunks(self, requests: list[tuple[bytes, int]]) -> list[Chunk | None]:
         """One C call reads the preferred form of every file, one more the other form of those not found."""
@@ -126,11 +113,7 @@ class LocalStore(Store):
                     raise StoreError(f"store {self.path}: cannot read chunk {cid.hex()}: {os.strerror(raw)}")
                 absent.append(i)
                 continue
-            chunk = (Chunk(cid, compressed=raw, origin=self.path) if compressed
-                     else Chunk(cid, data=raw, origin=self.path))
-            if not self.options.skip_verify:
-                chunk.verify(self.options.digest, self.path, hint)
-            found[i] = chunk
+            found[i] = stored_chunk(self.options, cid, raw, compressed, self.path, hint, origin=self.path)
         return absent
 
     def open_compressed(self, chunk_id: bytes) -> tuple[int, int] | None:
@@ -196,7 +179,7 @@ class LocalStore(Store):
 
     def put_chunk(self, chunk: Chunk) -> None:
         h = chunk.id.hex()
-        prefix = os.path.join(self.path, h[:4])
+        prefix = os.path.join(self.path, chunk_prefix(chunk.id))
         if self.options.uncompressed:
             payload = chunk.data()
             final = os.path.join(prefix, h)
@@ -238,19 +221,17 @@ class LocalStore(Store):
     def iter_chunks(self) -> Iterator[bytes]:
         suffix = self.suffix
         try:
-            prefixes = sorted(e.name for e in os.scandir(self.path) if e.is_dir() and _is_hex(e.name, 4))
+            prefixes = sorted(e.name for e in os.scandir(self.path) if e.is_dir() and is_prefix_name(e.name))
         except OSError as exc:
             raise StoreError(f"cannot list store {self.path}: {exc.strerror}") from None
         for prefix in prefixes:
             seen: set[str] = set()
             with os.scandir(os.path.join(self.path, prefix)) as it:
                 for e in it:
-                    name = e.name
-                    if name.endswith(suffix):
-                        name = name[: -len(suffix)]
-                    if len(name) == 64 and name.startswith(prefix) and _is_hex(name, 64) and name not in seen:
-                        seen.add(name)
-                        yield bytes.fromhex(name)
+                    hex_id = listed_chunk(prefix, e.name, suffix)
+                    if hex_id is not None and hex_id not in seen:
+                        seen.add(hex_id)
+                        yield bytes.fromhex(hex_id)
 
     def remove_stray_files(self) -> int:
         """Delete temp files left by killed writers (ours, casync's, the Go tool's); see tempnames.
@@ -261,7 +242,7 @@ class LocalStore(Store):
         count = 0
         now = time.time()
         for e in os.scandir(self.path):
-            if not (e.is_dir(follow_symlinks=False) and _is_hex(e.name, 4)):
+            if not (e.is_dir(follow_symlinks=False) and is_prefix_name(e.name)):
                 continue
             try:
                 with os.scandir(e.path) as files:
@@ -287,10 +268,6 @@ def _remove_empty_dir(path: str, store: str) -> None:
         pass
     except OSError as exc:
         raise StoreError(f"store {store}: {path} is a directory and cannot be removed: {exc.strerror}") from None
-
-
-def _is_hex(name: str, length: int) -> bool:
-    return len(name) == length and all(c in _HEX for c in name)
 
 
 def write_atomic(final: str, payload: bytes, mode: int) -> None:

@@ -23,9 +23,9 @@ import os
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 from .._version import __version__
 from ..chunk import Chunk, verify_stored
@@ -33,14 +33,16 @@ from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..digest import Digest
 from ..errors import ChunkInvalid, ChunkMissing, DesyncError, InvalidArgument, StoreError
+from ..fsutil import capped_pieces
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
+from .layout import chunk_id_from_name, chunk_name
 from .s3auth import S3Credentials, credentials_for, endpoint_of
 
+_T = TypeVar("_T")
 LOOKUPS: Final = ("auto", "dns", "path")
-_HEX: Final = frozenset("0123456789abcdef")
 _MISSING: Final = ("NoSuchKey", "404", "NotFound")
 # Keeps botocore from reading ~/.aws/config or AWS_PROFILE: credentials come from s3auth only.
 _ISOLATED: Final = {"profile": (None, None, None, None), "config_file": (None, None, os.devnull, None)}
@@ -273,8 +275,7 @@ class S3Store(Store):
         self.client = make_client(self.loc, _credentials(self.loc, options), options)
 
     def key(self, chunk_id: bytes) -> str:
-        h = chunk_id.hex()
-        return f"{self.prefix}{h[:4]}/{h}{self.suffix}"
+        return self.prefix + chunk_name(chunk_id, self.suffix)
 
     def fail(self, exc: Exception, what: str) -> NoReturn:
         """Raise ``exc`` as a one-line StoreError naming the store (anything not from boto3 unchanged)."""
@@ -290,37 +291,20 @@ class S3Store(Store):
     def get_chunk(self, chunk_id: bytes, size_hint: int = 0) -> Chunk:
         limit = stored_size_limit(size_hint)
         try:
-            raw = self._download(chunk_id, limit)
+            raw = self._read_body(chunk_id, lambda body, length: read_object(body, length, limit))
         except ObjectTooLarge:
             raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
-        chunk = Chunk(chunk_id, data=raw) if self.options.uncompressed else Chunk(chunk_id, compressed=raw)
-        if not self.options.skip_verify:
-            chunk.verify(self.options.digest, self.location, size_hint)
-        return chunk
+        return stored_chunk(self.options, chunk_id, raw, not self.options.uncompressed, self.location, size_hint)
 
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
         """Hash the object as its body arrives, a piece at a time (see :func:`~desync.chunk.verify_stored`);
         a body cut short is fetched and hashed again."""
         limit = stored_size_limit(0)
-        attempt = 0
-        while True:
-            answer = self._get_object(chunk_id)
-            body = answer["Body"]
-            try:
-                verify_stored(chunk_id, object_pieces(body, answer.get("ContentLength"), limit),
-                              not self.options.uncompressed, digest, self.location)
-                return
-            except ObjectTooLarge:
-                raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
-            except ChunkInvalid:
-                raise
-            except Exception as read_error:
-                if _failure(read_error) is None or attempt >= self.options.error_retry:
-                    self.fail(read_error, f"chunk {chunk_id.hex()}")
-            finally:
-                body.close()
-            time.sleep(self.options.error_retry_base_interval * (2 ** attempt))
-            attempt += 1
+        try:
+            self._read_body(chunk_id, lambda body, length: verify_stored(
+                chunk_id, object_pieces(body, length, limit), not self.options.uncompressed, digest, self.location))
+        except ObjectTooLarge:
+            raise ChunkInvalid(chunk_id, self.location, f"more than {limit} bytes") from None
 
     def _get_object(self, chunk_id: bytes) -> Any:
         try:
@@ -331,16 +315,16 @@ class S3Store(Store):
                 raise ChunkMissing(chunk_id, self.location) from None
             self.fail(exc, f"chunk {chunk_id.hex()}")
 
-    def _download(self, chunk_id: bytes, limit: int) -> bytes:
-        """GET the object, at most ``limit`` bytes; a body cut short is fetched again (botocore retries only
-        the request itself)."""
+    def _read_body(self, chunk_id: bytes, read: Callable[[Any, Any], _T]) -> _T:
+        """GET the object and pass its body and announced length to ``read``; a body cut short is fetched
+        again (botocore retries only the request itself)."""
         attempt = 0
         while True:
             answer = self._get_object(chunk_id)
             body = answer["Body"]
             try:
-                return read_object(body, answer.get("ContentLength"), limit)
-            except ObjectTooLarge:
+                return read(body, answer.get("ContentLength"))
+            except (ObjectTooLarge, ChunkInvalid):
                 raise
             except Exception as read_error:
                 if _failure(read_error) is None or attempt >= self.options.error_retry:
@@ -390,16 +374,6 @@ class S3Store(Store):
         self.client.close()
 
 
-def chunk_id_from_key(name: str, suffix: str) -> bytes | None:
-    """``<id[:4]>/<id><suffix>`` (a key with the store prefix removed) to the ID; None for other keys."""
-    if len(name) != 69 + len(suffix) or name[4] != "/" or not name.endswith(suffix):
-        return None
-    hex_id = name[5:69]
-    if not hex_id.startswith(name[:4]) or not all(c in _HEX for c in hex_id):
-        return None
-    return bytes.fromhex(hex_id)
-
-
 class ObjectTooLarge(StoreError):
     """An object holds more bytes than the caller allows."""
 
@@ -432,15 +406,8 @@ def object_pieces(body: Any, declared: Any, limit: int) -> Iterator[bytes]:
     or sends more (for reads that need not hold it whole)."""
     if isinstance(declared, int) and declared > limit:
         raise ObjectTooLarge(f"object of {declared} bytes, more than the {limit} allowed")
-    total = 0
-    while True:
-        piece: bytes = body.read(min(_READ_BLOCK, limit + 1 - total))
-        if not piece:
-            return
-        total += len(piece)
-        if total > limit:
-            raise ObjectTooLarge(f"object larger than the {limit} bytes allowed")
-        yield piece
+    yield from capped_pieces(body.read, limit, _READ_BLOCK,
+                             lambda: ObjectTooLarge(f"object larger than the {limit} bytes allowed"))
 
 
 class ListingError(StoreError):
@@ -497,7 +464,7 @@ class _ChunkListing:
         skip = len(self.store.prefix)
         keys = [str(obj.get("Key", "")) for obj in page.get("Contents", []) or []]
         for key in keys:
-            found = chunk_id_from_key(key[skip:], self.store.suffix) if key.startswith(self.store.prefix) else None
+            found = chunk_id_from_name(key[skip:], self.store.suffix) if key.startswith(self.store.prefix) else None
             if found is not None:
                 self.ids.append(found)
         token = page.get("NextContinuationToken")

@@ -25,11 +25,11 @@ from ..index import INDEX_SIZE_LIMIT
 from ..protocol import sftp as s
 from ..protocol.sftp_client import SFTPSession
 from ..protocol.transport import RemoteTarget, parse_remote_url, sftp_command
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
+from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 from .local import TMP_PREFIX
 
 MAX_SESSIONS: Final = 8
-_HEX: Final = frozenset("0123456789abcdef")
 
 
 def _open_session(target: RemoteTarget, label: str, options: StoreOptions) -> SFTPSession:
@@ -78,8 +78,7 @@ class SFTPStore(Store):
                         raise
 
     def _paths(self, chunk_id: bytes) -> tuple[str, str]:
-        h = chunk_id.hex()
-        base = f"{self.path}/{h[:4]}/{h}"
+        base = f"{self.path}/{chunk_name(chunk_id, '')}"
         compressed = base + self.suffix
         return (base, compressed) if self.options.uncompressed else (compressed, base)
 
@@ -95,10 +94,7 @@ class SFTPStore(Store):
                 raise StoreError(f"store {self.location}: cannot read chunk {chunk_id.hex()}: {exc}") from None
             except s.TooLarge as too_large:
                 raise ChunkInvalid(chunk_id, self.location, f"more than {too_large.limit} bytes") from None
-            chunk = Chunk(chunk_id, compressed=raw) if compressed else Chunk(chunk_id, data=raw)
-            if not self.options.skip_verify:
-                chunk.verify(self.options.digest, self.location, size_hint)
-            return chunk
+            return stored_chunk(self.options, chunk_id, raw, compressed, self.location, size_hint)
         raise ChunkMissing(chunk_id, self.location)
 
     def check_chunk(self, chunk_id: bytes, digest: Digest) -> None:
@@ -130,7 +126,7 @@ class SFTPStore(Store):
     def put_chunk(self, chunk: Chunk) -> None:
         session = self._session()
         h = chunk.id.hex()
-        prefix = f"{self.path}/{h[:4]}"
+        prefix = f"{self.path}/{chunk_prefix(chunk.id)}"
         if self.options.uncompressed:
             payload, final = chunk.data(), f"{prefix}/{h}"
         else:
@@ -166,7 +162,7 @@ class SFTPStore(Store):
         session = self._session()
         for path in self._paths(chunk_id):
             session.remove(path)
-        prefix = f"{self.path}/{chunk_id.hex()[:4]}"
+        prefix = f"{self.path}/{chunk_prefix(chunk_id)}"
         try:
             session.rmdir(prefix)
         except s.StatusError:
@@ -184,19 +180,17 @@ class SFTPStore(Store):
 
     def _prefixes(self, session: SFTPSession) -> list[str]:
         """The prefix directories, sorted: at most 65536 names are kept whatever the listing holds."""
-        return sorted({n for n in session.listdir(self.path) if len(n) == 4 and all(c in _HEX for c in n)})
+        return sorted({n for n in session.listdir(self.path) if is_prefix_name(n)})
 
     def iter_chunks(self) -> Iterator[bytes]:
         session = self._session()
         for prefix in self._prefixes(session):
             seen: set[str] = set()
             for name in session.listdir(f"{self.path}/{prefix}"):
-                if name.endswith(self.suffix):
-                    name = name[: -len(self.suffix)]
-                if len(name) == 64 and name.startswith(prefix) and all(c in _HEX for c in name) \
-                        and name not in seen:
-                    seen.add(name)
-                    yield bytes.fromhex(name)
+                hex_id = listed_chunk(prefix, name, self.suffix)
+                if hex_id is not None and hex_id not in seen:
+                    seen.add(hex_id)
+                    yield bytes.fromhex(hex_id)
 
     def remove_stray_files(self) -> int:
         """Delete temp files of killed writers: those unchanged for a day (see tempnames; a live writer's stays)."""

@@ -19,7 +19,7 @@ from ..chunk import Chunk
 from ..errors import ChunkMissing, StoreError
 from ..protocol.client import Answer, PullSession, SessionFailed, poll_interval
 from ..protocol.transport import parse_remote_url, pull_command
-from .base import Store, StoreOptions
+from .base import Store, StoreOptions, stored_chunk
 
 MAX_SESSIONS: Final = 8
 # Requests in flight on one session before another session is worth its start-up cost
@@ -137,10 +137,7 @@ class SSHStore(Store):
     def _chunk(self, chunk_id: bytes, size_hint: int, answer: Answer) -> Chunk:
         if answer.missing:
             raise ChunkMissing(chunk_id, self.location)
-        chunk = Chunk(chunk_id, compressed=answer.data) if answer.compressed else Chunk(chunk_id, data=answer.data)
-        if not self.options.skip_verify:
-            chunk.verify(self.options.digest, self.location, size_hint)
-        return chunk
+        return stored_chunk(self.options, chunk_id, answer.data, answer.compressed, self.location, size_hint)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         """The protocol has no "do you have"; like the Go desync, fetch the chunk."""

@@ -32,7 +32,6 @@ LAYERS: dict[str, int] = {
     "desync._accel": HELPERS,
     "desync.errors": HELPERS,
     "desync.fsutil": HELPERS,
-    "desync.filecopy": HELPERS,
     "desync.reflink": HELPERS,
     "desync.tempnames": HELPERS,
     "desync.parallel": HELPERS,

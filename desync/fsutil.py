@@ -10,7 +10,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import AnyStr, BinaryIO, Final
+from typing import BinaryIO, Final
 
 from ._accel import fileio_module
 from . import tempnames
@@ -140,7 +140,7 @@ def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o6
         raise
 
 
-def regular_files(root: AnyStr, ordered: bool = False) -> Iterator[tuple[AnyStr, int]]:
+def regular_files(root: bytes, ordered: bool = False) -> Iterator[tuple[bytes, int]]:
     """The non-empty regular files under ``root`` (links not followed) and their sizes; ``ordered``: by name."""
     for dirpath, dirs, files in os.walk(root):
         if ordered:

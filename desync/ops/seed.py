@@ -120,7 +120,7 @@ def load_seeds(specs: list[str], seed_dirs: list[str], target: Index, store_opti
         if index_path:
             indexed.append((index_path, file_path))
         elif os.path.isdir(file_path):
-            plain.extend(path for path, _ in regular_files(file_path, ordered=True))
+            plain.extend(os.fsdecode(path) for path, _ in regular_files(os.fsencode(file_path), ordered=True))
         else:
             plain.append(file_path)
     for index_path, file_path in indexed:

@@ -108,36 +108,66 @@ class _PieceWriter:
 
 def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o666, tmp_name: str = "",
                       durable: bool = True) -> None:
-    """Create ``path`` from what ``produce(fd)`` writes, via a temp file beside it renamed into place.
+    """Create ``path`` from what ``produce(fd)`` writes, via a temp file beside it renamed into place."""
+    target = AtomicFile(path, mode, tmp_name, durable)
+    try:
+        produce(target.fd)
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
 
-    Without ``tmp_name`` the temp name carries its owner (see tempnames) and
+
+class AtomicFile:
+    """A file written under a temp name beside ``path``; :meth:`commit` renames it into place.
+
+    Readers see the old file or the whole new one, never a part.  Without
+    ``tmp_name`` the temp name carries its owner (see tempnames) and
     leftovers of earlier killed writes of ``path`` are removed first.
     ``durable`` syncs the data before the rename and the directory after,
     so a power loss leaves the old or the new file, never an empty one.
+    The descriptor is open for reading too (a receiver may check what it
+    wrote).  Raises OSError as ``os.open`` does.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    if tmp_name:
-        tmp = os.path.join(directory, tmp_name)
-    else:
-        tempnames.sweep_beside(path)
-        tmp = tempnames.temp_beside(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
+
+    def __init__(self, path: str, mode: int = 0o666, tmp_name: str = "", durable: bool = True) -> None:
+        self.path = path
+        self.durable = durable
+        self.directory = os.path.dirname(os.path.abspath(path))
+        if tmp_name:
+            self.tmp = os.path.join(self.directory, tmp_name)
+        else:
+            tempnames.sweep_beside(path)
+            self.tmp = tempnames.temp_beside(path)
+        self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        self.committed = False
+
+    def commit(self) -> None:
+        """Flush (when durable), close and rename into place."""
+        fd, self.fd = self.fd, -1
         try:
-            produce(fd)
-            if durable:
+            if self.durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
-        if durable:
-            sync_directory(directory)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        os.rename(self.tmp, self.path)
+        self.committed = True
+        if self.durable:
+            sync_directory(self.directory)
+
+    def discard(self) -> None:
+        """Close and remove the temp file, unless committed; never raises."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if not self.committed:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
 
 
 def regular_files(root: bytes, ordered: bool = False) -> Iterator[tuple[bytes, int]]:

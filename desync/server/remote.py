@@ -417,7 +417,7 @@ class _PushSession(_Session):
         if self.theirs & m.PUSH_INDEX:
             if not self.index_done or self.outstanding:
                 return
-            if self.index_file is not None and not self.index_file.installed:
+            if self.index_file is not None and not self.index_file.file.committed:
                 self.index_file.install()
         if self.theirs & m.PUSH_ARCHIVE and not self.archive_done:
             return
@@ -499,7 +499,7 @@ class _PushSession(_Session):
             missing.append("the archive was not complete")
         if not self.theirs:
             missing.append("no HELLO was received")
-        if self.index_file is not None and not self.index_file.installed:
+        if self.index_file is not None and not self.index_file.file.committed:
             missing.append(f"{self.index_file.target} was not installed")
         return "; ".join(missing) or "it ended early"
 
@@ -511,46 +511,33 @@ class _PushSession(_Session):
 
 
 class _Incoming:
-    """A file being received: a temp file beside the target, renamed into place when complete."""
+    """A file being received: written beside the target (fsutil.AtomicFile), renamed into place when complete."""
 
     def __init__(self, target: str) -> None:
         self.target = target
-        directory = os.path.dirname(os.path.abspath(target))
-        self.tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.tmp")
         try:
-            self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            self.file = fsutil.AtomicFile(target)
         except OSError as exc:
             raise DesyncError(f"cannot write {target}: {exc.strerror}") from None
-        self.installed = False
 
     def write(self, data: bytes) -> None:
         try:
-            fsutil.write_all(self.fd, data)
+            fsutil.write_all(self.file.fd, data)
         except OSError as exc:
             raise DesyncError(f"cannot write {self.target}: {exc.strerror}") from None
 
     def contents(self) -> bytes:
-        return os.pread(self.fd, os.fstat(self.fd).st_size, 0)
+        return os.pread(self.file.fd, os.fstat(self.file.fd).st_size, 0)
 
     def install(self) -> None:
         try:
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
-            os.rename(self.tmp, self.target)
+            self.file.commit()
         except OSError as exc:
+            self.file.discard()
             raise DesyncError(f"cannot write {self.target}: {exc.strerror}") from None
-        self.installed = True
 
     def discard(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        if not self.installed:
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
+        self.file.discard()
 
 
 def _read_file(path: str, what: str) -> bytes:

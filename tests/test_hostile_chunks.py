@@ -55,11 +55,11 @@ def put_file(store: Path, chunk_id: bytes, suffix: str = ".cacnk") -> Path:
 
 @pytest.fixture
 def blob_store(tmp_path: Path) -> tuple[Path, Path, list[bytes]]:
-    """A store and an index of a three-chunk blob, made by desync."""
+    """A store and an index of a blob of at least three chunks (the maximum size forces them), made by desync."""
     blob = tmp_path / "blob"
     blob.write_bytes(os.urandom(200_000))
     store = tmp_path / "store"
-    run_desync("make", "-s", store, "-m", "16:64:256", tmp_path / "blob.caibx", blob)
+    run_desync("make", "-s", store, "-m", "16:64:96", tmp_path / "blob.caibx", blob)
     ids = sorted({bytes.fromhex(p.name[:64]) for p in store.rglob("*.cacnk")})
     return store, tmp_path / "blob.caibx", ids
 

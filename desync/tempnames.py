@@ -61,9 +61,17 @@ def _ident() -> tuple[str, str]:
 _HOST, _BOOT = _ident()
 
 
+def _owner() -> str:
+    return f"dsy{_HOST}{_BOOT}-{os.getpid()}-"
+
+
+_OWNER = [_owner()]
+os.register_at_fork(after_in_child=lambda: _OWNER.__setitem__(0, _owner()))
+
+
 def owner_tag() -> str:
-    """A fresh tag naming this process as the owner (computed per call: the PID changes in a fork)."""
-    return f"dsy{_HOST}{_BOOT}-{os.getpid()}-{secrets.token_hex(4)}"
+    """A fresh tag naming this process as the owner (a forked child names itself, not its parent)."""
+    return _OWNER[0] + secrets.token_hex(4)
 
 
 def temp_beside(path: str) -> str:

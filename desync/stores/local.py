@@ -36,6 +36,7 @@ class LocalStore(Store):
         self.suffix = os.environ.get("CASYNC_COMPRESSED_CHUNK_SUFFIX", COMPRESSED_CHUNK_SUFFIX)
         self._lock_fd = -1
         self._written = False
+        self._prefixes: set[str] = set()
         if create:
             try:
                 os.makedirs(path, exist_ok=True)
@@ -186,8 +187,12 @@ class LocalStore(Store):
         else:
             payload = chunk.compressed()
             final = os.path.join(prefix, h + self.suffix)
-        # The prefix directory is not remembered: prune or verify -r (here or in another process) may
-        # remove it at any time, so a write that finds it missing creates it and tries again.
+        # A prefix directory this process made or wrote into is written to directly; others are made
+        # first (an empty store has none), so the common case costs no failed open.  prune or verify -r
+        # (here or in another process) may remove a remembered one at any time: a write that finds it
+        # missing makes it again and tries again.
+        if prefix not in self._prefixes:
+            self._make_prefix(prefix)
         for attempt in range(_PREFIX_ATTEMPTS):
             try:
                 write_atomic(final, payload, 0o444)
@@ -196,10 +201,14 @@ class LocalStore(Store):
             except FileNotFoundError:
                 if attempt == _PREFIX_ATTEMPTS - 1:
                     raise StoreError(f"cannot write {final}: its directory keeps disappearing") from None
-            try:
-                os.makedirs(prefix, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"store {self.path}: cannot create {prefix}: {exc.strerror}") from None
+            self._make_prefix(prefix)
+
+    def _make_prefix(self, prefix: str) -> None:
+        try:
+            os.makedirs(prefix, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot create {prefix}: {exc.strerror}") from None
+        self._prefixes.add(prefix)
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         """Remove both forms; a chunk that is not there is no error (see desync.stores.capabilities)."""

@@ -13,10 +13,12 @@ current directory's descriptor is open (parents are reopened through
 can exhaust the recursion limit or the descriptor table.
 
 Which nodes and metadata are stored follows casync (docs/formats.md 5): type
-feature bits, ``nodump`` (EXCLUDE_NODUMP), ``.caexclude`` files
-(EXCLUDE_FILE), other mounts (EXCLUDE_SUBMOUNTS), API file systems such as
-/proc (kept as empty directories), plus ``options.excludes`` patterns with
-``.caexclude`` syntax applied at the root.
+feature bits, ``nodump`` (EXCLUDE_NODUMP), ``.caexclude`` files, other
+mounts (EXCLUDE_SUBMOUNTS), API file systems such as /proc (kept as empty
+directories), plus ``options.excludes`` patterns with ``.caexclude`` syntax
+applied at the root.  casync 2 honours ``.caexclude`` files whether or not
+the EXCLUDE_FILE bit is set (``--exclude-file=no`` only clears the bit in
+the archive), and so do we: the same tree gives the same bytes.
 """
 
 from __future__ import annotations
@@ -181,8 +183,7 @@ def encode_items(
         piece = out.add(writer.root(meta))
         if piece is not None:
             yield piece
-        if flags & ff.EXCLUDE_FILE:
-            root_rules = root_rules + read_rules_file(rootfd)
+        root_rules = root_rules + read_rules_file(rootfd)
         names = [] if magic in VIRTUAL_FS_MAGICS else _list_names(rootfd)
         stack.append(_Frame(rootfd, st.st_dev, st.st_ino, magic, b"", names, root_rules))
         while stack:
@@ -273,9 +274,7 @@ def _encode_child(
         if piece is not None:
             yield piece
         if is_dir:
-            rules = subrules
-            if flags & ff.EXCLUDE_FILE:
-                rules = rules + read_rules_file(fd)
+            rules = subrules + read_rules_file(fd)
             names = [] if magic in VIRTUAL_FS_MAGICS else _list_names(fd)
             stack.append(_Frame(fd, st.st_dev, st.st_ino, magic, rel, names, rules))
             os.close(fr.fd)

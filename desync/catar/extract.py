@@ -22,6 +22,16 @@ mtimes of everything including symlinks, and directories after their
 children; xattrs, ACLs, file capabilities, SELinux labels and chattr flags
 where present and permitted (refusals become warnings).  Device nodes,
 FIFOs and sockets are created when permitted, else skipped with a warning.
+
+Modes follow casync 2, so that both tools leave the same tree
+(docs/formats.md 5.13): with the permissions or ACL bit the archive's bits
+are set; without them nodes are created with the modes casync asks for
+(directories ``0700``, files ``0600`` plus the archive's bits, special
+files the archive's bits, all under the umask and any inherited default
+ACL) and left so, except that with the read-only bit :func:`read_only_mode`
+adjusts them.  With the ACL bit a node's ACLs are exactly the archive's:
+ACLs it inherited from a default ACL, or that an existing directory had,
+are removed.
 """
 
 from __future__ import annotations
@@ -82,6 +92,7 @@ class _Frame:
     dev: int
     ino: int
     fresh: bool  # created by us: names in it are free (archives hold no duplicates)
+    inherits: bool = False  # has a default ACL that entries created in it inherit (tracked for ACL archives)
     seen: set[bytes] = field(default_factory=set)  # names the archive put in an existing directory
 
 
@@ -164,6 +175,36 @@ def _digest_of(fd: int) -> bytes:
         pos += len(block)
 
 
+def read_only_mode(current: int, writable: bool, is_dir: bool) -> int:
+    """The permission bits casync 2 gives a node of a read-only-bit archive that now has ``current``.
+
+    A node its owner can read (and, for a directory, search) whose owner write
+    bit already says ``writable`` keeps its bits.  Otherwise casync starts from
+    the read bits plus owner read (and search), then grants write wherever read
+    is granted, or, for a read-only node, clears the read bits too (so a
+    read-only file ends up with no permissions at all).  We repeat that last
+    step as it is: the point is the same tree from the same archive.
+    """
+    perms = current & 0o7777
+    if perms & 0o400 and (not is_dir or perms & 0o100) and bool(perms & 0o200) == writable:
+        return perms
+    new = (perms & 0o444) | 0o400
+    if is_dir:
+        new |= 0o100
+    if writable:
+        return new | 0o200 | (new & 0o040) >> 1 | (new & 0o004) >> 1
+    return new & ~0o444
+
+
+def _has_default_acl(fd: int) -> bool:
+    """Whether the directory ``fd`` has a default ACL (new entries in it inherit ACLs)."""
+    try:
+        os.getxattr(fd, XATTR_DEFAULT)
+    except OSError:
+        return False
+    return True
+
+
 def _show(path: tuple[bytes, ...]) -> str:
     return os.fsdecode(b"/".join(path)) if path else "."
 
@@ -172,10 +213,10 @@ class _Extractor:
     def __init__(self, opts: ExtractOptions) -> None:
         self.opts = opts
         self.as_root = os.geteuid() == 0
-        old = os.umask(0)
-        os.umask(old)
-        self.umask = old
         self.flags = 0
+        self.exact_modes = False  # the archive holds real permission bits (permissions or ACL bit)
+        self.track_acls = False  # ACL archive restored with ACLs: inherited ones must go
+        self.parent_inherits = False  # the directory of the node at hand has a default ACL
         self._uids: dict[bytes, int | None] = {}
         self._gids: dict[bytes, int | None] = {}
         self.writeback: Writeback | None = None
@@ -194,7 +235,7 @@ class _Extractor:
                 if isinstance(ev, DirEnd):
                     self.end_dir(stack)
                 elif not ev.path:
-                    self.flags = ev.feature_flags
+                    self.set_flags(ev.feature_flags)
                     stack.append(self.open_target(target_dir, ev))
                 else:
                     if not stack or len(ev.path) != len(stack) or ev.path[:-1] != stack[-1].path:
@@ -213,10 +254,16 @@ class _Extractor:
                 if fr.fd >= 0:
                     os.close(fr.fd)
 
+    def set_flags(self, flags: int) -> None:
+        self.flags = flags
+        self.exact_modes = bool(flags & (ff.WITH_PERMISSIONS | ff.WITH_ACL)) and not flags & ff.WITH_READ_ONLY
+        self.track_acls = bool(flags & ff.WITH_ACL) and self.opts.acls
+
     def open_target(self, target_dir: str | bytes, node: Node) -> _Frame:
         fresh = True
         try:
-            os.mkdir(target_dir, 0o700)
+            # casync creates the target as mkdir(1) would; its mode stays unless the archive sets one.
+            os.mkdir(target_dir, 0o700 if self.exact_modes else 0o777)
         except FileExistsError:
             fresh = False
         except OSError as e:
@@ -226,7 +273,7 @@ class _Extractor:
         except OSError as e:
             raise DesyncError(f"cannot open {os.fsdecode(target_dir)}: {e.strerror}") from None
         st = os.fstat(fd)
-        return _Frame((), node.meta, fd, st.st_dev, st.st_ino, fresh)
+        return _Frame((), node.meta, fd, st.st_dev, st.st_ino, fresh, self.track_acls and _has_default_acl(fd))
 
     def node(self, stack: list[_Frame], ev: Node) -> None:
         parent = stack[-1]
@@ -236,6 +283,7 @@ class _Extractor:
             raise DesyncError(f"unsafe file name {name!r} in archive")
         meta = ev.meta
         replace = not parent.fresh
+        self.parent_inherits = parent.inherits
         try:
             if replace:
                 parent.seen.add(name)
@@ -248,7 +296,9 @@ class _Extractor:
                     fresh = False
                 fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
                 st = os.fstat(fd)
-                stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino, fresh))
+                # A new directory gets its parent's default ACL as its own.
+                inherits = self.track_acls and (parent.inherits if fresh else _has_default_acl(fd))
+                stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino, fresh, inherits))
                 os.close(pfd)
                 parent.fd = -1
             elif replace:
@@ -307,7 +357,8 @@ class _Extractor:
         if not cands:
             return False
         meta = ev.meta
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.file_mode(meta),
+                     dir_fd=pfd)
         try:
             h = hashlib.sha256()
             for block in payload.blocks(self.opts.block_size):
@@ -349,7 +400,8 @@ class _Extractor:
         try:
             if os.fstat(src).st_size != size:
                 return False
-            dst = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            dst = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          self.file_mode(ev.meta), dir_fd=pfd)
             try:
                 reflink.clone_range(src, 0, dst, 0, size)
             except OSError as e:
@@ -385,7 +437,7 @@ class _Extractor:
         except OSError as e:
             if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):  # no xattrs on this file system: none to differ
                 return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or stat.S_IMODE(st.st_mode) != self.mode_bits(meta):
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or stat.S_IMODE(st.st_mode) != meta.permissions:
             return False
         ids = self.ids(meta)
         if (st.st_uid, st.st_gid) != (ids if ids is not None else (os.geteuid(), os.getegid())):
@@ -486,8 +538,9 @@ class _Extractor:
         beyond owner/mode/times, and with ``finish_here`` (a file to be renamed
         into place next) all files are finished here.
         """
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
         meta = ev.meta
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.file_mode(meta),
+                     dir_fd=pfd)
         job = FileJob(fd, ev.path)
         payload = ev.payload
         writeback = self.writeback
@@ -513,7 +566,7 @@ class _Extractor:
             ids = self.ids(meta)
             if ids is not None:
                 job.uid, job.gid = ids
-            job.mode = self.mode_bits(meta)
+            job.mode = meta.permissions
             job.set_times = ff.time_granularity(self.flags) != 0
             job.mtime_ns = meta.mtime_ns
             handed_over = True
@@ -523,10 +576,12 @@ class _Extractor:
                 os.close(fd)
 
     def plain_metadata(self, meta: Meta) -> bool:
-        """Whether owner, mode and times are all :meth:`fd_metadata` would set."""
+        """Whether owner, the archive's mode and times are all :meth:`fd_metadata` would set."""
         opts = self.opts
         return not (
-            (opts.xattrs and meta.xattrs)
+            not self.exact_modes
+            or (self.track_acls and self.parent_inherits)
+            or (opts.xattrs and meta.xattrs)
             or (opts.acls and meta.acl is not None and self.flags & ff.WITH_ACL)
             or (opts.fcaps and meta.fcaps)
             or (opts.selinux and meta.selinux)
@@ -536,21 +591,30 @@ class _Extractor:
     def special(self, pfd: int, name: bytes, ev: Node) -> bool:
         meta = ev.meta
         ftype = meta.file_type
+        mode = 0o600 if self.exact_modes else meta.permissions & 0o777
         try:
             if ftype == stat.S_IFIFO:
-                os.mkfifo(name, 0o600, dir_fd=pfd)
+                os.mkfifo(name, mode, dir_fd=pfd)
             elif ftype == stat.S_IFSOCK:
-                os.mknod(name, stat.S_IFSOCK | 0o600, dir_fd=pfd)
+                os.mknod(name, stat.S_IFSOCK | mode, dir_fd=pfd)
             else:
-                os.mknod(name, ftype | 0o600, os.makedev(meta.rdev_major, meta.rdev_minor), dir_fd=pfd)
+                os.mknod(name, ftype | mode, os.makedev(meta.rdev_major, meta.rdev_minor), dir_fd=pfd)
         except OSError as e:
             if e.errno in _REFUSED:
                 self.warn(f"{_show(ev.path)}: cannot create {stat.filemode(meta.mode)[0]} node: {e.strerror}")
                 return False
             raise
         self.owner_at(pfd, name, meta, ev.path)
-        os.chmod(name, self.mode_bits(meta), dir_fd=pfd, follow_symlinks=False)
         proc = f"/proc/self/fd/{pfd}/{os.fsdecode(name)}"
+        if self.exact_modes:
+            os.chmod(name, meta.permissions, dir_fd=pfd, follow_symlinks=False)
+        elif self.flags & ff.WITH_READ_ONLY:
+            cur = stat.S_IMODE(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode)
+            new = read_only_mode(cur, bool(meta.mode & 0o222), False)
+            if new != cur:
+                os.chmod(name, new, dir_fd=pfd, follow_symlinks=False)
+        if self.track_acls and self.parent_inherits:
+            self.drop_acl(proc, XATTR_ACCESS, ev.path)
         if self.opts.xattrs:
             for xname, value in meta.xattrs:
                 self.setxattr(proc, os.fsdecode(xname), value, ev.path)
@@ -573,17 +637,26 @@ class _Extractor:
                     os.close(pfd)
                     raise DesyncError(f"directory {_show(parent.path)} was replaced during extraction")
                 parent.fd = pfd
-            self.fd_metadata(fr.fd, fr.meta, fr.path)
+            self.fd_metadata(fr.fd, fr.meta, fr.path, fr.inherits or not fr.fresh)
         except OSError as e:
             raise DesyncError(f"cannot finish directory {_show(fr.path)}: {e.strerror or e}") from None
         finally:
             os.close(fr.fd)
             fr.fd = -1
 
-    def mode_bits(self, meta: Meta) -> int:
-        if self.flags & (ff.WITH_PERMISSIONS | ff.WITH_ACL):
-            return meta.permissions
-        return meta.permissions & ~self.umask & 0o777
+    def file_mode(self, meta: Meta) -> int:
+        """The mode a regular file is created with: casync's ``0600`` plus the archive's bits where they stay."""
+        return 0o600 if self.exact_modes else 0o600 | (meta.permissions & 0o777)
+
+    def restore_mode(self, fd: int, meta: Meta) -> None:
+        """Set the mode casync 2 leaves (see the module docstring)."""
+        if self.exact_modes:
+            os.fchmod(fd, meta.permissions)
+        elif self.flags & ff.WITH_READ_ONLY:
+            cur = stat.S_IMODE(os.fstat(fd).st_mode)
+            new = read_only_mode(cur, bool(meta.mode & 0o222), meta.is_dir)
+            if new != cur:
+                os.fchmod(fd, new)
 
     def ids(self, meta: Meta) -> tuple[int, int] | None:
         if not self.as_root or self.opts.no_same_owner:
@@ -652,21 +725,34 @@ class _Extractor:
                 raise
             self.warn(f"{_show(path)}: cannot set {name}: {e.strerror}")
 
-    def fd_metadata(self, fd: int, meta: Meta, path: tuple[bytes, ...]) -> None:
-        """Owner, mode, xattrs, ACLs, caps, label, mtime, chattr flags of an open node."""
+    def fd_metadata(self, fd: int, meta: Meta, path: tuple[bytes, ...], had_acls: bool | None = None) -> None:
+        """Owner, mode, xattrs, ACLs, caps, label, mtime, chattr flags of an open node.
+
+        ``had_acls``: the node may carry ACLs the archive does not have (inherited,
+        or an existing directory's); None means "if its directory has a default ACL".
+        """
         ids = self.ids(meta)
         if ids is not None:
             os.fchown(fd, ids[0], ids[1])
-        os.fchmod(fd, self.mode_bits(meta))
+        self.restore_mode(fd, meta)
         if self.opts.xattrs:
             for xname, value in meta.xattrs:
                 self.setxattr(fd, os.fsdecode(xname), value, path)
-        if self.opts.acls and meta.acl is not None and self.flags & ff.WITH_ACL:
-            access, default = posix_acls_for(meta.acl, meta.mode, self.acl_uid, self.acl_gid)
+        if self.track_acls:
+            access: bytes | None = None
+            default: bytes | None = None
+            if meta.acl is not None:
+                access, default = posix_acls_for(meta.acl, meta.mode, self.acl_uid, self.acl_gid)
+            stale = self.parent_inherits if had_acls is None else had_acls
             if access is not None:
                 self.setxattr(fd, XATTR_ACCESS, access, path)
-            if default is not None and meta.is_dir:
-                self.setxattr(fd, XATTR_DEFAULT, default, path)
+            elif stale:
+                self.drop_acl(fd, XATTR_ACCESS, path)
+            if meta.is_dir:
+                if default is not None:
+                    self.setxattr(fd, XATTR_DEFAULT, default, path)
+                elif stale:
+                    self.drop_acl(fd, XATTR_DEFAULT, path)
         if self.opts.fcaps and meta.fcaps and meta.is_reg:
             self.setxattr(fd, "security.capability", meta.fcaps, path)
         if self.opts.selinux and meta.selinux:
@@ -675,6 +761,20 @@ class _Extractor:
             os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
         if self.opts.fsflags and meta.fsflags & ff.WITH_CHATTR:
             self.set_chattr(fd, meta.fsflags, path)
+
+    def drop_acl(self, target: int | str, name: str, path: tuple[bytes, ...]) -> None:
+        """Remove an ACL the archive does not have (as casync's writing of the archive's ACL does)."""
+        try:
+            if isinstance(target, int):
+                os.removexattr(target, name)
+            else:
+                os.removexattr(target, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return
+            if e.errno not in _REFUSED:
+                raise
+            self.warn(f"{_show(path)}: cannot remove {name}: {e.strerror}")
 
     def set_chattr(self, fd: int, fsflags: int, path: tuple[bytes, ...]) -> None:
         want = 0

@@ -42,7 +42,8 @@ def _add_feature_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-submounts", choices=("yes", "no"), default="no",
                    help="skip other file systems mounted below the source (default no)")
     p.add_argument("--exclude-file", choices=("yes", "no"), default="yes",
-                   help="honour .caexclude files (default yes)")
+                   help="set the archive's EXCLUDE_FILE flag (default yes); .caexclude files are honoured "
+                        "either way, as casync 2 does")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="exclude matching entries (.caexclude syntax, relative to the source; repeatable)")
 

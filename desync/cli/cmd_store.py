@@ -18,7 +18,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "every invalid or unreadable entry; with -r remove them (a directory under "
                                    "a chunk name only when empty) and the temp files of killed writers. The "
                                    "exit status is non-zero while anything bad remains.")
-    common.add_store_options(p)
+    common.add_store_options(p, cache_repair=False)
     p.add_argument("-r", "--repair", action="store_true", help="remove invalid chunks")
     p.set_defaults(func=run_verify)
 

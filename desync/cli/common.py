@@ -26,7 +26,13 @@ DEFAULT_WORKERS = 10
 
 
 def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cache: bool = False,
-                      required: bool = False, uncompressed_help: str = "read and write uncompressed chunks") -> None:
+                      required: bool = False, uncompressed_help: str = "read and write uncompressed chunks",
+                      cache_repair: bool = True) -> None:
+    """The store flags every command shares, spelled as the Go desync spells them.
+
+    ``cache_repair`` adds ``-r/--cache-repair`` (default on, ``--cache-repair=false`` turns it off);
+    ``verify`` has its own ``-r``.
+    """
     if stores:
         parser.add_argument("-s", "--store", action="append", default=[], dest="stores", metavar="STORE",
                             required=required, help="chunk store location (repeat to chain stores)")
@@ -43,9 +49,13 @@ def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cach
     parser.add_argument("--ca-cert", default="", metavar="FILE", help="trust this CA for HTTPS stores")
     parser.add_argument("--client-cert", default="", metavar="FILE", help="TLS client certificate")
     parser.add_argument("--client-key", default="", metavar="FILE", help="TLS client key")
-    parser.add_argument("--error-retry", type=non_negative_int, default=None, metavar="N",
+    if cache_repair:
+        parser.add_argument("-r", "--cache-repair", action="store_true", default=True,
+                            help="replace invalid chunks in the cache from the stores (default true; "
+                                 "--cache-repair=false makes an invalid cache chunk an error)")
+    parser.add_argument("-e", "--error-retry", type=non_negative_int, default=None, metavar="N",
                         help="retries on network errors (default 3)")
-    parser.add_argument("--error-retry-base-interval", type=duration, default=None, metavar="DURATION",
+    parser.add_argument("-b", "--error-retry-base-interval", type=duration, default=None, metavar="DURATION",
                         help="first wait between retries (e.g. 500ms, 2s; plain numbers are seconds); "
                              "doubles each retry (default 0.5s)")
     parser.add_argument("--timeout", type=duration, default=None, metavar="DURATION",
@@ -172,7 +182,8 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> 
     store = compose.chain(locations, find)
     cache_location: str = (getattr(args, "cache", "") or "") if cache else ""
     if cache_location:
-        store = compose.cached(store, cache_location, find, on_unusable=warn, on_error=warn)
+        store = compose.cached(store, cache_location, find, on_unusable=warn, on_error=warn,
+                               repair=bool(getattr(args, "cache_repair", True)))
     return store
 
 

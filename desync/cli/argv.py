@@ -43,10 +43,10 @@ def explicit_bools(parser: argparse.ArgumentParser, args: Sequence[str]) -> tupl
     value each such option's destination gets.
     """
     flags: dict[str, argparse.Action] = {}
-    for action in parser._actions:
-        if action.option_strings and action.nargs == 0 and isinstance(action.const, bool):
-            for spelling in action.option_strings:
-                flags[spelling] = action
+    for each in parser._actions:
+        if each.option_strings and each.nargs == 0 and isinstance(each.const, bool):
+            for spelling in each.option_strings:
+                flags[spelling] = each
     rest: list[str] = []
     values: dict[str, bool] = {}
     for i, arg in enumerate(args):
@@ -54,7 +54,7 @@ def explicit_bools(parser: argparse.ArgumentParser, args: Sequence[str]) -> tupl
             rest.extend(args[i:])
             break
         name, eq, value = arg.partition("=")
-        action = flags.get(name) if eq and name.startswith("-") else None
+        action: argparse.Action | None = flags.get(name) if eq and name.startswith("-") else None
         if action is None:
             rest.append(arg)
             continue

@@ -123,6 +123,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
     """
     command = command_name(argv)
     values: dict[str, bool] = {}
+    argv = list(argv)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
             try:
@@ -133,8 +134,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
     for dest, value in values.items():
         setattr(args, dest, value)
     if extra:
-        command = getattr(args, "command", None)
-        prog = f"{parser.prog} {command}" if command else parser.prog
+        named = getattr(args, "command", None)
+        prog = f"{parser.prog} {named}" if named else parser.prog
         raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{prog} --help')")
     return args
 

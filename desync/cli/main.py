@@ -37,6 +37,7 @@ COMMANDS = {
     "cat": "desync.cli.cmd_blob",
     "chunk": "desync.cli.cmd_blob",
     "list-chunks": "desync.cli.cmd_blob",
+    "inspect-chunks": "desync.cli.cmd_blob",
     "info": "desync.cli.cmd_blob",
     "verify-index": "desync.cli.cmd_blob",
     "verify": "desync.cli.cmd_store",

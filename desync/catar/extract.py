@@ -63,6 +63,7 @@ class ExtractOptions:
     """What to restore besides names, types and contents."""
 
     no_same_owner: bool = False
+    no_same_permissions: bool = False  # new files 0666, directories 0777, less the umask (untar --no-same-permissions)
     xattrs: bool = True
     acls: bool = True
     fcaps: bool = True
@@ -581,6 +582,8 @@ class _Extractor:
             fr.fd = -1
 
     def mode_bits(self, meta: Meta) -> int:
+        if self.opts.no_same_permissions:
+            return (0o777 if meta.is_dir else 0o666) & ~self.umask
         if self.flags & (ff.WITH_PERMISSIONS | ff.WITH_ACL):
             return meta.permissions
         return meta.permissions & ~self.umask & 0o777

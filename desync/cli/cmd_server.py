@@ -1,7 +1,6 @@
 """Server commands: chunk-server and index-server."""
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -80,23 +79,6 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(func=run_index_server)
 
 
-def _stores_from_file(path: str) -> tuple[list[str], str]:
-    """The stores and cache of a --store-file (the Go desync's format)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as os_error:
-        raise DesyncError(f"cannot read store file {path}: {os_error.strerror}") from None
-    except ValueError as bad:
-        raise DesyncError(f"store file {path}: invalid JSON: {bad}") from None
-    stores = doc.get("stores") if isinstance(doc, dict) else None
-    cache = doc.get("cache", "") if isinstance(doc, dict) else None
-    if not isinstance(stores, list) or not stores or not all(isinstance(s, str) and s for s in stores) \
-            or not isinstance(cache, str):
-        raise DesyncError(f"store file {path}: expected {{\"stores\": [\"LOCATION\", ...], \"cache\": \"LOCATION\"}}")
-    return stores, cache
-
-
 def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Store:
     """The served store: reads unverified, each location with its own (config) options.
 
@@ -150,7 +132,7 @@ def run_chunk_server(args: argparse.Namespace) -> int:
     if args.store_file:
         if args.stores or args.cache:
             raise UsageError("use either --store-file or -s/-c, not both")
-        locations, cache = _stores_from_file(args.store_file)
+        locations, cache = common.stores_from_file(args.store_file)
     else:
         if not args.stores:
             raise UsageError("no store given (use -s STORE or --store-file FILE)")
@@ -165,7 +147,7 @@ def run_chunk_server(args: argparse.Namespace) -> int:
     def reload() -> None:
         with reloading:
             try:
-                new_locations, new_cache = _stores_from_file(args.store_file)
+                new_locations, new_cache = common.stores_from_file(args.store_file)
                 service.store = _upstream(args, new_locations, new_cache)
             except DesyncError as exc:
                 sys.stderr.write(f"desync: reload failed, keeping the current stores: {exc}\n")

@@ -5,6 +5,7 @@ all commands accept the same store options with the same meaning.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -173,18 +174,42 @@ def save_index(location: str, index: Index, args: argparse.Namespace) -> None:
     write_index(location, index, store_options(args, index.digest, location))
 
 
-def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> Store:
-    """The chained read stores of ``-s`` (with the ``-c`` cache in front when given and ``cache``)."""
-    locations: Sequence[str] = args.stores
+def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True,
+               locations: Sequence[str] | None = None, cache_at: str | None = None) -> Store:
+    """The chained read stores of ``-s`` (with the ``-c`` cache in front when given and ``cache``).
+
+    ``locations`` and ``cache_at`` replace ``-s`` and ``-c`` (a ``--store-file``'s stores).
+    """
+    if locations is None:
+        locations = args.stores
     if not locations:
         raise UsageError("no store given (use -s STORE)")
     find = options_for(args, digest)
     store = compose.chain(locations, find)
-    cache_location: str = (getattr(args, "cache", "") or "") if cache else ""
+    cache_location: str = (getattr(args, "cache", "") or "") if cache_at is None else cache_at
+    if not cache:
+        cache_location = ""
     if cache_location:
         store = compose.cached(store, cache_location, find, on_unusable=warn, on_error=warn,
                                repair=bool(getattr(args, "cache_repair", True)))
     return store
+
+
+def stores_from_file(path: str) -> tuple[list[str], str]:
+    """The stores and cache of a ``--store-file`` (the Go desync's format; chunk-server and mount-index)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as os_error:
+        raise DesyncError(f"cannot read store file {path}: {os_error.strerror}") from None
+    except ValueError as bad:
+        raise DesyncError(f"store file {path}: invalid JSON: {bad}") from None
+    stores = doc.get("stores") if isinstance(doc, dict) else None
+    cache = doc.get("cache", "") if isinstance(doc, dict) else None
+    if not isinstance(stores, list) or not stores or not all(isinstance(s, str) and s for s in stores) \
+            or not isinstance(cache, str):
+        raise DesyncError(f"store file {path}: expected {{\"stores\": [\"LOCATION\", ...], \"cache\": \"LOCATION\"}}")
+    return stores, cache
 
 
 def warn(message: str) -> None:

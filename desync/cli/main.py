@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "desync.cli.cmd_remote",
     "desync.cli.cmd_mount",
     "desync.cli.cmd_config",
+    "desync.cli.cmd_docs",
 )
 
 
@@ -54,6 +55,8 @@ COMMANDS = {
     "push": "desync.cli.cmd_remote",
     "mount-index": "desync.cli.cmd_mount",
     "config": "desync.cli.cmd_config",
+    "completion": "desync.cli.cmd_docs",
+    "manpage": "desync.cli.cmd_docs",
 }
 _GLOBAL_WITH_VALUE = ("--digest", "--config")
 

@@ -226,8 +226,8 @@ def read_sftp_index(location: str, options: StoreOptions) -> bytes:
         if exc.code == s.FX_NO_SUCH_FILE:
             raise IndexMissing(location) from None
         raise DesyncError(f"cannot read index {location}: {exc}") from None
-    except s.TooLarge as exc:
-        raise DesyncError(f"cannot read index {location}: {exc}") from None
+    except s.TooLarge as too_large:
+        raise DesyncError(f"cannot read index {location}: {too_large}") from None
     finally:
         session.close()
 

@@ -38,6 +38,7 @@ class Command:
     usage: str
     options: list[Option] = field(default_factory=list)
     positionals: list[tuple[str, str]] = field(default_factory=list)
+    first_choices: list[str] = field(default_factory=list)  # the values of a first argument with choices
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -58,6 +59,13 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
 
 def _text(value: str | None) -> str:
     return " ".join((value or "").split())
+
+
+def _first_choices(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if not action.option_strings and not isinstance(action, argparse._SubParsersAction):
+            return [str(c) for c in action.choices] if action.choices else []
+    return []
 
 
 def _options(parser: argparse.ArgumentParser) -> tuple[list[Option], list[tuple[str, str]]]:
@@ -89,7 +97,7 @@ def describe(parser: argparse.ArgumentParser) -> tuple[Command, list[Command]]:
         for name, sub in action.choices.items():
             options, positionals = _options(sub)
             commands.append(Command(name, helps.get(name, ""), _text(sub.description) or helps.get(name, ""),
-                                    sub.format_usage().strip(), options, positionals))
+                                    sub.format_usage().strip(), options, positionals, _first_choices(sub)))
     return top, commands
 
 
@@ -122,6 +130,9 @@ def bash_script(top: Command, commands: list[Command]) -> str:
             if o.choices:
                 patterns = "|".join(f'"{key}:{s}"' for s in o.short + o.long)
                 lines.append(f'        {patterns}) values="{" ".join(o.choices)}" ;;')
+    for c in commands:
+        if c.first_choices:
+            lines.append(f'        "{c.name}:{c.name}") values="{" ".join(c.first_choices)}" ;;')
     lines += [
         "    esac",
         '    if [[ -n "$values" ]]; then',
@@ -167,7 +178,8 @@ def zsh_script(top: Command, commands: list[Command]) -> str:
               "        command) _describe 'command' commands ;;", "        args)", "            case $words[1] in"]
     for c in commands:
         specs = " ".join(_zsh_spec(o) for o in c.options)
-        lines.append(f"                {c.name}) _arguments {specs} '*:file:_files' ;;")
+        first = f"'1:{c.positionals[0][0]}:({' '.join(c.first_choices)})' " if c.first_choices else ""
+        lines.append(f"                {c.name}) _arguments {specs} {first}'*:file:_files' ;;")
     lines += ["            esac ;;", "    esac", "}", "", '_desync "$@"', ""]
     return "\n".join(lines)
 
@@ -196,6 +208,9 @@ def fish_script(top: Command, commands: list[Command]) -> str:
     lines += [_fish_option("__fish_use_subcommand", o) for o in top.options]
     for c in commands:
         lines += [_fish_option(f"__fish_seen_subcommand_from {c.name}", o) for o in c.options]
+        if c.first_choices:
+            lines.append(f"complete -c desync -f -n '__fish_seen_subcommand_from {c.name}' "
+                         f"-a {_fish_quote(' '.join(c.first_choices))}")
     lines.append(f"complete -c desync -n 'not __fish_seen_subcommand_from {names}; and not __fish_use_subcommand' -F")
     return "\n".join(lines) + "\n"
 

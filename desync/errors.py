@@ -66,6 +66,14 @@ class ChunkMissing(StoreError):
         self.store = store
 
 
+class IndexMissing(StoreError):
+    """The index is not in its index store (an index server answers 404 for it)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(f"index {location} not found")
+        self.location = location
+
+
 class ChunkInvalid(StoreError):
     """The chunk's content does not match its ID, or does not decompress."""
 

@@ -48,6 +48,7 @@ class EncodeOptions:
 
     excludes: Sequence[str | bytes] = ()
     block_size: int = DEFAULT_BLOCK_SIZE
+    zero_times: bool = False  # store every mtime as 0 (the Go desync's tar --no-time)
 
 
 @dataclass
@@ -167,6 +168,7 @@ def encode_items(
     opts = options or EncodeOptions()
     flags = ff.normalize(flags)
     reader = FsReader(flags)
+    reader.zero_times = opts.zero_times
     writer = ArchiveWriter(flags)
     out = _Out(max(opts.block_size, 4096))
     root_rules = parse_rules([os.fsencode(p) for p in opts.excludes])

@@ -73,6 +73,7 @@ class ExtractOptions:
     """What to restore besides names, types and contents."""
 
     no_same_owner: bool = False
+    no_same_permissions: bool = False  # new files 0666, directories 0777, less the umask (untar --no-same-permissions)
     xattrs: bool = True
     acls: bool = True
     fcaps: bool = True
@@ -217,6 +218,8 @@ class _Extractor:
         self.exact_modes = False  # the archive holds real permission bits (permissions or ACL bit)
         self.track_acls = False  # ACL archive restored with ACLs: inherited ones must go
         self.parent_inherits = False  # the directory of the node at hand has a default ACL
+        self.umask = os.umask(0)
+        os.umask(self.umask)
         self._uids: dict[bytes, int | None] = {}
         self._gids: dict[bytes, int | None] = {}
         self.writeback: Writeback | None = None
@@ -256,7 +259,8 @@ class _Extractor:
 
     def set_flags(self, flags: int) -> None:
         self.flags = flags
-        self.exact_modes = bool(flags & (ff.WITH_PERMISSIONS | ff.WITH_ACL)) and not flags & ff.WITH_READ_ONLY
+        self.exact_modes = (bool(flags & (ff.WITH_PERMISSIONS | ff.WITH_ACL)) and not flags & ff.WITH_READ_ONLY
+                            and not self.opts.no_same_permissions)
         self.track_acls = bool(flags & ff.WITH_ACL) and self.opts.acls
 
     def open_target(self, target_dir: str | bytes, node: Node) -> _Frame:
@@ -606,7 +610,9 @@ class _Extractor:
             raise
         self.owner_at(pfd, name, meta, ev.path)
         proc = f"/proc/self/fd/{pfd}/{os.fsdecode(name)}"
-        if self.exact_modes:
+        if self.opts.no_same_permissions:
+            os.chmod(name, self.umask_mode(meta), dir_fd=pfd, follow_symlinks=False)
+        elif self.exact_modes:
             os.chmod(name, meta.permissions, dir_fd=pfd, follow_symlinks=False)
         elif self.flags & ff.WITH_READ_ONLY:
             cur = stat.S_IMODE(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode)
@@ -649,14 +655,20 @@ class _Extractor:
         return 0o600 if self.exact_modes else 0o600 | (meta.permissions & 0o777)
 
     def restore_mode(self, fd: int, meta: Meta) -> None:
-        """Set the mode casync 2 leaves (see the module docstring)."""
-        if self.exact_modes:
+        """Set the mode casync 2 leaves (see the module docstring), or the umask's under --no-same-permissions."""
+        if self.opts.no_same_permissions:
+            os.fchmod(fd, self.umask_mode(meta))
+        elif self.exact_modes:
             os.fchmod(fd, meta.permissions)
         elif self.flags & ff.WITH_READ_ONLY:
             cur = stat.S_IMODE(os.fstat(fd).st_mode)
             new = read_only_mode(cur, bool(meta.mode & 0o222), meta.is_dir)
             if new != cur:
                 os.fchmod(fd, new)
+
+    def umask_mode(self, meta: Meta) -> int:
+        """``untar --no-same-permissions``: a new node's default mode less the umask, whatever the archive says."""
+        return (0o777 if meta.is_dir else 0o666) & ~self.umask
 
     def ids(self, meta: Meta) -> tuple[int, int] | None:
         if not self.as_root or self.opts.no_same_owner:

@@ -140,6 +140,7 @@ class FsReader:
 
     def __init__(self, flags: int) -> None:
         self.flags = flags
+        self.zero_times = False  # every mtime read as 0
         self._users: dict[int, bytes | None] = {}
         self._groups: dict[int, bytes | None] = {}
 
@@ -172,7 +173,7 @@ class FsReader:
         """
         flags = self.flags
         mode = st.st_mode
-        meta = Meta(mode=mode, uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns)
+        meta = Meta(mode=mode, uid=st.st_uid, gid=st.st_gid, mtime_ns=0 if self.zero_times else st.st_mtime_ns)
         if flags & ff.WITH_16BIT_UIDS and (st.st_uid > 0xFFFF or st.st_gid > 0xFFFF):
             raise DesyncError(
                 f"{os.fsdecode(name) or '.'}: uid/gid {st.st_uid}/{st.st_gid} does not fit the 16-bit uids feature"

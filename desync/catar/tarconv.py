@@ -146,15 +146,23 @@ def tar_to_catar(
     *,
     spool_dir: str | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    zero_times: bool = False,
+    add_root: bool = False,
 ) -> Iterator[bytes]:
-    """Yield the catar of the tree in the tar stream ``fileobj``."""
+    """Yield the catar of the tree in the tar stream ``fileobj``.
+
+    ``zero_times`` stores every mtime as 0; ``add_root`` gives the tree a root
+    directory of its own (mode 0755, owner 0, time 0) whatever the stream says
+    of ``.`` (the Go desync's ``--tar-add-root``).
+    """
     flags = ff.normalize(flags)
     with tempfile.TemporaryFile(dir=spool_dir) as spool:
-        root = _read_tar(fileobj, flags, spool, block_size)
+        root = _read_tar(fileobj, flags, spool, block_size, zero_times, add_root)
         yield from _write_tree(root, flags, spool.fileno(), block_size)
 
 
-def _read_tar(fileobj: IO[bytes], flags: int, spool: IO[bytes], block_size: int) -> _TNode:
+def _read_tar(fileobj: IO[bytes], flags: int, spool: IO[bytes], block_size: int, zero_times: bool = False,
+              add_root: bool = False) -> _TNode:
     root = _default_dir()
     spooled = 0
     try:
@@ -166,10 +174,13 @@ def _read_tar(fileobj: IO[bytes], flags: int, spool: IO[bytes], block_size: int)
             for info in tf:
                 parts = _split(info.name)
                 meta = _meta_from(info, flags)
+                if zero_times:
+                    meta.mtime_ns = 0
                 if not parts:
                     if not meta.is_dir:
                         raise DesyncError(f"tar member {info.name!r} (the root) is not a directory")
-                    root.meta = meta
+                    if not add_root:
+                        root.meta = meta
                     continue
                 parent = root
                 for comp in parts[:-1]:

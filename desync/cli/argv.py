@@ -30,6 +30,40 @@ def add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         default=argparse.SUPPRESS if suppress else False, help="more detail on errors")
 
 
+_TRUE: Final = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE: Final = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def explicit_bools(parser: argparse.ArgumentParser, args: Sequence[str]) -> tuple[list[str], dict[str, bool]]:
+    """Take out the Go-style ``--flag=false`` / ``-r=true`` spellings of ``parser``'s on/off options.
+
+    argparse refuses a value on a flag; the Go tool accepts one on every
+    boolean flag, and ``--cache-repair=false`` is the only way to turn off
+    a flag that defaults to true.  Returns the other arguments and the
+    value each such option's destination gets.
+    """
+    flags: dict[str, argparse.Action] = {}
+    for each in parser._actions:
+        if each.option_strings and each.nargs == 0 and isinstance(each.const, bool):
+            for spelling in each.option_strings:
+                flags[spelling] = each
+    rest: list[str] = []
+    values: dict[str, bool] = {}
+    for i, arg in enumerate(args):
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name, eq, value = arg.partition("=")
+        action: argparse.Action | None = flags.get(name) if eq and name.startswith("-") else None
+        if action is None:
+            rest.append(arg)
+            continue
+        if value not in _TRUE and value not in _FALSE:
+            raise argparse.ArgumentError(action, f"invalid boolean value {value!r} (use true or false)")
+        values[action.dest] = action.const if value in _TRUE else not action.const
+    return rest, values
+
+
 def _verb_position(argv: Sequence[str]) -> int:
     i = 0
     while i < len(argv):

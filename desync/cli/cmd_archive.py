@@ -61,6 +61,13 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("-i", "--index", action="store_true", help="write an archive index instead of a catar")
     p.add_argument("--input-format", choices=("disk", "tar"), default="disk",
                    help="SOURCE is a directory (disk, default) or a tar stream (tar)")
+    p.add_argument("--no-time", action="store_true", help="store every file time as 0 (an unchanged tree then "
+                                                            "gives the same archive whenever it is archived)")
+    p.add_argument("--tar-add-root", action="store_true",
+                   help="with --input-format tar: give the tree a root directory of its own (mode 0755) "
+                        "instead of the stream's '.' entry")
+    p.add_argument("-x", "--one-file-system", action="store_true",
+                   help="do not cross into other file systems mounted below SOURCE (as --exclude-submounts yes)")
     _add_feature_options(p)
     targets.add_force_option(p, "archive or index")
     p.add_argument("archive", help="catar file to write (*.catar, '-' for stdout), or with -i the archive index "
@@ -75,6 +82,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_store_options(p, cache=True)
     p.add_argument("-i", "--index", action="store_true", help="the input is an archive index (.caidx)")
     p.add_argument("--no-same-owner", action="store_true", help="do not restore owners (root only)")
+    p.add_argument("--no-same-permissions", action="store_true",
+                   help="do not restore permissions: new files get 0666 and directories 0777 less the umask")
     p.add_argument("--no-xattrs", action="store_true", help="do not restore extended attributes and ACLs")
     p.add_argument("--output-format", choices=("disk", "gnu-tar", "pax"), default="disk",
                    help="write files to disk (default), or a GNU or pax tar stream")
@@ -111,15 +120,18 @@ def archive_flags(args: argparse.Namespace, digest: Digest) -> int:
     return archive.archive_flags(args.with_features, args.without_features, digest,
                                  exclude_nodump=args.exclude_nodump == "yes",
                                  exclude_file=args.exclude_file == "yes",
-                                 exclude_submounts=args.exclude_submounts == "yes")
+                                 exclude_submounts=args.exclude_submounts == "yes"
+                                 or getattr(args, "one_file_system", False))
 
 
 def _items(args: argparse.Namespace, flags: int, slices: bool = False) -> Iterator[bytes | FileSlice]:
     return archive.archive_items(args.source, flags, tar_input=args.input_format == "tar", excludes=args.exclude,
-                                 slices=slices)
+                                 slices=slices, zero_times=args.no_time, add_root=args.tar_add_root)
 
 
 def run_tar(args: argparse.Namespace) -> int:
+    if args.tar_add_root and args.input_format != "tar":
+        raise UsageError("--tar-add-root works only with --input-format tar")
     digest = digest_mod.by_name(args.digest)
     flags = archive_flags(args, digest)
     if args.index:
@@ -190,6 +202,7 @@ def run_untar(args: argparse.Namespace) -> int:
             if args.seeds:
                 seed_files = SeedFiles(args.seeds, args.reflink, args.hardlink == "yes")
             archive.extract_to_disk(events, args.target, same_owner=not args.no_same_owner,
+                                    same_permissions=not args.no_same_permissions,
                                     xattrs=not args.no_xattrs, on_warning=common.warn, delete=args.delete,
                                     seed_files=seed_files)
         else:

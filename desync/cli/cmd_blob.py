@@ -18,7 +18,10 @@ from ..progress import Progress
 from ..reflink import MODES, RangeCopier
 from ..ops.make import MakeStats, chunk_file, make_blob_index
 from ..parallel import ordered_map
+from ..ops.inspect import chunk_infos, chunk_infos_json, compressed_size_of, read_chunk_infos
 from ..ops.verify import verify_file
+from ..stores.indexes import write_file_atomic
+from ..stores.local import LocalStore
 from ..stores import Store, WriteStore
 from . import common, targets
 
@@ -29,7 +32,8 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "the chunks. FILE may be '-' for stdin, INDEX '-' for stdout.")
     common.add_store_options(p)
     common.add_chunk_size_option(p)
-    p.add_argument("--print-stats", action="store_true", help="print chunking statistics to stderr")
+    p.add_argument("--print-stats", action="store_true",
+                   help="print chunking statistics to stderr (JSON, the Go desync's keys)")
     targets.add_force_option(p, "index")
     p.add_argument("index", help="index to write: a name ending in .caibx, '-' for stdout, or an index store URL")
     p.add_argument("file", help="file or block device to chunk, '-' for stdin")
@@ -45,7 +49,9 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_store_options(p, cache=True)
     p.add_argument("-k", "--in-place", action="store_true",
                    help="write into FILE directly, keeping content that already matches")
-    p.add_argument("--print-stats", action="store_true", help="print statistics to stderr")
+    p.add_argument("--print-stats", action="store_true",
+                   help="print statistics: JSON as the Go desync prints it to stdout, and where every byte "
+                        "came from to stderr")
     add_seed_options(p)
     p.add_argument("--reflink", choices=MODES, default="auto",
                    help="clone seed chunks on file systems that share extents: auto (default) where "
@@ -74,6 +80,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.set_defaults(func=run_chunk)
 
     p = sub.add_parser("list-chunks", help="print the chunk IDs of an index")
+    common.add_store_options(p, stores=False)
     p.add_argument("index", help="index (.caibx or .caidx): a file, '-' for stdin, or an index store URL")
     p.set_defaults(func=run_list_chunks)
 
@@ -87,8 +94,22 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                         "without one is chunked)")
     p.add_argument("--seed-dir", action="append", default=[], metavar="DIR",
                    help="every *.caibx in DIR is a seed")
+    p.add_argument("--chunks-info", default="", metavar="FILE",
+                   help="JSON file written by inspect-chunks: adds the compressed size of the chunks "
+                        "in neither seed nor cache")
     p.add_argument("index", help="index (.caibx or .caidx): a file, '-' for stdin, or an index store URL")
     p.set_defaults(func=run_info)
+
+    p = sub.add_parser("inspect-chunks", help="print every chunk of an index as JSON, with its size in a store",
+                       description="Write a JSON array with the ID and size of every chunk of INDEX to OUTPUT "
+                                   "(default stdout); with -s, a local store, also each chunk's compressed size "
+                                   "in it (info --chunks-info reads the result).")
+    common.add_store_options(p, stores=False)
+    p.add_argument("-s", "--store", default="", metavar="DIR", dest="local_store",
+                   help="local store whose compressed chunk sizes to report")
+    p.add_argument("index", help="index (.caibx or .caidx): a file, '-' for stdin, or an index store URL")
+    p.add_argument("output", nargs="?", default="-", help="JSON file to write (default stdout)")
+    p.set_defaults(func=run_inspect_chunks)
 
     p = sub.add_parser("verify-index", help="check that a file matches an index")
     common.add_store_options(p, stores=False)
@@ -140,8 +161,11 @@ def run_make(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if args.print_stats:
-        sys.stderr.write(f"Chunks produced: {stats.chunks}\nUnique chunks: {stats.unique}\n"
-                         f"Chunks stored: {stats.stored}\nBytes: {stats.bytes}\n")
+        # The Go tool's ChunkingStats (untagged field names); its parallel chunkers may produce chunks
+        # they then drop, ours produce each chunk once.
+        report = {"ChunksAccepted": stats.chunks, "ChunksProduced": stats.chunks, "ChunksUnique": stats.unique,
+                  "ChunksStored": stats.stored, "Bytes": stats.bytes}
+        sys.stderr.write(json.dumps(report, indent=2) + "\n")
     return 0
 
 
@@ -182,8 +206,29 @@ def run_extract(args: argparse.Namespace) -> int:
         if maybe_store is not None:
             maybe_store.close()
     if args.print_stats:
+        sys.stdout.write(json.dumps(go_stats(stats, index, len(seeds), args.file), indent=2) + "\n")
+        sys.stdout.flush()
         sys.stderr.write(format_stats(stats, len(seeds), counts))
     return 0
+
+
+def go_stats(stats: ExtractStats, index: Index, seeds: int, output: str) -> dict[str, int]:
+    """extract's statistics under the Go desync's JSON keys (zero chunks come from its null seed)."""
+    try:
+        blocksize = os.stat(output).st_blksize
+    except OSError:
+        blocksize = 0
+    return {
+        "chunks-from-seeds": stats.seed_chunks + stats.zero,
+        "chunks-from-store": stats.fetched,
+        "chunks-in-place": stats.skipped_in_place,
+        "bytes-copied-from-seeds": stats.bytes_seed_copied + stats.bytes_self_copied,
+        "bytes-cloned-from-seeds": stats.bytes_seed_cloned + stats.bytes_self_cloned,
+        "blocksize": blocksize,
+        "bytes-total": index.length,
+        "chunks-total": len(index.chunks),
+        "seeds": seeds,
+    }
 
 
 def format_stats(stats: ExtractStats, seeds: int, counts: ByteCounts) -> str:
@@ -258,9 +303,11 @@ def run_info(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     unique = list(dict.fromkeys(c.id for c in index.chunks))
     sizes = {c.id: c.size for c in index.chunks}
+    infos = read_chunk_infos(args.chunks_info) if args.chunks_info else None
     with common.show_progress("Chunking seeds", 0) as seed_prog:
         seeded = set(open_seeds(args, index, seed_prog, validate=False).where)
     not_in_seed = [i for i in unique if i not in seeded]
+    missing = not_in_seed
     results: dict[str, int] = {
         "total": len(index.chunks),
         "unique": len(unique),
@@ -285,6 +332,9 @@ def run_info(args: argparse.Namespace) -> int:
         cached_set = set(cached)
         results["not-in-seed-nor-cache"] = sum(1 for i in not_in_seed if i not in cached_set)
         results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in not_in_seed if i not in cached_set)
+        missing = [i for i in not_in_seed if i not in cached_set]
+    if infos is not None:
+        results["dedup-size-not-in-seed-nor-cache-compressed"] = compressed_size_of(missing, sizes, infos)
     if args.stores:
         store = common.read_store(args, index.digest, cache=False)
         with store:
@@ -298,10 +348,32 @@ def run_info(args: argparse.Namespace) -> int:
             ("Total chunks", "total"), ("Unique chunks", "unique"), ("Chunks in store", "in-store"),
             ("Chunks in seed", "in-seed"), ("Chunks in cache", "in-cache"),
             ("Chunks not in seed nor cache", "not-in-seed-nor-cache"),
+            ("Compressed chunks not in seed nor cache", "dedup-size-not-in-seed-nor-cache-compressed"),
             ("Chunk size min", "chunk-size-min"), ("Chunk size avg", "chunk-size-avg"),
             ("Chunk size max", "chunk-size-max"),
         ]
         sys.stdout.write("".join(f"{label}: {results[key]}\n" for label, key in labels))
+    return 0
+
+
+def run_inspect_chunks(args: argparse.Namespace) -> int:
+    index = common.load_index(args.index, args)
+    store: LocalStore | None = None
+    if args.local_store:
+        opened = common.open_location(args.local_store, args, index.digest)
+        if not isinstance(opened, LocalStore):
+            opened.close()
+            raise UsageError(f"'{args.local_store}' is not a local store (inspect-chunks -s needs a directory)")
+        store = opened
+    try:
+        text = chunk_infos_json(chunk_infos(index, store))
+    finally:
+        if store is not None:
+            store.close()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        write_file_atomic(args.output, text.encode(), 0o644)
     return 0
 
 

@@ -10,10 +10,12 @@ command stays in the foreground until the mount is unmounted (fusermount3
 
 import argparse
 import os
+import sys
 import threading
 from typing import Any
 
-from ..errors import UsageError
+from ..digest import Digest
+from ..errors import DesyncError, UsageError
 from ..mount import fuselib
 from ..mount.blob import BlobReader
 from ..mount.fs import BlobFS, MountOperations, TreeFS
@@ -22,7 +24,7 @@ from ..mount.sparse import SparseFile
 from ..mount.tree import ArchiveTree
 from ..parallel import run_all
 from ..stores import Store
-from . import common
+from . import common, stopsignals
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -36,10 +38,13 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "serves them from then on; --cor-state-save records which chunks it holds so "
                                    "a later mount can reuse it without the store.")
     common.add_store_options(p, cache=True)
+    p.add_argument("--store-file", default="", metavar="FILE",
+                   help='JSON file naming the stores and cache ({"stores": [...], "cache": "..."}) instead of '
+                        "-s/-c; SIGHUP reloads it while mounted")
     p.add_argument("--cor-file", "--sparse-file", dest="cor_file", default="", metavar="FILE",
                    help="copy-on-read sparse file used as a persistent cache of the blob")
     p.add_argument("--cor-state-save", default="", metavar="FILE",
-                   help="file recording which chunks the copy-on-read file holds (written on unmount)")
+                   help="file recording which chunks the copy-on-read file holds (written on unmount and on SIGHUP)")
     p.add_argument("--cor-state-init", default="", metavar="FILE",
                    help="state file whose chunks are loaded into a new copy-on-read file in the background")
     p.add_argument("--cor-init-n", type=common.positive_int, default=10, metavar="N",
@@ -74,7 +79,13 @@ def run_mount_index(args: argparse.Namespace) -> int:
             teardown()
         return 0
     index = common.load_index(args.index, args)
-    teardown.store = common.read_store(args, index.digest)
+    if args.store_file:
+        if args.stores or args.cache:
+            raise UsageError("use either --store-file or -s/-c, not both")
+        locations, cache = common.stores_from_file(args.store_file)
+        teardown.store = common.read_store(args, index.digest, locations=locations, cache_at=cache)
+    else:
+        teardown.store = common.read_store(args, index.digest)
     try:
         if args.cor_file:
             teardown.sparse = SparseFile(args.cor_file, index, args.cor_state_save, args.cor_state_init)
@@ -83,6 +94,8 @@ def run_mount_index(args: argparse.Namespace) -> int:
         teardown.reader = reader
         if teardown.sparse is not None and teardown.sparse.preload:
             teardown.preload = _start_preload(reader, teardown.sparse.preload, args.cor_init_n)
+        if args.store_file or args.cor_state_save:
+            stopsignals.on_hangup(lambda: _hangup(args, index.digest, teardown))
         name = blob_file_name(args.index)
         if args.index.endswith(".caidx"):
             ops = TreeFS(ArchiveTree(reader, expected_flags=index.flags))
@@ -92,6 +105,33 @@ def run_mount_index(args: argparse.Namespace) -> int:
     finally:
         teardown()
     return 0
+
+
+def _hangup(args: argparse.Namespace, digest: Digest, teardown: "_Teardown") -> None:
+    """SIGHUP: save the copy-on-read state, and take the stores afresh from the --store-file (as the Go tool does).
+
+    A store file that cannot be read or opened leaves the current stores
+    in place.  The old stores stay open: reads running on them finish.
+    """
+    if teardown.sparse is not None and args.cor_state_save:
+        try:
+            teardown.sparse.save_state()
+            sys.stderr.write(f"desync: saved the copy-on-read state to {args.cor_state_save}\n")
+        except DesyncError as failed:
+            sys.stderr.write(f"desync: {failed}\n")
+    if args.store_file and teardown.reader is not None:
+        try:
+            locations, cache = common.stores_from_file(args.store_file)
+            store = common.read_store(args, digest, locations=locations, cache_at=cache)
+        except DesyncError as failed:
+            sys.stderr.write(f"desync: reload failed, keeping the current stores: {failed}\n")
+        else:
+            teardown.reader.store = store
+            with teardown.lock:
+                teardown.retired.append(teardown.store)
+                teardown.store = store
+            sys.stderr.write(f"desync: reloaded stores from {args.store_file}\n")
+    sys.stderr.flush()
 
 
 class _Teardown:
@@ -106,6 +146,7 @@ class _Teardown:
         self.done = False
         self.source: FileSource | None = None
         self.store: Store | None = None
+        self.retired: list[Store | None] = []  # stores replaced by a reload, closed at the end
         self.sparse: SparseFile | None = None
         self.reader: BlobReader | None = None
         self.preload: threading.Thread | None = None
@@ -128,8 +169,9 @@ class _Teardown:
                     finally:
                         self.sparse.close()
             finally:
-                if self.store is not None:
-                    self.store.close()
+                for store in [*self.retired, self.store]:
+                    if store is not None:
+                        store.close()
 
 
 def _start_preload(reader: BlobReader, chunks: list[int], workers: int) -> threading.Thread:

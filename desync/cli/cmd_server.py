@@ -1,7 +1,6 @@
 """Server commands: chunk-server and index-server."""
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -15,15 +14,17 @@ from ..errors import DesyncError, UsageError
 from ..index import INDEX_SIZE_LIMIT
 from ..server.chunks import ChunkService
 from ..server.httpd import HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, HTTPServer, RequestLog, Service, server_tls
-from ..server.indexes import IndexService
+from ..server.indexes import IndexService, StoreIndexService
 from ..stores import Store, compose
+from ..stores.indexes import LOCAL_INDEXES, index_store
 from . import common, stopsignals
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-l", "--listen", action="append", default=[], metavar="ADDR:PORT",
                    help="address to listen on (repeatable; default :http, port 0 picks a free port)")
-    p.add_argument("-w", "--writable", action="store_true", help="accept uploads (PUT)")
+    p.add_argument("-w", "--writable", "--writeable", action="store_true", dest="writable",
+                   help="accept uploads (PUT)")
     p.add_argument("--cert", default="", metavar="FILE", help="serve HTTPS with this certificate")
     p.add_argument("--key", default="", metavar="FILE", help="private key of --cert")
     p.add_argument("--mutual-tls", action="store_true", help="require client certificates")
@@ -59,31 +60,23 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_store_options(p, cache=True, uncompressed_help="serve and accept uncompressed chunks (no .cacnk)")
     _add_server_options(p)
     p.add_argument("--store-file", default="", metavar="FILE", help="JSON file listing stores and cache")
+    p.add_argument("--skip-verify-read", action="store_true", default=True,
+                   help="serve chunks without checking them against their IDs (default true: clients verify; "
+                        "--skip-verify-read=false checks every chunk read from the stores)")
+    p.add_argument("--skip-verify-write", action="store_true", default=False,
+                   help="store uploads (-w) without checking them against their IDs (default false: every "
+                        "upload is verified)")
     p.set_defaults(func=run_chunk_server)
 
     p = sub.add_parser("index-server", help="serve index files over HTTP(S)",
-                       description="Serve the index files of a directory over HTTP(S); with -w, accept "
+                       description="Serve the index files of a directory, or of a remote index store (HTTP(S), "
+                                   "S3, SFTP; read with the store options), over HTTP(S); with -w, accept "
                                    "uploads (validated, written atomically).")
-    p.add_argument("-s", "--store", required=True, metavar="DIR", dest="index_dir", help="index directory")
+    p.add_argument("-s", "--store", required=True, metavar="LOCATION", dest="index_dir",
+                   help="index directory or index store URL")
+    common.add_store_options(p, stores=False)
     _add_server_options(p)
     p.set_defaults(func=run_index_server)
-
-
-def _stores_from_file(path: str) -> tuple[list[str], str]:
-    """The stores and cache of a --store-file (the Go desync's format)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as os_error:
-        raise DesyncError(f"cannot read store file {path}: {os_error.strerror}") from None
-    except ValueError as bad:
-        raise DesyncError(f"store file {path}: invalid JSON: {bad}") from None
-    stores = doc.get("stores") if isinstance(doc, dict) else None
-    cache = doc.get("cache", "") if isinstance(doc, dict) else None
-    if not isinstance(stores, list) or not stores or not all(isinstance(s, str) and s for s in stores) \
-            or not isinstance(cache, str):
-        raise DesyncError(f"store file {path}: expected {{\"stores\": [\"LOCATION\", ...], \"cache\": \"LOCATION\"}}")
-    return stores, cache
 
 
 def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Store:
@@ -93,7 +86,7 @@ def _upstream(args: argparse.Namespace, locations: list[str], cache: str) -> Sto
     """
     upstream = argparse.Namespace(**vars(args))
     upstream.uncompressed = False
-    upstream.skip_verify = True
+    upstream.skip_verify = args.skip_verify_read
     digest = digest_mod.by_name(args.digest)
     find = common.options_for(upstream, digest)
     store = compose.chain(locations, find, writable=args.writable)
@@ -139,13 +132,14 @@ def run_chunk_server(args: argparse.Namespace) -> int:
     if args.store_file:
         if args.stores or args.cache:
             raise UsageError("use either --store-file or -s/-c, not both")
-        locations, cache = _stores_from_file(args.store_file)
+        locations, cache = common.stores_from_file(args.store_file)
     else:
         if not args.stores:
             raise UsageError("no store given (use -s STORE or --store-file FILE)")
         locations, cache = list(args.stores), args.cache
     service = ChunkService(_upstream(args, locations, cache), digest_mod.by_name(args.digest),
-                           writable=args.writable, uncompressed=args.uncompressed)
+                           writable=args.writable, uncompressed=args.uncompressed,
+                           verify_uploads=not args.skip_verify_write)
     server = _serve(args, service, "chunk-server", 2 * CHUNK_SIZE_LIMIT)
 
     reloading = threading.Lock()
@@ -153,7 +147,7 @@ def run_chunk_server(args: argparse.Namespace) -> int:
     def reload() -> None:
         with reloading:
             try:
-                new_locations, new_cache = _stores_from_file(args.store_file)
+                new_locations, new_cache = common.stores_from_file(args.store_file)
                 service.store = _upstream(args, new_locations, new_cache)
             except DesyncError as exc:
                 sys.stderr.write(f"desync: reload failed, keeping the current stores: {exc}\n")
@@ -172,10 +166,15 @@ def run_chunk_server(args: argparse.Namespace) -> int:
 
 
 def run_index_server(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.index_dir):
+    service: Service
+    if index_store(args.index_dir) is not LOCAL_INDEXES:
+        service = StoreIndexService(args.index_dir, common.store_options(args, location=args.index_dir),
+                                    writable=args.writable)
+    elif not os.path.isdir(args.index_dir):
         raise DesyncError(f"index directory {args.index_dir} does not exist")
-    server = _serve(args, IndexService(args.index_dir, writable=args.writable), "index-server", INDEX_SIZE_LIMIT,
-                    stream_put=True)
+    else:
+        service = IndexService(args.index_dir, writable=args.writable)
+    server = _serve(args, service, "index-server", INDEX_SIZE_LIMIT, stream_put=True)
     return _run_until_stopped(server)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
 from ..index import Index
+from ..ops.inspect import read_chunk_id_files
 from ..ops.upkeep import chop, fill_cache, prune, unique_ids
 from ..ops.verify import verify_store
 from . import common
@@ -18,7 +19,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
                                    "every invalid or unreadable entry; with -r remove them (a directory under "
                                    "a chunk name only when empty) and the temp files of killed writers. The "
                                    "exit status is non-zero while anything bad remains.")
-    common.add_store_options(p)
+    common.add_store_options(p, cache_repair=False)
     p.add_argument("-r", "--repair", action="store_true", help="remove invalid chunks")
     p.set_defaults(func=run_verify)
 
@@ -26,6 +27,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_store_options(p)
     p.add_argument("--ignore", action="append", default=[], metavar="INDEX",
                    help="do not store chunks that are in this index")
+    _add_ignore_chunks(p, "store")
     p.add_argument("index", help="blob index (.caibx) whose chunks to store")
     p.add_argument("file", help="the file the index was made from")
     p.set_defaults(func=run_chop)
@@ -34,6 +36,7 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     common.add_store_options(p, cache=True)
     p.add_argument("--ignore", action="append", default=[], metavar="INDEX",
                    help="do not fetch chunks that are in this index")
+    _add_ignore_chunks(p, "fetch")
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks to copy into the cache")
     p.set_defaults(func=run_cache)
 
@@ -48,6 +51,17 @@ def register(sub: "argparse._SubParsersAction[Any]") -> None:
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks to keep")
     p.set_defaults(func=run_prune)
+
+
+def _add_ignore_chunks(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument("--ignore-chunks", action="append", default=[], metavar="FILE",
+                   help=f"do not {verb} the chunks listed in this text file (one ID in hex a line, as "
+                        "list-chunks prints them; repeatable)")
+
+
+def _ignored(args: argparse.Namespace) -> set[bytes]:
+    """The chunks of the --ignore indexes and the --ignore-chunks files."""
+    return set(unique_ids(_load_all(args.ignore, args))) | read_chunk_id_files(args.ignore_chunks)
 
 
 def _load_all(locations: list[str], args: argparse.Namespace) -> list[Index]:
@@ -82,7 +96,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_chop(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
-    ignore = set(unique_ids(_load_all(args.ignore, args)))
+    ignore = _ignored(args)
     store = common.write_store(common.single_store_location(args), args, index.digest, lock="shared",
                                command="chop")
     with store, common.show_progress("Chopping", 0) as prog:
@@ -94,7 +108,7 @@ def run_cache(args: argparse.Namespace) -> int:
     if not args.cache:
         raise UsageError("no cache given (use -c STORE)")
     indexes = _load_all(args.indexes, args)
-    ignore = set(unique_ids(_load_all(args.ignore, args)))
+    ignore = _ignored(args)
     digest = indexes[0].digest
     ids = [i for i in unique_ids(indexes) if i not in ignore]
     sizes = {c.id: c.size for idx in indexes for c in idx.chunks}

@@ -5,6 +5,7 @@ all commands accept the same store options with the same meaning.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -26,7 +27,13 @@ DEFAULT_WORKERS = 10
 
 
 def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cache: bool = False,
-                      required: bool = False, uncompressed_help: str = "read and write uncompressed chunks") -> None:
+                      required: bool = False, uncompressed_help: str = "read and write uncompressed chunks",
+                      cache_repair: bool = True) -> None:
+    """The store flags every command shares, spelled as the Go desync spells them.
+
+    ``cache_repair`` adds ``-r/--cache-repair`` (default on, ``--cache-repair=false`` turns it off);
+    ``verify`` has its own ``-r``.
+    """
     if stores:
         parser.add_argument("-s", "--store", action="append", default=[], dest="stores", metavar="STORE",
                             required=required, help="chunk store location (repeat to chain stores)")
@@ -43,9 +50,13 @@ def add_store_options(parser: argparse.ArgumentParser, stores: bool = True, cach
     parser.add_argument("--ca-cert", default="", metavar="FILE", help="trust this CA for HTTPS stores")
     parser.add_argument("--client-cert", default="", metavar="FILE", help="TLS client certificate")
     parser.add_argument("--client-key", default="", metavar="FILE", help="TLS client key")
-    parser.add_argument("--error-retry", type=non_negative_int, default=None, metavar="N",
+    if cache_repair:
+        parser.add_argument("-r", "--cache-repair", action="store_true", default=True,
+                            help="replace invalid chunks in the cache from the stores (default true; "
+                                 "--cache-repair=false makes an invalid cache chunk an error)")
+    parser.add_argument("-e", "--error-retry", type=non_negative_int, default=None, metavar="N",
                         help="retries on network errors (default 3)")
-    parser.add_argument("--error-retry-base-interval", type=duration, default=None, metavar="DURATION",
+    parser.add_argument("-b", "--error-retry-base-interval", type=duration, default=None, metavar="DURATION",
                         help="first wait between retries (e.g. 500ms, 2s; plain numbers are seconds); "
                              "doubles each retry (default 0.5s)")
     parser.add_argument("--timeout", type=duration, default=None, metavar="DURATION",
@@ -163,17 +174,42 @@ def save_index(location: str, index: Index, args: argparse.Namespace) -> None:
     write_index(location, index, store_options(args, index.digest, location))
 
 
-def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True) -> Store:
-    """The chained read stores of ``-s`` (with the ``-c`` cache in front when given and ``cache``)."""
-    locations: Sequence[str] = args.stores
+def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True,
+               locations: Sequence[str] | None = None, cache_at: str | None = None) -> Store:
+    """The chained read stores of ``-s`` (with the ``-c`` cache in front when given and ``cache``).
+
+    ``locations`` and ``cache_at`` replace ``-s`` and ``-c`` (a ``--store-file``'s stores).
+    """
+    if locations is None:
+        locations = args.stores
     if not locations:
         raise UsageError("no store given (use -s STORE)")
     find = options_for(args, digest)
     store = compose.chain(locations, find)
-    cache_location: str = (getattr(args, "cache", "") or "") if cache else ""
+    cache_location: str = (getattr(args, "cache", "") or "") if cache_at is None else cache_at
+    if not cache:
+        cache_location = ""
     if cache_location:
-        store = compose.cached(store, cache_location, find, on_unusable=warn, on_error=warn)
+        store = compose.cached(store, cache_location, find, on_unusable=warn, on_error=warn,
+                               repair=bool(getattr(args, "cache_repair", True)))
     return store
+
+
+def stores_from_file(path: str) -> tuple[list[str], str]:
+    """The stores and cache of a ``--store-file`` (the Go desync's format; chunk-server and mount-index)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as os_error:
+        raise DesyncError(f"cannot read store file {path}: {os_error.strerror}") from None
+    except ValueError as bad:
+        raise DesyncError(f"store file {path}: invalid JSON: {bad}") from None
+    stores = doc.get("stores") if isinstance(doc, dict) else None
+    cache = doc.get("cache", "") if isinstance(doc, dict) else None
+    if not isinstance(stores, list) or not stores or not all(isinstance(s, str) and s for s in stores) \
+            or not isinstance(cache, str):
+        raise DesyncError(f"store file {path}: expected {{\"stores\": [\"LOCATION\", ...], \"cache\": \"LOCATION\"}}")
+    return stores, cache
 
 
 def warn(message: str) -> None:

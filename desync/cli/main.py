@@ -15,7 +15,7 @@ from typing import NoReturn
 from .._accel import fileio_module
 from ..errors import DesyncError, InvalidArgument, UsageError
 from . import stopsignals
-from .argv import HelpFormatter, add_global_options, prepare_argv
+from .argv import HelpFormatter, add_global_options, explicit_bools, prepare_argv
 
 # Modules that contribute commands, in --help order.
 COMMAND_MODULES = (
@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "desync.cli.cmd_remote",
     "desync.cli.cmd_mount",
     "desync.cli.cmd_config",
+    "desync.cli.cmd_docs",
 )
 
 
@@ -37,6 +38,7 @@ COMMANDS = {
     "cat": "desync.cli.cmd_blob",
     "chunk": "desync.cli.cmd_blob",
     "list-chunks": "desync.cli.cmd_blob",
+    "inspect-chunks": "desync.cli.cmd_blob",
     "info": "desync.cli.cmd_blob",
     "verify-index": "desync.cli.cmd_blob",
     "verify": "desync.cli.cmd_store",
@@ -53,6 +55,8 @@ COMMANDS = {
     "push": "desync.cli.cmd_remote",
     "mount-index": "desync.cli.cmd_mount",
     "config": "desync.cli.cmd_config",
+    "completion": "desync.cli.cmd_docs",
+    "manpage": "desync.cli.cmd_docs",
 }
 _GLOBAL_WITH_VALUE = ("--digest", "--config")
 
@@ -117,11 +121,25 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
-    """Parse ``argv``; arguments the command does not know are blamed on the command, not on ``desync``."""
+    """Parse ``argv``; arguments the command does not know are blamed on the command, not on ``desync``.
+
+    Boolean flags also take the Go tool's ``--flag=true|false`` spelling (see explicit_bools).
+    """
+    command = command_name(argv)
+    values: dict[str, bool] = {}
+    argv = list(argv)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            try:
+                argv, values = explicit_bools(action.choices[command], argv)
+            except argparse.ArgumentError as bad:
+                raise UsageError(f"{bad} (see '{parser.prog} {command} --help')") from None
     args, extra = parser.parse_known_args(argv)
+    for dest, value in values.items():
+        setattr(args, dest, value)
     if extra:
-        command = getattr(args, "command", None)
-        prog = f"{parser.prog} {command}" if command else parser.prog
+        named = getattr(args, "command", None)
+        prog = f"{parser.prog} {named}" if named else parser.prog
         raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{prog} --help')")
     return args
 

@@ -6,7 +6,10 @@ exit status 128 + signal.  A repeat during the cleanup is ignored; a
 SIGHUP that was ignored when we started (nohup) stays ignored.
 """
 
+import os
 import signal
+import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Final
 
@@ -43,3 +46,32 @@ def received() -> int:
 def terminated() -> bool:
     """Whether SIGTERM or SIGHUP (not Ctrl-C) interrupted the command."""
     return bool(_received)
+
+
+def on_hangup(callback: Callable[[], None]) -> None:
+    """Run ``callback`` on a thread of its own for every SIGHUP, even while the main thread is in C code.
+
+    A long-running mount sits inside libfuse, where a Python signal handler
+    never gets to run; the interpreter still writes each signal to its
+    wakeup descriptor at once, so a thread reading that pipe hears it.
+    Installing a handler also keeps libfuse from making SIGHUP unmount
+    (it only takes signals that have none).  Main thread only.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.signal(signal.SIGHUP, _ignore)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            got = os.read(read_end, 64)
+            if not got:
+                return
+            for _ in range(got.count(bytes([signal.SIGHUP]))):
+                callback()
+
+    threading.Thread(target=watch, name="desync-sighup", daemon=True).start()
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """SIGHUP's Python-level handler: the work happens on the on_hangup thread."""

@@ -21,7 +21,7 @@ from ..catar.output import write_archive
 from ..catar.seedfiles import SeedFiles
 from ..chunker import Chunker
 from ..digest import Digest
-from ..errors import DesyncError
+from ..errors import DesyncError, InvalidArgument
 from ..index import Index
 from ..parallel import ordered_map
 from ..progress import Progress
@@ -60,22 +60,26 @@ def open_input(path: str) -> IO[bytes]:
 
 
 def archive_items(source: str, flags: int, *, tar_input: bool = False, excludes: Sequence[str] = (),
-                  slices: bool = False) -> Iterator[bytes | FileSlice]:
+                  slices: bool = False, zero_times: bool = False, add_root: bool = False) -> Iterator[bytes | FileSlice]:
     """The catar of the directory ``source`` (or of the tar stream ``source`` with ``tar_input``).
 
-    With ``slices``, larger files' contents stay in the files (see encode_items).
+    With ``slices``, larger files' contents stay in the files (see encode_items).  ``zero_times``
+    stores every mtime as 0 (``--no-time``); ``add_root`` gives a tar stream's tree a fresh root
+    directory (``--tar-add-root``).
     """
+    if add_root and not tar_input:
+        raise InvalidArgument("--tar-add-root works only with --input-format tar")
     if tar_input:
         f = open_input(source)
         try:
-            yield from tar_to_catar(f, flags)
+            yield from tar_to_catar(f, flags, zero_times=zero_times, add_root=add_root)
         finally:
             if source != "-":
                 f.close()
         return
     if not os.path.isdir(source):
         raise DesyncError(f"{source} is not a directory")
-    yield from encode_items(source, flags, EncodeOptions(excludes=list(excludes)),
+    yield from encode_items(source, flags, EncodeOptions(excludes=list(excludes), zero_times=zero_times),
                             inline_limit=INLINE_LIMIT if slices else -1)
 
 
@@ -133,7 +137,8 @@ def catar_events(path: str) -> Events:
     return decode(open_input(path))
 
 
-def extract_to_disk(events: Events, target: str, *, same_owner: bool = True, xattrs: bool = True,
+def extract_to_disk(events: Events, target: str, *, same_owner: bool = True, same_permissions: bool = True,
+                    xattrs: bool = True,
                     on_warning: Callable[[str], None] | None = None, delete: bool = False,
                     seed_files: SeedFiles | None = None) -> None:
     """Extract the entries into the directory ``target``; without ``xattrs`` no xattrs, ACLs or capabilities.
@@ -141,7 +146,8 @@ def extract_to_disk(events: Events, target: str, *, same_owner: bool = True, xat
     ``delete`` removes what the archive does not have (an existing target
     updated in place); ``seed_files`` lends file contents from seed trees.
     """
-    opts = ExtractOptions(no_same_owner=not same_owner, on_warning=on_warning, delete=delete, seed_files=seed_files)
+    opts = ExtractOptions(no_same_owner=not same_owner, no_same_permissions=not same_permissions,
+                          on_warning=on_warning, delete=delete, seed_files=seed_files)
     if not xattrs:
         opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
     extract_events(events, target, opts)

@@ -18,9 +18,12 @@ import sys
 import urllib.parse
 from http import HTTPStatus
 
-from ..errors import DesyncError
+from ..errors import DesyncError, IndexMissing
 from ..fsutil import UnreadableFile, open_regular, write_atomic_with, write_all
 from ..index import INDEX_SIZE_LIMIT, IndexCheck
+from ..stores.base import StoreOptions
+from ..stores.capabilities import IndexWriteStore
+from ..stores.indexes import index_store, read_index_bytes
 from .httpd import BodyStream, IncompleteBody, Reply, Request, text
 
 _OCTETS = "application/octet-stream"
@@ -149,3 +152,77 @@ def _check_file(fd: int, size: int, name: str) -> None:
         check.feed(block)
         offset += len(block)
     check.finish()
+
+
+class StoreIndexService:
+    """GET/HEAD/PUT of indexes kept in a remote index store (HTTP, S3, SFTP), as the Go index server proxies.
+
+    Names are checked as for a directory (:func:`index_name`); each request
+    reads or writes ``BASE/NAME`` through the index store API, the upload
+    validated as an index before it is passed on.
+    """
+
+    def __init__(self, base: str, options: StoreOptions, writable: bool = False) -> None:
+        self.base = base.rstrip("/")
+        self.options = options
+        self.writable = writable
+        self.quote = urllib.parse.urlsplit(base).scheme.lower() in ("http", "https")
+
+    def location(self, name: str) -> str:
+        return f"{self.base}/{urllib.parse.quote(name) if self.quote else name}"
+
+    def __call__(self, req: Request) -> Reply:
+        try:
+            name = index_name(req.target)
+        except UnicodeDecodeError:
+            name = ""
+        if not name:
+            return text(HTTPStatus.BAD_REQUEST, "invalid index name")
+        if req.method in ("GET", "HEAD"):
+            return self._get(name)
+        if req.method == "PUT":
+            return self._put(name, req.stream)
+        return text(HTTPStatus.METHOD_NOT_ALLOWED, "only GET, PUT and HEAD are supported")
+
+    def _get(self, name: str) -> Reply:
+        location = self.location(name)
+        try:
+            data = read_index_bytes(location, self.options)
+            check = IndexCheck(name)
+            check.feed(data)
+            check.finish()
+        except IndexMissing:
+            return text(HTTPStatus.NOT_FOUND, "index not found")
+        except DesyncError as exc:
+            sys.stderr.write(f"desync: {exc}\n")
+            return text(HTTPStatus.BAD_REQUEST, "failed to retrieve index")
+        return Reply(HTTPStatus.OK, data, _OCTETS)
+
+    def _put(self, name: str, body: BodyStream | None) -> Reply:
+        if not self.writable:
+            return text(HTTPStatus.BAD_REQUEST, "writing to upstream index store is not enabled")
+        if body is None:
+            return text(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+        check = IndexCheck(name)
+        data = bytearray()
+        try:
+            while True:
+                block = body.read(_BLOCK)
+                if not block:
+                    break
+                check.feed(block)
+                data += block
+            check.finish()
+        except DesyncError as invalid:
+            return text(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"invalid index: {invalid}")
+        except IncompleteBody:
+            return text(HTTPStatus.BAD_REQUEST, "incomplete request body")
+        store = index_store(self.base)
+        if not isinstance(store, IndexWriteStore):
+            return text(HTTPStatus.BAD_REQUEST, "upstream index store does not support writing")
+        try:
+            store.write_index_bytes(self.location(name), bytes(data), self.options)
+        except DesyncError as exc:
+            sys.stderr.write(f"desync: {exc}\n")
+            return text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error")
+        return Reply(HTTPStatus.OK)

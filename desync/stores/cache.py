@@ -27,6 +27,9 @@ class CachedStore(Store):
     def __init__(self, backend: ReadStore, cache: WriteStore, on_error: Callable[[str], None] | None = None) -> None:
         self.backend = backend
         self.cache = cache
+        # An invalid cache entry is replaced from the backend (the Go tool's --cache-repair, its default);
+        # without repair it fails the read, so a damaged cache is noticed.
+        self.repair = True
         self.location = f"{backend} (cache {cache})"
         self._on_error = on_error
         self._lock = threading.Lock()
@@ -49,6 +52,8 @@ class CachedStore(Store):
             except ChunkMissing:
                 pass
             except ChunkInvalid:
+                if not self.repair:
+                    raise
                 self._drop(chunk_id)
             except (StoreError, OSError) as read_error:
                 self._failed(read_error)
@@ -65,6 +70,8 @@ class CachedStore(Store):
             try:
                 found = self.cache.fetch_chunks(requests)
             except ChunkInvalid:
+                if not self.repair:
+                    raise
                 # A damaged cache entry: this batch goes one by one, which drops it and fills it again.
                 return super().fetch_chunks(requests)
             except (StoreError, OSError) as read_error:
@@ -146,10 +153,15 @@ class PrunableCachedStore(WritableCachedStore):
         return self.pruner.remove_stray_files()
 
 
-def cached_store(backend: ReadStore, cache: WriteStore, on_error: Callable[[str], None] | None = None) -> CachedStore:
-    """``backend`` behind ``cache``, with every capability the backend has."""
+def cached_store(backend: ReadStore, cache: WriteStore, on_error: Callable[[str], None] | None = None,
+                 repair: bool = True) -> CachedStore:
+    """``backend`` behind ``cache``, with every capability the backend has; ``repair`` as CachedStore.repair."""
+    store: CachedStore
     if isinstance(backend, PrunableStore):
-        return PrunableCachedStore(backend, cache, on_error)
-    if isinstance(backend, WriteStore):
-        return WritableCachedStore(backend, cache, on_error)
-    return CachedStore(backend, cache, on_error)
+        store = PrunableCachedStore(backend, cache, on_error)
+    elif isinstance(backend, WriteStore):
+        store = WritableCachedStore(backend, cache, on_error)
+    else:
+        store = CachedStore(backend, cache, on_error)
+    store.repair = repair
+    return store

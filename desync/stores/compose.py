@@ -39,8 +39,10 @@ def chain(locations: Sequence[str], options_for: OptionsFor, writable: bool = Fa
 
 def cached(store: Store, cache: str, options_for: OptionsFor,
            on_unusable: Callable[[str], None] | None = None,
-           on_error: Callable[[str], None] | None = None) -> Store:
+           on_error: Callable[[str], None] | None = None, repair: bool = True) -> Store:
     """``store`` with the store at ``cache`` in front: read first, filled on a miss.
+
+    ``repair`` replaces an invalid cache entry from ``store``; without it such an entry fails the read.
 
     A cache that cannot be opened or cannot store chunks fails the call,
     unless ``on_unusable`` is given: it is then told why and the store goes
@@ -60,5 +62,5 @@ def cached(store: Store, cache: str, options_for: OptionsFor,
             raise StoreError(f"cache {cache} cannot store chunks (a cache needs a local, SFTP, S3 or HTTP store)")
         on_unusable(f"cache {cache} is not usable, continuing without it: it cannot store chunks")
         return store
-    return cached_store(store, cache_store, on_error=on_error)
+    return cached_store(store, cache_store, on_error=on_error, repair=repair)
 

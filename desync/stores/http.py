@@ -13,7 +13,7 @@ import urllib.parse
 from ..chunk import Chunk
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX, INDEX_SIZE_LIMIT
-from ..errors import ChunkMissing, DesyncError, StoreError
+from ..errors import ChunkMissing, DesyncError, IndexMissing, StoreError
 from .base import Store, StoreOptions, stored_chunk
 from .layout import chunk_name
 from .httpclient import HTTPClient, Response
@@ -100,7 +100,7 @@ def read_http_index(location: str, options: StoreOptions) -> bytes:
     finally:
         client.close()
     if resp.status == 404:
-        raise DesyncError(f"index {location} not found")
+        raise IndexMissing(location)
     if resp.status != 200:
         raise DesyncError(f"cannot read index {location}: {resp.reason()}")
     return resp.body

@@ -84,6 +84,7 @@ class _LocalIndexes:
 
 
 _LOCAL: Final = _LocalIndexes()
+LOCAL_INDEXES: Final[IndexReadStore] = _LOCAL  # what index_store() gives for files on this machine
 # scheme -> its index store
 _SCHEMES: Final[dict[str, IndexReadStore]] = {}
 

@@ -135,6 +135,15 @@ class LocalStore(Store):
         except OSError as exc:
             raise StoreError(f"store {self.path}: cannot read chunk {chunk_id.hex()}: {exc.strerror}") from None
 
+    def stored_size(self, chunk_id: bytes) -> int:
+        """Bytes of the chunk's compressed file; 0 when the store keeps chunks uncompressed or has no such file."""
+        if self.options.uncompressed:
+            return 0
+        try:
+            return os.stat(self._paths(chunk_id)[0]).st_size
+        except OSError:
+            return 0
+
     def has_chunk(self, chunk_id: bytes) -> bool:
         first, second = self._paths(chunk_id)
         return os.path.exists(first) or os.path.exists(second)

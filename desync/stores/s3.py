@@ -32,7 +32,7 @@ from ..chunk import Chunk, verify_stored
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..digest import Digest
-from ..errors import ChunkInvalid, ChunkMissing, DesyncError, InvalidArgument, StoreError
+from ..errors import ChunkInvalid, ChunkMissing, DesyncError, IndexMissing, InvalidArgument, StoreError
 from ..fsutil import capped_pieces
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
@@ -521,7 +521,7 @@ def read_s3_index(location: str, options: StoreOptions) -> bytes:
         if found is None:
             raise
         if found.code in _MISSING:
-            raise DesyncError(f"index {location} not found") from None
+            raise IndexMissing(location) from None
         if found.code == "NoSuchBucket":
             raise DesyncError(f"cannot read index {location}: bucket {loc.bucket} does not exist") from None
         raise DesyncError(f"cannot read index {location}: {found.message}") from None

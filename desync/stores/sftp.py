@@ -20,7 +20,7 @@ from ..chunk import Chunk, verify_stored
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..digest import Digest
-from ..errors import ChunkInvalid, ChunkMissing, DesyncError, StoreError
+from ..errors import ChunkInvalid, ChunkMissing, DesyncError, IndexMissing, StoreError
 from ..index import INDEX_SIZE_LIMIT
 from ..protocol import sftp as s
 from ..protocol.sftp_client import SFTPSession
@@ -222,8 +222,12 @@ def read_sftp_index(location: str, options: StoreOptions) -> bytes:
     session = _open_session(target, f"index {location}", options)
     try:
         return session.read_file(target.path, INDEX_SIZE_LIMIT)
-    except (s.StatusError, s.TooLarge) as exc:
+    except s.StatusError as exc:
+        if exc.code == s.FX_NO_SUCH_FILE:
+            raise IndexMissing(location) from None
         raise DesyncError(f"cannot read index {location}: {exc}") from None
+    except s.TooLarge as too_large:
+        raise DesyncError(f"cannot read index {location}: {too_large}") from None
     finally:
         session.close()
 

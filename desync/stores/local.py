@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Final, TypeVar
 
-from .. import fsutil, tempnames
+from .. import compression, fsutil, tempnames
 from ..chunk import Chunk, verify_stored
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..compression import stored_size_limit
@@ -184,7 +184,8 @@ class LocalStore(Store):
             payload = chunk.data()
             final = os.path.join(prefix, h)
         else:
-            payload = chunk.compressed()
+            payload = chunk.compressed() if self.options.compression == "zstd" else \
+                compression.compress_as(chunk.data(), self.options.compression)
             final = os.path.join(prefix, h + self.suffix)
         # The prefix directory is not remembered: prune or verify -r (here or in another process) may
         # remove it at any time, so a write that finds it missing creates it and tries again.

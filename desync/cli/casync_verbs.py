@@ -35,7 +35,7 @@ from ..ops.seed import SeedOptions, SeedSet, load_seeds
 from ..ops.treeseed import TreeSeed, TreeSeedStats
 from ..protocol.files import parse_ssh_path, push_archive, push_index, with_last_component
 from ..reflink import RangeCopier
-from ..stores import PrunableStore, Store, StoreOptions, WriteStore, compose
+from ..stores import PrunableStore, Store, StoreOptions, WriteStore
 from ..stores.indexes import write_index
 from .casync_cli import CasyncOptions
 
@@ -135,13 +135,12 @@ def default_store(opts: CasyncOptions, index_location: str | None) -> str:
 
 def _read_store(opts: CasyncOptions, index_location: str | None, digest: Digest) -> Store:
     locations = [default_store(opts, index_location), *opts.extra_stores]
-    options = _store_options(opts, digest)
-    return compose.chain([cs.store_location(loc) for loc in locations], lambda _loc: options)
+    return cs.chain_stores(locations, _store_options(opts, digest))
 
 
 def _write_store(opts: CasyncOptions, location: str) -> WriteStore:
     options = _store_options(opts)
-    store = compose.open_location(cs.store_location(location), lambda _loc: options, writable=True)
+    store = cs.open_store(location, options, writable=True)
     if not isinstance(store, WriteStore):
         store.close()
         raise UsageError(f"store {location} cannot be written to (a local directory, or host:/path as part of "
@@ -751,7 +750,7 @@ def verb_gc(opts: CasyncOptions, args: list[str]) -> int:
         digest = digest or index.digest
     location = default_store(opts, _strip_file_url(args[0]))
     options = _store_options(opts, digest)
-    store = compose.open_location(cs.store_location(location), lambda _loc: options)
+    store = cs.open_store(location, options)
     if not isinstance(store, PrunableStore):
         store.close()
         raise UsageError(f"store {location} cannot be garbage collected (needs a local directory)")

@@ -26,7 +26,11 @@ from ..digest import Digest
 from ..errors import DesyncError, InvalidArgument
 from ..index import INDEX_SIZE_LIMIT, Index
 from ..index import parse as parse_index
-from ..protocol.files import SSHPath, parse_ssh_path, pull_file, pull_index_bytes
+from ..protocol.files import SSHPath, casync_command, parse_ssh_path, pull_file, pull_index_bytes
+from ..stores import compose
+from ..stores.base import Store
+from ..stores.router import StoreRouter
+from ..stores.ssh import SSHStore
 from ..stores.base import StoreOptions
 from ..stores.capabilities import ReadStore
 from ..stores.indexes import read_index
@@ -51,6 +55,29 @@ def store_location(location: str) -> str:
         return location
     path = ssh.path if ssh.path.startswith("/") else "/" + ssh.path
     return f"ssh://{ssh.host}{path}"
+
+
+def open_store(location: str, options: StoreOptions, writable: bool = False) -> Store:
+    """A casync store location; ``host:/path`` is read over SSH with the argv casync uses."""
+    ssh = parse_ssh_path(location)
+    if ssh is None:
+        return compose.open_location(location, lambda _loc: options, writable)
+    store = SSHStore(store_location(location), options)
+    store.argv = casync_command(ssh, "pull", "-", "-", ssh.path)
+    return store
+
+
+def chain_stores(locations: list[str], options: StoreOptions) -> Store:
+    """The stores in order, asked one after the other for each chunk."""
+    stores: list[Store] = []
+    try:
+        for location in locations:
+            stores.append(open_store(location, options))
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    return stores[0] if len(stores) == 1 else StoreRouter(stores)
 
 
 def load_index(location: str, options: StoreOptions) -> Index:

@@ -8,6 +8,8 @@ messages.  The remote end may be casync or ``desync pull``/``push``
 synchronously on the calling thread.
 """
 
+import re
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from .transport import SSHProcess, remote_program, shell_quote, ssh_program
 
 # Seconds a finished remote end gets to exit before it is killed.
 _EXIT_GRACE = 5.0
+_SAFE = re.compile(r"[A-Za-z0-9_./,:+@%=-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +59,15 @@ def with_last_component(location: str, name: str) -> str:
     return name
 
 
-def _command(target: SSHPath, verb: str, archive: str, index: str, store: str) -> list[str]:
-    words = [shell_quote(w) if w != "-" else w for w in (archive, index, store)]
-    return [ssh_program(), "--", target.host, f"{remote_program()} {verb} - {' '.join(words)}"]
+def casync_command(target: SSHPath, verb: str, archive: str, index: str, store: str) -> list[str]:
+    """ssh argv as casync builds it: ``ssh HOST REMOTE VERB - ARCHIVE INDEX STORE``, one word each.
+
+    ssh joins the words for the remote shell, so a path with characters the
+    shell would interpret is single-quoted; plain paths stay bare, which is
+    also what a local stand-in for ssh (casync's pseudo-ssh) can run.
+    """
+    words = [w if w == "-" or _SAFE.fullmatch(w) else shell_quote(w) for w in (archive, index, store)]
+    return [ssh_program(), target.host, *shlex.split(remote_program()), verb, "-", *words]
 
 
 class _Session:
@@ -66,7 +75,7 @@ class _Session:
 
     def __init__(self, target: SSHPath, verb: str, archive: str, index: str, store: str, wants: int) -> None:
         self.label = str(target)
-        self.proc = SSHProcess(_command(target, verb, archive, index, store), self.label)
+        self.proc = SSHProcess(casync_command(target, verb, archive, index, store), self.label)
         self.reader = MessageReader(self.proc.in_fd)
         self.writer = MessageWriter(self.proc.out_fd)
         try:

@@ -257,7 +257,7 @@ def _make_index(opts: CasyncOptions, what: str, source: str | None, output: str 
         if target is None or target.host != remote.host:
             raise UsageError(f"the store of {output} must be on the same host (host:/path), not {store_location}")
         remote_store = target.path
-        staging = tempfile.mkdtemp(prefix=".casync-push-", dir=os.environ.get("TMPDIR") or None)
+        staging = tempfile.mkdtemp(prefix=".casync-push-")
         store_location = os.path.join(staging, "store")
     cache = _tree_cache(opts, source, what)
     try:
@@ -280,9 +280,11 @@ def _make_index(opts: CasyncOptions, what: str, source: str | None, output: str 
                         cache.save(index)
             else:
                 reader = cs.HashingReader(_open_blob(source), opts.digest)
-                with reader:
+                try:
                     index = chunk_file(reader, chunker, opts.digest, store,  # type: ignore[arg-type]
                                        workers=WORKERS, flags=flags, stats=stats)
+                finally:
+                    reader.close()
                 digest = reader.digest()
             if remote is not None:
                 local = store

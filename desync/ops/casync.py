@@ -26,6 +26,7 @@ from ..digest import Digest
 from ..errors import DesyncError, InvalidArgument
 from ..index import INDEX_SIZE_LIMIT, Index
 from ..index import parse as parse_index
+from ..rawio import BlockSource
 from ..protocol.files import SSHPath, casync_command, parse_ssh_path, pull_file, pull_index_bytes
 from ..stores import compose
 from ..stores.base import Store
@@ -92,7 +93,7 @@ def open_archive(location: str, options: StoreOptions) -> IO[bytes]:
     """A catar stream from a file, stdin (``-``), an HTTP(S) URL or ``host:/path``."""
     ssh = parse_ssh_path(location)
     if ssh is not None:
-        return io.BufferedReader(_PieceReader(pull_file(ssh, archive=True)), _BLOCK)
+        return io.BufferedReader(BlockSource(pull_file(ssh, archive=True)), _BLOCK)
     if location.lower().startswith(("http://", "https://")):
         return _http_get(location, options)
     if is_url(location):
@@ -103,28 +104,6 @@ def open_archive(location: str, options: StoreOptions) -> IO[bytes]:
         return open(location, "rb")
     except OSError as exc:
         raise DesyncError(f"cannot open {location}: {exc.strerror}") from None
-
-
-class _PieceReader(io.RawIOBase):
-    """A readable stream over an iterator of byte pieces."""
-
-    def __init__(self, pieces: Iterator[bytes]) -> None:
-        self.pieces = pieces
-        self.left = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: "memoryview | bytearray") -> int:  # type: ignore[override]
-        while not self.left:
-            piece = next(self.pieces, None)
-            if piece is None:
-                return 0
-            self.left = piece
-        n = min(len(buf), len(self.left))
-        buf[:n] = self.left[:n]
-        self.left = self.left[n:]
-        return n
 
 
 def _http_get(url: str, options: StoreOptions) -> IO[bytes]:
@@ -257,21 +236,21 @@ class HashingPieces:
         return self.hash.digest()
 
 
-class HashingReader(io.RawIOBase):
-    """A raw reader that hashes what passes through (``make`` of a blob)."""
+class HashingReader:
+    """Reads through ``readinto`` while hashing what passes (``make`` of a blob prints its digest)."""
 
     def __init__(self, f: IO[bytes], digest: Digest) -> None:
         self.f = f
         self.hash = digest.hasher()
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: "memoryview | bytearray") -> int:  # type: ignore[override]
-        n: int = self.f.readinto(buf)  # type: ignore[attr-defined]
+    def readinto(self, buf: "memoryview | bytearray") -> int:
+        n: int = self.f.readinto(buf) or 0  # type: ignore[attr-defined]
         if n:
             self.hash.update(memoryview(buf)[:n])
-        return n or 0
+        return n
+
+    def close(self) -> None:
+        self.f.close()
 
     def digest(self) -> bytes:
         return self.hash.digest()

@@ -270,6 +270,18 @@ def compress(data: bytes | bytearray | memoryview) -> bytes:
     return binding().compress(data)
 
 
+def compress_as(data: bytes | bytearray | memoryview, kind: str) -> bytes:
+    """``data`` as one zstd, xz or gzip stream: the three formats casync writes (``--compression``)."""
+    if kind == "zstd":
+        return compress(data)
+    if kind == "xz":
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+    if kind == "gzip":
+        packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+        return packer.compress(data) + packer.flush()
+    raise DesyncError(f"unknown compression {kind!r} (zstd, xz or gzip)")
+
+
 def decompress(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> bytes:
     """Decompress a chunk file in any format casync writes, producing at most ``limit`` bytes.
 

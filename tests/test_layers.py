@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "desync.stores": STORES,
     "desync.protocol.transport": STORES,
     "desync.protocol.client": STORES,
+    "desync.protocol.files": STORES,
     "desync.protocol.sftp_client": STORES,
     "desync.protocol.session": STORES,
     "desync.protocol.scheduler": STORES,

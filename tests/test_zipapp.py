@@ -338,3 +338,21 @@ def test_missing_optional_packages_are_named(app: Zipapp, data: Path, tmp_path: 
     proc = app.run("mount-index", "-s", data / "store", data / "blob.caibx", mountpoint, check=False)
     assert "mfusepy" in assert_one_line_error(proc)
 
+
+
+@requires_casync
+def test_zipapp_offers_the_casync_mode(app: Zipapp, data: Path, tmp_path: Path) -> None:
+    """Started under the name casync (a link to the zipapp) or as ``desync.pyz casync``: casync's command line."""
+    link = tmp_path / "casync"
+    link.symlink_to(app.pyz)
+    tree = data / "tree"
+    want_list = run_casync("list", tree).stdout
+    assert app.run("casync", "list", tree).stdout == want_list
+    named = subprocess.run([str(app.python), str(link), "list", str(tree)], capture_output=True, check=True,
+                           cwd=NEUTRAL_DIR, env=_clean_env())
+    assert named.stdout == want_list
+    made = subprocess.run([str(app.python), str(link), "make", str(tmp_path / "t.caidx"), str(tree)],
+                          capture_output=True, check=True, cwd=NEUTRAL_DIR, env=_clean_env())
+    (tmp_path / "ref").mkdir()
+    assert made.stdout == run_casync("make", tmp_path / "ref" / "t.caidx", tree).stdout
+    assert (tmp_path / "t.caidx").read_bytes() == (tmp_path / "ref" / "t.caidx").read_bytes()

@@ -166,13 +166,22 @@ def _error(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    # casync mode: "desync casync VERB ...", or started under the name casync (a symlink).
+    casync_mode = (argv is None and invoked_as_casync(sys.argv[0])) or raw[:1] == ["casync"]
+    if raw[:1] == ["casync"]:
+        raw = raw[1:]
     # casync puts server options before the verb and expects status 1 for any server failure.
-    args_list, server = prepare_argv(sys.argv[1:] if argv is None else argv)
+    args_list, server = prepare_argv(raw)
     verbose = "--verbose" in args_list or "-v" in args_list
     try:
         stopsignals.install(command_name(args_list))
         if fileio_module is not None:
             fileio_module.tune_allocator()
+        if casync_mode and not server:
+            from . import casync_cli
+
+            return casync_cli.run(args_list)
         parser = build_parser(args_list)
         args = parse_args(parser, args_list)
         if not getattr(args, "func", None):
@@ -212,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             _print_traceback()
         return 1
+
+
+def invoked_as_casync(program: str) -> bool:
+    """True when the program was started under the name ``casync`` (a link to desync or its zipapp)."""
+    return os.path.basename(program) == "casync"
 
 
 def _quiet_stdout() -> None:

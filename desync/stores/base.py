@@ -24,6 +24,8 @@ class StoreOptions:
     digest: Digest = DEFAULT
     skip_verify: bool = False
     uncompressed: bool = False
+    # How new chunk files are compressed: zstd (default), or xz or gzip as casync --compression writes.
+    compression: str = "zstd"
     timeout: float = 60.0
     error_retry: int = 3
     error_retry_base_interval: float = 0.5

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Final, TypeVar
 
-from .. import fsutil, tempnames
+from .. import compression, fsutil, tempnames
 from ..chunk import Chunk, verify_stored
 from ..constants import COMPRESSED_CHUNK_SUFFIX
 from ..compression import stored_size_limit
@@ -194,7 +194,8 @@ class LocalStore(Store):
             payload = chunk.data()
             final = os.path.join(prefix, h)
         else:
-            payload = chunk.compressed()
+            payload = chunk.compressed() if self.options.compression == "zstd" else \
+                compression.compress_as(chunk.data(), self.options.compression)
             final = os.path.join(prefix, h + self.suffix)
         # A prefix directory this process made or wrote into is written to directly; others are made
         # first (an empty store has none), so the common case costs no failed open.  prune or verify -r

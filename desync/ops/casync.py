@@ -1,0 +1,338 @@
+"""What ``casync`` verbs need beyond the other operations: locations, subtrees, digests.
+
+casync names files as local paths, ``-`` (stdin/stdout), ``http(s)://``
+URLs and ``host:/path`` (SSH, :mod:`desync.protocol.files`).  Its
+``list``, ``mtree``, ``digest`` and ``extract`` take an optional path inside
+the archive ("seek path"); :func:`subtree` selects that part of a decoded
+archive.  ``digest`` prints the digest of the archive stream (for a
+directory, of its encoding; for a subtree, of the bytes from its ENTRY to
+the end of its GOODBYE, which are the bytes encoding that directory on its
+own gives), or of a blob or a single file's contents.
+"""
+
+import http.client
+import io
+import os
+import ssl
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
+
+from .. import digest as digest_mod
+from .. import fsutil
+from ..catar import DirEnd, Node
+from ..catar.format import GOODBYE_ITEM_SIZE, GOODBYE_TAIL_SIZE, HEADER_SIZE
+from ..digest import Digest
+from ..errors import DesyncError, InvalidArgument
+from ..index import INDEX_SIZE_LIMIT, Index
+from ..index import parse as parse_index
+from ..rawio import BlockSource
+from ..protocol.files import SSHPath, casync_command, parse_ssh_path, pull_file, pull_index_bytes
+from ..stores import compose
+from ..stores.base import Store
+from ..stores.router import StoreRouter
+from ..stores.ssh import SSHStore
+from ..stores.base import StoreOptions
+from ..stores.capabilities import ReadStore
+from ..stores.indexes import read_index
+
+Events = Iterator[Node | DirEnd]
+_BLOCK = 1 << 20
+
+
+def is_url(location: str) -> bool:
+    return location.lower().startswith(("http://", "https://", "ftp://", "sftp://"))
+
+
+def is_local(location: str) -> bool:
+    """A local path or ``-``: not a URL and not ``host:/path``."""
+    return not is_url(location) and parse_ssh_path(location) is None
+
+
+def store_location(location: str) -> str:
+    """A casync store location as the store layer names it (``host:/path`` is ``ssh://host/path``)."""
+    ssh = parse_ssh_path(location)
+    if ssh is None:
+        return location
+    path = ssh.path if ssh.path.startswith("/") else "/" + ssh.path
+    return f"ssh://{ssh.host}{path}"
+
+
+def open_store(location: str, options: StoreOptions, writable: bool = False) -> Store:
+    """A casync store location; ``host:/path`` is read over SSH with the argv casync uses."""
+    ssh = parse_ssh_path(location)
+    if ssh is None:
+        return compose.open_location(location, lambda _loc: options, writable)
+    store = SSHStore(store_location(location), options)
+    store.argv = casync_command(ssh, "pull", "-", "-", ssh.path)
+    return store
+
+
+def chain_stores(locations: list[str], options: StoreOptions) -> Store:
+    """The stores in order, asked one after the other for each chunk."""
+    stores: list[Store] = []
+    try:
+        for location in locations:
+            stores.append(open_store(location, options))
+    except BaseException:
+        for store in stores:
+            store.close()
+        raise
+    return stores[0] if len(stores) == 1 else StoreRouter(stores)
+
+
+def load_index(location: str, options: StoreOptions) -> Index:
+    """An index from a file, stdin (``-``), an HTTP(S) URL or ``host:/path``."""
+    ssh = parse_ssh_path(location)
+    if ssh is not None:
+        return parse_index(pull_index_bytes(ssh, INDEX_SIZE_LIMIT), str(ssh))
+    return read_index(location, options)
+
+
+def open_archive(location: str, options: StoreOptions) -> IO[bytes]:
+    """A catar stream from a file, stdin (``-``), an HTTP(S) URL or ``host:/path``."""
+    ssh = parse_ssh_path(location)
+    if ssh is not None:
+        return io.BufferedReader(BlockSource(pull_file(ssh, archive=True)), _BLOCK)
+    if location.lower().startswith(("http://", "https://")):
+        return _http_get(location, options)
+    if is_url(location):
+        raise InvalidArgument(f"{location}: only http(s):// and host:/path locations are supported")
+    if location == "-":
+        return fsutil.stdin_binary()
+    try:
+        return open(location, "rb")
+    except OSError as exc:
+        raise DesyncError(f"cannot open {location}: {exc.strerror}") from None
+
+
+def _http_get(url: str, options: StoreOptions) -> IO[bytes]:
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    timeout = options.timeout if options.timeout > 0 else None
+    conn: http.client.HTTPConnection
+    if parts.scheme.lower() == "https":
+        context = ssl.create_default_context(cafile=options.ca_cert or None)
+        if options.trust_insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    try:
+        conn.request("GET", path, headers={"Accept-Encoding": "identity"})
+        resp = conn.getresponse()
+    except (OSError, http.client.HTTPException) as exc:
+        raise DesyncError(f"GET {url}: {exc}") from None
+    if resp.status != 200:
+        conn.close()
+        raise DesyncError(f"GET {url}: {resp.status} {resp.reason}")
+    return resp
+
+
+def split_seek(seek: str) -> tuple[bytes, ...]:
+    """casync's subtree path: leading slashes and empty parts ignored; "" or "/" is the whole archive."""
+    return tuple(p for p in os.fsencode(seek).split(b"/") if p and p != b".")
+
+
+def subtree(events: Iterable[Node | DirEnd], seek: tuple[bytes, ...]) -> Events:
+    """The events of the entry at ``seek`` and below it (paths unchanged); an error if there is none."""
+    found = False
+    depth = len(seek)
+    for ev in events:
+        if ev.path[:depth] == seek:
+            found = True
+            yield ev
+            if isinstance(ev, DirEnd) and ev.path == seek:
+                return
+            if isinstance(ev, Node) and ev.path == seek and not ev.meta.is_dir:
+                return
+        elif found:
+            return
+    if not found:
+        raise DesyncError(f"{b'/'.join(seek).decode(errors='replace')}: no such entry in the archive")
+
+
+def rerooted(events: Iterable[Node | DirEnd], seek: tuple[bytes, ...]) -> Events:
+    """The subtree at ``seek`` as an archive of its own: the directory at ``seek`` becomes the root."""
+    n = len(seek)
+    for ev in subtree(events, seek):
+        if isinstance(ev, Node):
+            if ev.path == seek and not ev.meta.is_dir:
+                raise DesyncError(f"{b'/'.join(seek).decode(errors='replace')} is not a directory")
+            ev.path = ev.path[n:]
+        else:
+            ev.path = ev.path[n:]
+        yield ev
+
+
+def subtree_range(events: Iterable[Node | DirEnd], seek: tuple[bytes, ...]) -> tuple[Node, int, int]:
+    """The entry at ``seek`` and, for a directory, where its encoding starts and ends in the archive stream."""
+    node: Node | None = None
+    children = 0
+    for ev in subtree(events, seek):
+        if isinstance(ev, Node):
+            if ev.path == seek:
+                node = ev
+                if not ev.meta.is_dir:
+                    return ev, 0, 0
+            elif len(ev.path) == len(seek) + 1:
+                children += 1
+        elif ev.path == seek:
+            assert node is not None
+            end = ev.offset + HEADER_SIZE + GOODBYE_ITEM_SIZE * children + GOODBYE_TAIL_SIZE
+            return node, node.offset, end
+    raise DesyncError(f"{b'/'.join(seek).decode(errors='replace')}: no such entry in the archive")
+
+
+def digest_stream(pieces: Iterable[bytes | bytearray | memoryview], digest: Digest, start: int = 0,
+                  end: int = -1) -> bytes:
+    """The digest of the bytes ``start..end`` (``end`` -1: to the end) of a stream given in pieces."""
+    h = digest.hasher()
+    pos = 0
+    for piece in pieces:
+        n = len(piece)
+        lo = max(start - pos, 0)
+        hi = n if end < 0 else min(n, end - pos)
+        if hi > lo:
+            h.update(memoryview(piece)[lo:hi])
+        pos += n
+        if 0 <= end <= pos:
+            break
+    return h.digest()
+
+
+def file_pieces(f: IO[bytes]) -> Iterator[bytes]:
+    while True:
+        block = f.read(_BLOCK)
+        if not block:
+            return
+        yield block
+
+
+def payload_digest(node: Node, digest: Digest) -> bytes:
+    """The digest of a regular file's contents as the archive holds them."""
+    if node.payload is None:
+        raise DesyncError(f"{node.relpath.decode(errors='replace')} is not a regular file")
+    return digest_stream(node.payload.blocks(), digest)
+
+
+class HashingPieces:
+    """Passes byte pieces through while hashing them (for the digest ``casync make`` prints)."""
+
+    def __init__(self, pieces: Iterable[bytes], digest: Digest) -> None:
+        self.pieces = pieces
+        self.hash = digest.hasher()
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.pieces:
+            self.hash.update(piece)
+            yield piece
+
+    def digest(self) -> bytes:
+        return self.hash.digest()
+
+
+class HashingReader:
+    """Reads through ``readinto`` while hashing what passes (``make`` of a blob prints its digest)."""
+
+    def __init__(self, f: IO[bytes], digest: Digest) -> None:
+        self.f = f
+        self.hash = digest.hasher()
+
+    def readinto(self, buf: "memoryview | bytearray") -> int:
+        n: int = self.f.readinto(buf) or 0  # type: ignore[attr-defined]
+        if n:
+            self.hash.update(memoryview(buf)[:n])
+        return n
+
+    def close(self) -> None:
+        self.f.close()
+
+    def digest(self) -> bytes:
+        return self.hash.digest()
+
+
+def ssh_target(location: str) -> SSHPath | None:
+    return parse_ssh_path(location)
+
+
+def mapped(events: Iterable[Node | DirEnd], fn: Callable[[Node | DirEnd], None]) -> Events:
+    for ev in events:
+        fn(ev)
+        yield ev
+
+
+class TreeCache:
+    """casync's encoder cache (``make --cache``): a tree that did not change is not read again.
+
+    The cache directory keeps the last archive index made of the tree with
+    a key over what could change its archive: the feature flags, chunk
+    sizes and digest, and every entry's path, type, mode, owner, size,
+    device, inode and modification and change times (the change time
+    moves with xattrs, ACLs and chattr flags too).  A later ``make`` of the
+    same tree walks it with lstat only; when the key matches and the store
+    still holds every chunk, the cached index is the result.
+    """
+
+    KEY = "tree.key"
+    INDEX = "tree.caidx"
+
+    def __init__(self, path: str, root: str, flags: int, sizes: tuple[int, int, int], digest: Digest) -> None:
+        self.path = path
+        self.root = root
+        self.flags = flags
+        self.sizes = sizes
+        self.digest = digest
+        self._key = b""
+
+    def key(self) -> bytes:
+        """The digest of the tree's metadata walk (computed once per run)."""
+        if self._key:
+            return self._key
+        h = digest_mod.SHA512_256_DIGEST.hasher()
+        h.update(f"{self.flags:x} {self.sizes} {self.digest.name}\n".encode())
+        cache = os.path.abspath(self.path)
+        for dirpath, dirs, files in os.walk(self.root):
+            dirs.sort()
+            if os.path.abspath(dirpath) == cache:
+                dirs.clear()
+                continue
+            for name in [".", *sorted(files), *dirs]:
+                full = dirpath if name == "." else os.path.join(dirpath, name)
+                if os.path.abspath(full) == cache:
+                    continue
+                st = os.lstat(full)
+                h.update(os.fsencode(os.path.relpath(full, self.root)) + b"\0")
+                h.update(f"{st.st_mode} {st.st_uid} {st.st_gid} {st.st_size} {st.st_rdev} {st.st_dev} "
+                         f"{st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}\n".encode())
+        self._key = h.digest()
+        return self._key
+
+    def lookup(self, store: ReadStore) -> Index | None:
+        """The cached index when the tree is unchanged and its chunks are all in ``store``."""
+        try:
+            with open(os.path.join(self.path, self.KEY), "rb") as f:
+                saved = f.read()
+            with open(os.path.join(self.path, self.INDEX), "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        if saved != self.key():
+            return None
+        try:
+            index = parse_index(data, self.INDEX)
+        except DesyncError:
+            return None
+        if not all(store.has_chunk(cid) for cid in {c.id for c in index.chunks}):
+            return None
+        return index
+
+    def save(self, index: Index) -> None:
+        """Remember ``index`` for this state of the tree."""
+        os.makedirs(self.path, exist_ok=True)
+        fsutil.write_file_atomic(os.path.join(self.path, self.INDEX), index.to_bytes(), 0o644)
+        fsutil.write_file_atomic(os.path.join(self.path, self.KEY), self.key(), 0o644)

@@ -18,7 +18,6 @@ import threading
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Final
 
@@ -40,14 +39,20 @@ _LARGE = threading.Lock()
 XZ_MEMLIMIT: Final = 72 << 20
 
 
-@dataclass(frozen=True, slots=True)
 class ZstdFrame:
-    """What a zstd frame's headers say, read without decompressing it."""
+    """What a zstd frame's headers say, read without decompressing it.
 
-    content_size: int  # -1: not recorded
-    window_size: int
-    length: int  # bytes of the frame, checksum included
-    content_bound: int  # the most its blocks can hold: what a one-shot decode allocates at most
+    A plain class, not a dataclass: one is made per chunk read, and a
+    dataclass's generated ``__init__`` runs as interpreted code.
+    """
+
+    __slots__ = ("content_size", "window_size", "length", "content_bound")
+
+    def __init__(self, content_size: int, window_size: int, length: int, content_bound: int) -> None:
+        self.content_size = content_size  # -1: not recorded
+        self.window_size = window_size
+        self.length = length  # bytes of the frame, checksum included
+        self.content_bound = content_bound  # the most its blocks can hold: what a one-shot decode allocates
 
 
 def zstd_frame(raw: bytes) -> ZstdFrame:

@@ -118,6 +118,24 @@ def write_atomic_with(path: str, produce: Callable[[int], None], mode: int = 0o6
         raise
 
 
+_FS_ENCODING: Final = sys.getfilesystemencoding()
+_FS_ERRORS: Final = sys.getfilesystemencodeerrors()
+
+
+def fsencode(path: str) -> bytes:
+    """``os.fsencode`` of a str, compiled with the caller (the standard one runs as interpreted code)."""
+    return path.encode(_FS_ENCODING, _FS_ERRORS)
+
+
+def exists(path: str) -> bool:
+    """``os.path.exists`` compiled with the caller (the standard one runs as interpreted code)."""
+    try:
+        os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 class AtomicFile:
     """A file written under a temp name beside ``path``; :meth:`commit` renames it into place.
 
@@ -133,9 +151,9 @@ class AtomicFile:
     def __init__(self, path: str, mode: int = 0o666, tmp_name: str = "", durable: bool = True) -> None:
         self.path = path
         self.durable = durable
-        self.directory = os.path.dirname(os.path.abspath(path))
         if tmp_name:
-            self.tmp = os.path.join(self.directory, tmp_name)
+            # Beside ``path``, without os.path (interpreted code) on the chunk-writing path.
+            self.tmp = path[:path.rfind("/") + 1] + tmp_name
         else:
             tempnames.sweep_beside(path)
             self.tmp = tempnames.temp_beside(path)
@@ -153,7 +171,7 @@ class AtomicFile:
         os.rename(self.tmp, self.path)
         self.committed = True
         if self.durable:
-            sync_directory(self.directory)
+            sync_directory(os.path.dirname(os.path.abspath(self.path)))
 
     def discard(self) -> None:
         """Close and remove the temp file, unless committed; never raises."""

@@ -37,6 +37,8 @@ class LocalStore(Store):
         self._lock_fd = -1
         self._written = False
         self._prefixes: set[str] = set()
+        # Chunk paths are built by concatenation: os.path.join runs as interpreted code, per chunk.
+        self._root = os.path.join(path, "")
         if create:
             try:
                 os.makedirs(path, exist_ok=True)
@@ -48,7 +50,7 @@ class LocalStore(Store):
 
     def _paths(self, chunk_id: bytes) -> tuple[str, str]:
         """(preferred, fallback) file names: compressed first unless the store is uncompressed."""
-        base = os.path.join(self.path, chunk_name(chunk_id, ""))
+        base = self._root + chunk_name(chunk_id, "")
         compressed = base + self.suffix
         if self.options.uncompressed:
             return base, compressed
@@ -103,7 +105,8 @@ class LocalStore(Store):
         """Read form ``form`` (0 preferred, 1 the other) of the chunks at ``positions``; returns those not there."""
         paths = [self._paths(requests[i][0])[form] for i in positions]
         compressed = (form == 0) != self.options.uncompressed
-        raws = fsutil.read_files([os.fsencode(p) for p in paths], [stored_size_limit(requests[i][1]) for i in positions])
+        raws = fsutil.read_files([fsutil.fsencode(p) for p in paths],
+                                 [stored_size_limit(requests[i][1]) for i in positions])
         absent: list[int] = []
         for i, raw, path in zip(positions, raws, paths):
             cid, hint = requests[i]
@@ -146,7 +149,7 @@ class LocalStore(Store):
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         first, second = self._paths(chunk_id)
-        return os.path.exists(first) or os.path.exists(second)
+        return fsutil.exists(first) or fsutil.exists(second)
 
     def touch_chunk(self, chunk_id: bytes) -> None:
         for path in self._paths(chunk_id):
@@ -189,14 +192,14 @@ class LocalStore(Store):
 
     def put_chunk(self, chunk: Chunk) -> None:
         h = chunk.id.hex()
-        prefix = os.path.join(self.path, chunk_prefix(chunk.id))
+        prefix = self._root + chunk_prefix(chunk.id)
         if self.options.uncompressed:
             payload = chunk.data()
-            final = os.path.join(prefix, h)
+            final = f"{prefix}/{h}"
         else:
             payload = chunk.compressed() if self.options.compression == "zstd" else \
                 compression.compress_as(chunk.data(), self.options.compression)
-            final = os.path.join(prefix, h + self.suffix)
+            final = f"{prefix}/{h}{self.suffix}"
         # A prefix directory this process made or wrote into is written to directly; others are made
         # first (an empty store has none), so the common case costs no failed open.  prune or verify -r
         # (here or in another process) may remove a remembered one at any time: a write that finds it

@@ -47,9 +47,9 @@ class Digest:
         return f"Digest({self.name})"
 
 
-SHA512_256_DIGEST: Final = Digest(SHA512_256_NAME, "sha512_256", SHA512_256)
-SHA256_DIGEST: Final = Digest(SHA256_NAME, "sha256", 0)
-DEFAULT: Final = SHA512_256_DIGEST
+SHA512_256_DIGEST: Final[Digest] = Digest(SHA512_256_NAME, "sha512_256", SHA512_256)
+SHA256_DIGEST: Final[Digest] = Digest(SHA256_NAME, "sha256", 0)
+DEFAULT: Final[Digest] = SHA512_256_DIGEST
 
 
 def by_name(name: str) -> Digest:

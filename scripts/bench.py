@@ -724,7 +724,7 @@ class Bench:
         """Throughput and peak memory against the worker count (-n), beside single-threaded casync.
 
         The input is 4 GiB of random data on a machine with 8 cores or more, 512 MiB on a smaller
-        one (``--scaling-mib`` to choose).  One run per row: at these sizes a row takes seconds.
+        one (``--scaling-mib`` to choose).  Each cell is the median of up to three runs.
         Where py-spy is installed, the share of make's and extract's wall time during which some
         thread holds the GIL shows how far more cores could take them before the workers queue.
         """
@@ -734,13 +734,19 @@ class Bench:
         random_input(src, mib * MIB, seed=3)
         counts = (1, 2, 4, 8, 16)
         cs, ci = self.work / "cs", self.work / "c.caibx"
+        repeat = min(self.runs, 3)
 
         def run(cmd: list[str], before: Callable[[], None] | None = None) -> tuple[float, int]:
-            if before:
-                before()
-            out = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], check=True, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True).stderr.strip().splitlines()[-1].split()
-            return float(out[0]), int(out[1])
+            """Median wall time and largest peak RSS (KiB) of ``repeat`` runs."""
+            times, peaks = [], []
+            for _ in range(repeat):
+                if before:
+                    before()
+                out = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], check=True, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True).stderr.strip().splitlines()[-1].split()
+                times.append(float(out[0]))
+                peaks.append(int(out[1]))
+            return statistics.median(times), max(peaks)
 
         def cell(t: float) -> str:
             return f"{mib / t:.0f}"
@@ -771,7 +777,7 @@ class Bench:
                 ("make, chunks present (MiB/s)", [cell(c_present), *present]),
                 ("extract, local store (MiB/s)", [cell(c_extract), *extract]),
                 ("peak RSS of make, empty store (MiB)", [f"{c_rss / 1024:.0f}", *rss])]
-        lines = [f"{cores} cores, {mib} MiB random input on tmpfs, one run per cell.", "",
+        lines = [f"{cores} cores, {mib} MiB random input on tmpfs, median of {repeat} runs per cell.", "",
                  "| work | casync | " + " | ".join(f"-n {n}" for n in counts) + " |",
                  "|---|---|" + "---|" * len(counts)]
         lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]

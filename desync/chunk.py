@@ -16,7 +16,7 @@ from .errors import ChunkInvalid, InvalidArgument
 class Chunk:
     """``origin`` names the store the bytes came from, for error messages."""
 
-    __slots__ = ("id", "_data", "_compressed", "origin")
+    __slots__ = ("id", "_data", "_compressed", "origin", "_view")
 
     def __init__(self, chunk_id: bytes, data: bytes | None = None, compressed: bytes | None = None,
                  origin: str = "") -> None:
@@ -24,6 +24,19 @@ class Chunk:
         self._data = data
         self._compressed = compressed
         self.origin = origin
+        self._view: memoryview | None = None
+
+    @classmethod
+    def of_view(cls, chunk_id: bytes, view: memoryview) -> "Chunk":
+        """A chunk whose content is ``view`` (which must not change while the chunk is in use).
+
+        Compressing reads the view in place; a copy is made only if someone
+        asks for :meth:`data` — ``make`` stores its chunks without copying
+        them out of the input buffer while holding the GIL.
+        """
+        chunk = cls(chunk_id)
+        chunk._view = view
+        return chunk
 
     @classmethod
     def from_data(cls, data: bytes, digest: Digest) -> "Chunk":
@@ -35,6 +48,8 @@ class Chunk:
         Bytes that do not decompress are a :class:`ChunkInvalid` naming the
         chunk and its store (also under ``--skip-verify``).
         """
+        if self._data is None and self._view is not None:
+            self._data = bytes(self._view)
         if self._data is None:
             assert self._compressed is not None
             limit = size_hint if size_hint > 0 else CHUNK_SIZE_LIMIT
@@ -46,8 +61,9 @@ class Chunk:
 
     def compressed(self) -> bytes:
         if self._compressed is None:
-            assert self._data is not None
-            self._compressed = compression.compress(self._data)
+            content = self._data if self._data is not None else self._view
+            assert content is not None
+            self._compressed = compression.compress(content)
         return self._compressed
 
     def has_compressed(self) -> bool:
@@ -74,7 +90,7 @@ class Chunk:
         chunk is decoded in pieces feeding the hash, so a hostile frame
         costs no more memory than a piece however large it claims to be.
         """
-        if self._data is None and size_hint <= 0:
+        if self._data is None and self._view is None and size_hint <= 0:
             assert self._compressed is not None
             try:
                 actual, size = digest.sum_pieces(compression.decompressed_pieces(self._compressed,

@@ -2,7 +2,10 @@
 
 Thousands of small chunks make the per-item cost of a pool matter, and the
 command start-up pays for every import; these helpers use a C queue, no
-futures, and daemon threads so an interrupted command exits at once.
+futures, and daemon threads so an interrupted command exits at once.  They
+wait only on C primitives (``queue.SimpleQueue``, ``threading.Lock``): the
+standard Semaphore, Event and Condition run as Python code under the GIL,
+which every worker then queues for.
 """
 
 import queue
@@ -28,8 +31,11 @@ class Workers:
 
     def __init__(self, count: int, backlog: int = 0) -> None:
         self._jobs: "queue.SimpleQueue[Job | None]" = queue.SimpleQueue()
-        self._slots = threading.Semaphore(backlog or max(1, count) * 4)
-        self._stop = threading.Event()
+        # A counting semaphore made of a C queue of tokens.
+        self._slots: "queue.SimpleQueue[None]" = queue.SimpleQueue()
+        for _ in range(backlog or max(1, count) * 4):
+            self._slots.put(None)
+        self._stopped = False
         self._errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._loop, daemon=True, name="desync-worker")
                          for _ in range(max(1, count))]
@@ -42,13 +48,13 @@ class Workers:
             if job is None:
                 return
             try:
-                if not self._stop.is_set():
+                if not self._stopped:
                     job()
             except BaseException as failure:
                 self._errors.append(failure)
-                self._stop.set()
+                self._stopped = True
             finally:
-                self._slots.release()
+                self._slots.put(None)
 
     def _check(self) -> None:
         if self._errors:
@@ -56,7 +62,7 @@ class Workers:
 
     def submit(self, job: Job) -> None:
         self._check()
-        self._slots.acquire()
+        self._slots.get()
         self._jobs.put(job)
 
     def join(self) -> None:
@@ -73,7 +79,7 @@ class Workers:
 
     def abort(self) -> None:
         """Stop running further jobs; give running ones a moment, abandon any stuck in I/O."""
-        self._stop.set()
+        self._stopped = True
         for _ in self._threads:
             self._jobs.put(None)
         deadline = time.monotonic() + 2.0  # in all: many workers may be stuck at once
@@ -82,10 +88,13 @@ class Workers:
 
 
 class _Slot(Generic[R]):
+    """One item's result; ``done`` is held until the worker has stored it (a Lock is released by any thread)."""
+
     __slots__ = ("done", "value", "error")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.value: R | None = None
         self.error: BaseException | None = None
 
@@ -117,7 +126,7 @@ class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
             except BaseException as failure:
                 slot.error = failure
             finally:
-                slot.done.set()
+                slot.done.release()
         return run
 
     def _fill(self) -> None:
@@ -138,7 +147,7 @@ class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
                 self.close()
                 raise StopIteration
             slot = self._pending.popleft()
-            slot.done.wait()
+            slot.done.acquire()
         except BaseException:
             self.close()
             raise

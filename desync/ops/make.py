@@ -7,6 +7,7 @@ the GIL).  Segments in flight are bounded, so memory does not grow with
 the input size.
 """
 
+import mmap
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class _Pipeline:
         self.seen: set[bytes] = set()
         self.stored = Counter()
 
-    def submit(self, buf: bytearray, base: int, start: int, ends: list[int]) -> None:
+    def submit(self, buf: mmap.mmap, base: int, start: int, ends: list[int]) -> None:
         """Queue the chunks ``buf[start:ends[0]], ...``; ``base`` is buf[0]'s stream offset."""
         batch_start = start
         first = 0
@@ -60,10 +61,10 @@ class _Pipeline:
                 batch_start = end
                 first = i + 1
 
-    def _job(self, slot: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> Job:
+    def _job(self, slot: list[IndexChunk], buf: mmap.mmap, base: int, start: int, ends: list[int]) -> Job:
         return lambda: self._process(slot, buf, base, start, ends)
 
-    def _process(self, out: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> None:
+    def _process(self, out: list[IndexChunk], buf: mmap.mmap, base: int, start: int, ends: list[int]) -> None:
         view = memoryview(buf)
         store = self.store
         seen = self.seen
@@ -75,7 +76,7 @@ class _Pipeline:
             if store is not None and cid not in seen:
                 seen.add(cid)
                 if not store.has_chunk(cid):
-                    store.put_chunk(Chunk(cid, data=bytes(data)))
+                    store.put_chunk(Chunk.of_view(cid, data))  # segments are never written to once queued
                     self.stored.add()
             out.append(IndexChunk(base + pos, end - pos, cid))
             pos = end
@@ -92,6 +93,16 @@ class _Pipeline:
         self.pool.abort()
 
 
+def _segment_buffer(size: int) -> mmap.mmap:
+    """A zero-filled segment buffer that costs no memset under the GIL.
+
+    Anonymous memory comes zeroed from the kernel page by page as the
+    reader fills it (without the GIL); a bytearray would clear all of it
+    first, holding the GIL, for every segment.
+    """
+    return mmap.mmap(-1, size)
+
+
 class _Segmenter:
     """Feeds segments to the chunker, carrying the unfinished tail into the next one."""
 
@@ -99,7 +110,7 @@ class _Segmenter:
         self.chunker = chunker
         self.pipeline = pipeline
         self.size = max(SEGMENT_SIZE, 4 * chunker.max_size)
-        self.buf = bytearray(self.size)
+        self.buf = _segment_buffer(self.size)
         self.filled = 0
         self.base = 0
         self.total = 0
@@ -129,7 +140,7 @@ class _Segmenter:
             self.pipeline.submit(buf, self.base, 0, ends)
         done = ends[-1] if ends else 0
         tail = filled - done
-        nxt = bytearray(max(self.size, tail * 2))
+        nxt = _segment_buffer(max(self.size, tail * 2))
         nxt[:tail] = memoryview(buf)[done:filled]
         self.buf = nxt
         self.base += done

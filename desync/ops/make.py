@@ -26,6 +26,11 @@ from ..parallel import Counter, Job, Workers
 
 SEGMENT_SIZE: Final = 8 * 1024 * 1024
 BATCH_BYTES: Final = 1024 * 1024
+# Batches queued or being hashed and stored, whatever -n is: memory stays bounded on many cores.
+MAX_BACKLOG: Final = 32
+# From this many workers on, a segment's boundaries are found by several threads (Chunker.parallel_boundaries):
+# with fewer cores the workers already keep every core busy, and the reading thread is not the bottleneck.
+PARALLEL_CHUNKING_WORKERS: Final = 4
 
 
 @dataclass(slots=True)
@@ -43,7 +48,8 @@ class _Pipeline:
         self.store = store
         self.digest = digest
         self.progress = progress
-        self.pool = Workers(workers, backlog=max(2, workers) * 4)
+        self.workers = workers
+        self.pool = Workers(workers, backlog=min(MAX_BACKLOG, max(2, workers) * 4))
         self.results: list[list[IndexChunk]] = []
         self.seen: set[bytes] = set()
         self.stored = Counter()
@@ -135,7 +141,11 @@ class _Segmenter:
 
     def flush(self, final: bool) -> None:
         buf, filled = self.buf, self.filled
-        ends = self.chunker.boundaries(buf, 0, filled, final)
+        workers = self.pipeline.workers
+        if workers >= PARALLEL_CHUNKING_WORKERS:
+            ends = self.chunker.parallel_boundaries(buf, 0, filled, final, workers)
+        else:
+            ends = self.chunker.boundaries(buf, 0, filled, final)
         if ends:
             self.pipeline.submit(buf, self.base, 0, ends)
         done = ends[-1] if ends else 0

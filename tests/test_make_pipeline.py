@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from desync import digest as digest_mod
-from desync.chunker import Chunker
+from desync.chunker import ACCELERATED, Chunker
 from desync.ops.make import PARALLEL_CHUNKING_WORKERS, chunk_file, chunk_stream
 from desync.stores import LocalStore, StoreOptions
 
@@ -46,3 +46,18 @@ def test_many_workers_store_every_chunk_once_and_intact(tmp_path: Path) -> None:
     index = chunk_stream(pieces, chunker, digest, store, workers=16)
     assert b"".join(store.get_chunk(c.id, c.size).data(c.size) for c in index.chunks) == data
     assert len(list(store.iter_chunks())) == len({c.id for c in index.chunks})
+
+
+def test_repeated_makes_into_a_store_never_lose_a_batch(tmp_path: Path) -> None:
+    """Segments freed on worker threads while others queue batches (a compiled-closure hazard, see make._Batch).
+
+    The compiled build failed about one make in three here before batches were objects of their own.
+    """
+    size = (48 << 20) if ACCELERATED else (1 << 20)
+    data = random.Random(9).randbytes(size)
+    chunker = Chunker(16 << 10, 64 << 10, 256 << 10)
+    digest = digest_mod.DEFAULT
+    expected = chunk_file(io.BytesIO(data), chunker, digest, workers=1).to_bytes()
+    for attempt in range(6 if ACCELERATED else 2):
+        store = LocalStore(str(tmp_path / f"store{attempt}"), StoreOptions(), create=True)
+        assert chunk_file(io.BytesIO(data), chunker, digest, store, workers=2).to_bytes() == expected

@@ -68,7 +68,7 @@ class _Pipeline:
                 first = i + 1
 
     def _job(self, slot: list[IndexChunk], buf: mmap.mmap, base: int, start: int, ends: list[int]) -> Job:
-        return lambda: self._process(slot, buf, base, start, ends)
+        return _Batch(self, slot, buf, base, start, ends)
 
     def _process(self, out: list[IndexChunk], buf: mmap.mmap, base: int, start: int, ends: list[int]) -> None:
         view = memoryview(buf)
@@ -107,6 +107,32 @@ def _segment_buffer(size: int) -> mmap.mmap:
     first, holding the GIL, for every segment.
     """
     return mmap.mmap(-1, size)
+
+
+class _Batch:
+    """One queued batch of chunks: a class, not a closure, because of a mypyc hazard.
+
+    A compiled closure's environment object goes on a one-element free list
+    *before* its captured variables are released.  Releasing the last
+    reference to a segment (an mmap) unmaps it with the GIL released, and
+    another thread may take that environment off the free list meanwhile:
+    its new ``base`` was then wiped by the dying one ("attribute 'base' of
+    '_job__Pipeline_env' undefined").  Plain instances have no free list.
+    """
+
+    __slots__ = ("pipeline", "slot", "buf", "base", "start", "ends")
+
+    def __init__(self, pipeline: _Pipeline, slot: list[IndexChunk], buf: mmap.mmap, base: int, start: int,
+                 ends: list[int]) -> None:
+        self.pipeline = pipeline
+        self.slot = slot
+        self.buf = buf
+        self.base = base
+        self.start = start
+        self.ends = ends
+
+    def __call__(self) -> None:
+        self.pipeline._process(self.slot, self.buf, self.base, self.start, self.ends)
 
 
 class _Segmenter:

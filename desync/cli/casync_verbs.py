@@ -21,6 +21,8 @@ from typing import IO, Final
 
 from .. import featureflags as ff
 from ..catar import DirEnd, EncodeOptions, Node, decode, directory_events, list_lines, mtree_lines, resolve_flags
+from ..catar.extract import TreeExtractStats
+from ..catar.model import UidShift
 from ..catar.mtree import escape, mode_string
 from ..catar.seedfiles import SeedFiles
 from ..chunker import Chunker, validate_chunk_sizes
@@ -104,6 +106,11 @@ def _print_flags(opts: CasyncOptions, flags: int) -> None:
     _info(opts, f"Excluding submounts: {_yes(flags & ff.EXCLUDE_SUBMOUNTS)}")
     _info(opts, f"Excluding files and directories listed in .caexclude: {_yes(flags & ff.EXCLUDE_FILE)}")
     _info(opts, f"Digest algorithm: {opts.digest.name}")
+
+
+def _uid_shift(opts: CasyncOptions) -> UidShift | None:
+    """``--uid-shift``/``--uid-range`` as the library takes them (None: owners as they are)."""
+    return UidShift(opts.uid_shift, opts.uid_range) if opts.uid_shift_apply else None
 
 
 def _yes(value: int) -> str:
@@ -236,7 +243,8 @@ def _print_digest(digest: bytes) -> None:
 
 
 def _make_archive(opts: CasyncOptions, source: str, output: str | None, flags: int) -> bytes:
-    pieces = cs.HashingPieces(archive.archive_bytes(archive.archive_items(source, flags)), opts.digest)
+    pieces = cs.HashingPieces(archive.archive_bytes(archive.archive_items(source, flags, uid_shift=_uid_shift(opts))),
+                              opts.digest)
     remote = parse_ssh_path(output) if output else None
     if remote is not None:
         push_archive(remote, iter(pieces))
@@ -271,8 +279,8 @@ def _make_index(opts: CasyncOptions, what: str, source: str | None, output: str 
                     stats.chunks = len(index.chunks)
                     digest = None
                 else:
-                    pieces = cs.HashingPieces(archive.archive_bytes(archive.archive_items(source, flags)),
-                                              opts.digest)
+                    items = archive.archive_items(source, flags, uid_shift=_uid_shift(opts))
+                    pieces = cs.HashingPieces(archive.archive_bytes(items), opts.digest)
                     index = chunk_stream(pieces, chunker, opts.digest, store, workers=WORKERS, flags=flags,
                                          stats=stats)
                     digest = pieces.digest() if cache is None else None
@@ -317,7 +325,7 @@ def _tree_cache(opts: CasyncOptions, source: str | None, what: str) -> "cs.TreeC
     assert source is not None
     path = opts.cache or os.path.join(source, ".cacac")
     lo, avg, hi = opts.chunk_sizes()
-    return cs.TreeCache(path, source, _archive_flags(opts), (lo, avg, hi), opts.digest)
+    return cs.TreeCache(path, source, _archive_flags(opts), (lo, avg, hi), opts.digest, _uid_shift(opts))
 
 
 # ---------------------------------------------------------------- extract
@@ -397,7 +405,7 @@ def _extract_blob(opts: CasyncOptions, source: str, output: str | None) -> None:
                            SeedOptions(skip_invalid=True, workers=WORKERS)) if specs else SeedSet()
         stats = ExtractStats()
         extract_blob(index, store, output, workers=WORKERS, stats=stats, seeds=seeds,
-                     copier=RangeCopier("auto" if opts.reflink else "no"))
+                     copier=RangeCopier("auto" if opts.reflink else "no"), holes=opts.punch_holes)
     _info(opts, f"Zero bytes written as sparse files: {format_bytes(stats.bytes_zero)}")
     _info(opts, f"Bytes cloned through reflinks: {format_bytes(stats.bytes_seed_cloned + stats.bytes_self_cloned)}")
     seeded = stats.bytes_seed_cloned + stats.bytes_seed_copied + stats.bytes_self_cloned + stats.bytes_self_copied
@@ -441,6 +449,7 @@ def _extract_tree(opts: CasyncOptions, what: str, source: str, output: str, seek
     if opts.seed_output and what == _ARCHIVE_INDEX and not seek and os.path.isdir(output):
         index_seeds.append(output)
     stats = TreeSeedStats()
+    tree_stats = TreeExtractStats()
     events, store = _tree_events(opts, what, source, index_seeds if what == _ARCHIVE_INDEX else [], stats)
     try:
         target = output
@@ -449,11 +458,13 @@ def _extract_tree(opts: CasyncOptions, what: str, source: str, output: str, seek
             target = os.path.join(output, os.fsdecode(seek[-1]))
             events = cs.rerooted(events, seek)
         seed_files = SeedFiles(seed_dirs, "auto" if opts.reflink else "no", opts.hardlink) if seed_dirs else None
-        archive.extract_to_disk(events, target, on_warning=_warn, delete=opts.delete, seed_files=seed_files)
+        archive.extract_to_disk(events, target, on_warning=_warn, delete=opts.delete, seed_files=seed_files,
+                                uid_shift=_uid_shift(opts), undo_immutable=opts.undo_immutable,
+                                punch_holes=opts.punch_holes, stats=tree_stats)
     finally:
         if store is not None:
             store.close()
-    _info(opts, "Zero bytes written as sparse files: 0B")
+    _info(opts, f"Zero bytes written as sparse files: {format_bytes(tree_stats.hole_bytes)}")
     cloned = seed_files.stats.cloned_bytes if seed_files is not None else 0
     _info(opts, f"Bytes cloned through reflinks: {format_bytes(cloned)}")
     if opts.hardlink and seed_files is not None:

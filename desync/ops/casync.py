@@ -21,6 +21,7 @@ from typing import IO
 from .. import digest as digest_mod
 from .. import fsutil
 from ..catar import DirEnd, Node
+from ..catar.model import UidShift
 from ..catar.format import GOODBYE_ITEM_SIZE, GOODBYE_TAIL_SIZE, HEADER_SIZE
 from ..digest import Digest
 from ..errors import DesyncError, InvalidArgument
@@ -271,7 +272,7 @@ class TreeCache:
 
     The cache directory keeps the last archive index made of the tree with
     a key over what could change its archive: the feature flags, chunk
-    sizes and digest, and every entry's path, type, mode, owner, size,
+    sizes, digest and ``--uid-shift``, and every entry's path, type, mode, owner, size,
     device, inode and modification and change times (the change time
     moves with xattrs, ACLs and chattr flags too).  A later ``make`` of the
     same tree walks it with lstat only; when the key matches and the store
@@ -281,8 +282,10 @@ class TreeCache:
     KEY = "tree.key"
     INDEX = "tree.caidx"
 
-    def __init__(self, path: str, root: str, flags: int, sizes: tuple[int, int, int], digest: Digest) -> None:
+    def __init__(self, path: str, root: str, flags: int, sizes: tuple[int, int, int], digest: Digest,
+                 uid_shift: UidShift | None = None) -> None:
         self.path = path
+        self.uid_shift = uid_shift
         self.root = root
         self.flags = flags
         self.sizes = sizes
@@ -294,7 +297,7 @@ class TreeCache:
         if self._key:
             return self._key
         h = digest_mod.SHA512_256_DIGEST.hasher()
-        h.update(f"{self.flags:x} {self.sizes} {self.digest.name}\n".encode())
+        h.update(f"{self.flags:x} {self.sizes} {self.digest.name} {self.uid_shift}\n".encode())
         cache = os.path.abspath(self.path)
         for dirpath, dirs, files in os.walk(self.root):
             dirs.sort()

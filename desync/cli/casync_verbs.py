@@ -22,6 +22,7 @@ from typing import IO, Final
 from .. import featureflags as ff
 from ..catar import DirEnd, EncodeOptions, Node, decode, directory_events, list_lines, mtree_lines, resolve_flags
 from ..catar.extract import TreeExtractStats
+from ..catar.fsread import read_projid
 from ..catar.model import UidShift
 from ..catar.mtree import escape, mode_string
 from ..catar.seedfiles import SeedFiles
@@ -565,7 +566,7 @@ def _lines(opts: CasyncOptions, verb: str, args: list[str]) -> int:
         elif verb == "mtree":
             lines = mtree_lines(selected)
         else:
-            lines = stat_lines(selected, opts.digest)
+            lines = iter(_stat(opts, what, source, events, seek))
         out = sys.stdout
         for line in lines:
             out.write(line + "\n")
@@ -588,36 +589,16 @@ def verb_stat(opts: CasyncOptions, args: list[str]) -> int:
     return _lines(opts, "stat", args)
 
 
-def stat_lines(events: Iterator[Node | DirEnd], digest: Digest) -> Iterator[str]:
-    """casync's ``stat`` report of each entry."""
-    for ev in events:
-        if not isinstance(ev, Node):
-            continue
-        meta = ev.meta
-        yield f"    File: {escape(ev.relpath)}"
-        yield f"    Mode: {mode_string(meta.mode)}"
-        if meta.mtime_ns is not None and ff.time_granularity(ev.feature_flags):
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.mtime_ns // 1_000_000_000))
-            yield f"    Time: {when}.{meta.mtime_ns % 1_000_000_000:09d}"
-        if stat.S_ISREG(meta.mode):
-            yield f"    Size: {meta.size}"
-        uids = ev.feature_flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS)
-        names = ev.feature_flags & ff.WITH_USER_NAMES
-        for label, ident, name in (("    User", meta.uid, meta.user_name), ("   Group", meta.gid, meta.group_name)):
-            if uids and names and name:
-                yield f"{label}: {escape(name)} ({ident})"
-            elif uids:
-                yield f"{label}: {ident}"
-            elif names and name:
-                yield f"{label}: {escape(name)}"
-        if stat.S_ISLNK(meta.mode):
-            yield f"  Target: {escape(meta.target)}"
-        if stat.S_ISBLK(meta.mode) or stat.S_ISCHR(meta.mode):
-            yield f"  Device: {meta.rdev_major}:{meta.rdev_minor}"
-        for xname, xvalue in meta.xattrs:
-            yield f"   XAttr: {escape(xname)} → {escape(xvalue)}"
-        if stat.S_ISREG(meta.mode):
-            yield f"  Digest: {cs.payload_digest(ev, digest).hex()}"
+def _stat(opts: CasyncOptions, what: str, source: str, events: Iterator[Node | DirEnd],
+          seek: tuple[bytes, ...]) -> list[str]:
+    """casync's ``stat``: the report of the one entry asked for (the top of the archive or directory)."""
+    node = next((ev for ev in (cs.subtree(events, seek) if seek else events) if isinstance(ev, Node)), None)
+    if node is None:
+        raise DesyncError(f"{source}: empty archive")
+    projid = None
+    if what == _DIRECTORY and node.feature_flags & ff.WITH_QUOTA_PROJID:
+        projid = read_projid(os.path.join(source, os.fsdecode(node.relpath)))
+    return cs.stat_report(node, opts.digest, projid)
 
 
 # ---------------------------------------------------------------- digest
@@ -753,29 +734,32 @@ def notify(address: str, text: str) -> None:
 
 
 def verb_gc(opts: CasyncOptions, args: list[str]) -> int:
+    """casync's gc: remove the chunks none of the indexes names; its report lines on stdout."""
     if not args:
-        raise UsageError("at least one index file expected")
-    keep: set[bytes] = set()
-    digest: Digest | None = None
-    for location in args:
-        index = _index(opts, _strip_file_url(location))
-        keep.update(c.id for c in index.chunks)
-        digest = digest or index.digest
+        raise UsageError("Expected at least one argument.")
+    indexes = [_index(opts, _strip_file_url(location)) for location in args]
     location = default_store(opts, _strip_file_url(args[0]))
-    options = _store_options(opts, digest)
-    store = cs.open_store(location, options)
+    store = cs.open_store(location, _store_options(opts, indexes[0].digest))
     if not isinstance(store, PrunableStore):
         store.close()
         raise UsageError(f"store {location} cannot be garbage collected (needs a local directory)")
-    removed = 0
+    out = sys.stdout
+    verb = "Would remove" if opts.dry_run else "Removing"
+
+    def tell(chunk_id: bytes) -> None:
+        if opts.verbose:
+            out.write(f"{verb} chunk {chunk_id.hex()}.cacnk.\n")
+
     with store:
-        for chunk_id in list(store.iter_chunks()):
-            if chunk_id in keep:
-                continue
-            removed += 1
-            if opts.dry_run:
-                sys.stdout.write(f"Would remove {chunk_id.hex()}\n")
-            else:
-                store.remove_chunk(chunk_id)
-    _info(opts, f"{'Would remove' if opts.dry_run else 'Removed'} {removed} chunks, kept {len(keep)}")
+        if opts.verbose:
+            refs = sum(len(i.chunks) for i in indexes)
+            out.write(f"Chunk store usage: {refs} references, {len({c.id for i in indexes for c in i.chunks})} "
+                      "chunks\n")
+        result = cs.collect_garbage(store, indexes, opts.dry_run, tell)
+    if opts.dry_run:
+        out.write(f"Would remove {result.removed} chunks, {result.remaining} chunks remaining.\n")
+    elif opts.verbose:
+        out.write(f"Removed {result.removed} chunks, {result.directories} directories, {result.remaining} chunks "
+                  "remaining.\n")
+    out.flush()
     return 0

@@ -273,14 +273,16 @@ class FsReader:
 
 
 def read_projid(path: str) -> int | None:
-    """The quota project ID of ``path`` (not following a symlink); None where the file system has none."""
+    """The quota project ID of ``path`` (not following a symlink); None where the file system cannot say.
+
+    Unlike archiving, which stores project IDs only from file systems with quotas, casync's ``stat`` of a
+    directory shows whatever the ioctl answers.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return None
     try:
-        if fs_magic(fd) not in PROJID_MAGICS:
-            return None
         out = fcntl.ioctl(fd, FS_IOC_FSGETXATTR, bytes(28))
         return int(struct.unpack_from("=I", out, 12)[0])
     except OSError:

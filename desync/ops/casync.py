@@ -14,6 +14,7 @@ import http.client
 import io
 import os
 import ssl
+import stat
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -360,9 +361,9 @@ def _letters(bits: int, table: tuple[tuple[int, str], ...]) -> str:
     return "".join(letter if bits & flag else "-" for flag, letter in table)
 
 
-def _owner_line(label: str, uids: bool, ident: int, name: bytes | None) -> str | None:
-    """casync's User/Group line: the name (``root`` for ID 0) and the ID where the archive has them."""
-    shown = name if name else (b"root" if uids and ident == 0 else None)
+def _owner_line(label: str, uids: bool, names: bool, ident: int, name: bytes | None) -> str | None:
+    """casync's User/Group line: the name (``root`` for ID 0 in an archive with names) and the ID where stored."""
+    shown = name if name else (b"root" if names and ident == 0 else None)
     if uids and shown:
         return f"{label}: {escape(shown)} ({ident})"
     if uids:
@@ -405,7 +406,7 @@ def stat_report(node: Node, digest: Digest, projid: int | None = None) -> list[s
     uids = bool(flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS))
     names = bool(flags & ff.WITH_USER_NAMES)
     for label, ident, name in (("    User", meta.uid, meta.user_name), ("   Group", meta.gid, meta.group_name)):
-        line = _owner_line(label, uids, ident, name if names else None)
+        line = _owner_line(label, uids, names, ident, name if names else None)
         if line is not None:
             lines.append(line)
     if projid is not None:
@@ -433,6 +434,8 @@ def stat_report(node: Node, digest: Digest, projid: int | None = None) -> list[s
             contents.update(block)
             hardlink.update(block)
         lines.append(f"  Digest: {contents.hexdigest()}")
+    elif stat.S_ISBLK(meta.mode):
+        lines.append(f"  Digest: {digest.hasher().hexdigest()}")  # casync's payload digest of a block device: empty
     lines.append(f"HLDigest: {hardlink.hexdigest()}")
     return lines
 

@@ -7,6 +7,7 @@ never a partial one.
 
 import errno
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +39,41 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+# casync leaves runs of at least this many zero bytes unwritten when it punches holes (HOLE_MIN).
+HOLE_MIN: Final = 64
+_ZERO_RUN: Final = re.compile(b"\\x00{%d,}" % HOLE_MIN)
+
+
+def has_zero_run(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` holds a run of zeros long enough to leave as a hole."""
+    return _ZERO_RUN.search(data) is not None
+
+
+def zero_runs(data: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
+    """The (start, end) of every run of at least ``HOLE_MIN`` zero bytes in ``data``."""
+    return [m.span() for m in _ZERO_RUN.finditer(data)]
+
+
+def pwrite_sparse(fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+    """Write ``data`` at ``offset`` except its runs of zeros; returns how many zero bytes were left out.
+
+    In a file that is new (or was cut to ``offset``) what is left out reads
+    as zeros and takes no space; the caller sets the final size with
+    ftruncate so that trailing zeros become a hole too.
+    """
+    view = memoryview(data)
+    pos = 0
+    skipped = 0
+    for start, end in zero_runs(view):
+        if start > pos:
+            pwrite_all(fd, view[pos:start], offset + pos)
+        skipped += end - start
+        pos = end
+    if pos < len(view):
+        pwrite_all(fd, view[pos:], offset + pos)
+    return skipped
 
 
 def pwrite_many(fd: int, pieces: list[tuple[bytes, int]]) -> None:

@@ -95,13 +95,15 @@ def _sort_key(e: AclEntry) -> tuple[int, int, bytes, int]:
 
 
 def _named(
-    entries: list[tuple[int, int]], flags: int, lookup: Callable[[int], bytes | None]
+    entries: list[tuple[int, int]], flags: int, lookup: Callable[[int], bytes | None],
+    shift: Callable[[int], int] | None = None,
 ) -> list[AclEntry]:
     out: list[AclEntry] = []
     with_ids = bool(flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS))
     for ident, perm in entries:
         name = lookup(ident) if flags & ff.WITH_USER_NAMES else None
-        out.append(AclEntry(ident if with_ids else 0, perm, name))
+        stored = ident if shift is None else shift(ident)
+        out.append(AclEntry(stored if with_ids else 0, perm, name))
     out.sort(key=_sort_key)
     return out
 
@@ -120,21 +122,25 @@ def acl_from_xattrs(
     flags: int,
     user_name: Callable[[int], bytes | None],
     group_name: Callable[[int], bytes | None],
+    shift: Callable[[int], int] | None = None,
 ) -> Acl | None:
-    """casync's ACL records for a node with these ACL xattrs (docs/formats.md 5.8)."""
+    """casync's ACL records for a node with these ACL xattrs (docs/formats.md 5.8).
+
+    ``shift`` maps a qualifier's UID/GID to the one stored (``--uid-shift``); names are looked up unshifted.
+    """
     acl = Acl()
     if access is not None:
         a = parse_xattr(access)
-        acl.users = _named(a.users, flags, user_name)
-        acl.groups = _named(a.groups, flags, group_name)
+        acl.users = _named(a.users, flags, user_name, shift)
+        acl.groups = _named(a.groups, flags, group_name, shift)
         if a.mask is not None and a.group_obj is not None:
             acl.group_obj = a.group_obj
     if default is not None:
         d = parse_xattr(default)
         if d.user_obj is not None or d.group_obj is not None or d.other is not None or d.mask is not None:
             acl.default = AclDefault(_or_missing(d.user_obj), _or_missing(d.group_obj), _or_missing(d.other), _or_missing(d.mask))
-        acl.default_users = _named(d.users, flags, user_name)
-        acl.default_groups = _named(d.groups, flags, group_name)
+        acl.default_users = _named(d.users, flags, user_name, shift)
+        acl.default_groups = _named(d.groups, flags, group_name, shift)
     return None if acl.empty() else acl
 
 

@@ -34,6 +34,7 @@ from ..errors import DesyncError
 from .exclude import Rule, match, parse_rules, read_rules_file
 from .format import type_feature
 from .fsread import FS_NODUMP_FL, VIRTUAL_FS_MAGICS, FsReader, fs_magic, raw_chattr
+from .model import UidShift
 from .writer import ArchiveWriter
 
 DEFAULT_BLOCK_SIZE = 1 << 20
@@ -49,6 +50,7 @@ class EncodeOptions:
     excludes: Sequence[str | bytes] = ()
     block_size: int = DEFAULT_BLOCK_SIZE
     zero_times: bool = False  # store every mtime as 0 (the Go desync's tar --no-time)
+    uid_shift: UidShift | None = None  # casync's --uid-shift/--uid-range: owners stored shifted
 
 
 @dataclass
@@ -169,6 +171,7 @@ def encode_items(
     flags = ff.normalize(flags)
     reader = FsReader(flags)
     reader.zero_times = opts.zero_times
+    reader.uid_shift = opts.uid_shift
     writer = ArchiveWriter(flags)
     out = _Out(max(opts.block_size, 4096))
     root_rules = parse_rules([os.fsencode(p) for p in opts.excludes])

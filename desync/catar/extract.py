@@ -55,12 +55,13 @@ from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
 from .decoder import ByteSource, DirEnd, Node, decode
 from .format import valid_filename
 from .fsread import CHATTR_MAP
-from .model import AclEntry, Meta
+from .model import AclEntry, Meta, UidShift
 from .seedfiles import SeedFiles
 from .writeback import FileJob, Writeback, copy_range
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
+FS_IMMUTABLE_FL = 0x00000010
 _UIDS = ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS
 _REFUSED = frozenset({errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.EROFS})
 # Files up to this size are buffered for the writeback thread; bigger ones are written in place.
@@ -83,6 +84,17 @@ class ExtractOptions:
     on_warning: Callable[[str], None] | None = None
     delete: bool = False  # in an existing directory, remove what the archive does not have
     seed_files: SeedFiles | None = None  # files whose data a regular file may share (clone or hardlink)
+    uid_shift: UidShift | None = None  # casync's --uid-shift/--uid-range: owners restored shifted
+    undo_immutable: bool = False  # clear chattr +i on entries that must be replaced or removed (casync)
+    punch_holes: bool = False  # runs of zeros in regular files become holes (casync's default)
+    stats: TreeExtractStats | None = None  # counters for casync's -v report
+
+
+@dataclass
+class TreeExtractStats:
+    """What an extraction did that casync's ``-v`` reports."""
+
+    hole_bytes: int = 0  # zero bytes left as holes instead of written (punch_holes)
 
 
 @dataclass
@@ -206,6 +218,34 @@ def _has_default_acl(fd: int) -> bool:
     return True
 
 
+def drop_immutable(pfd: int, name: bytes) -> bool:
+    """Clear chattr's immutable flag of the regular file or directory ``name``; True when it had one.
+
+    casync's ``--undo-immutable``: only that flag, and only where a rename or
+    removal was refused; symlinks and special files have no such flag.
+    """
+    try:
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return False
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=pfd)
+    try:
+        try:
+            cur = struct.unpack_from("=I", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)), 0)[0]
+        except OSError as e:
+            if e.errno in (errno.ENOTTY, errno.ENOSYS, errno.EBADF, errno.EOPNOTSUPP):
+                return False
+            raise
+        if not cur & FS_IMMUTABLE_FL:
+            return False
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("=I", cur & ~FS_IMMUTABLE_FL) + bytes(4))
+        return True
+    finally:
+        os.close(fd)
+
+
 def _show(path: tuple[bytes, ...]) -> str:
     return os.fsdecode(b"/".join(path)) if path else "."
 
@@ -228,6 +268,44 @@ class _Extractor:
     def warn(self, msg: str) -> None:
         if self.opts.on_warning is not None:
             self.opts.on_warning(msg)
+
+    def refused_immutable(self, err: OSError, pfd: int, name: bytes) -> bool:
+        """After ``err`` on ``name``: True when ``--undo-immutable`` cleared its flag, so the call may be retried."""
+        return err.errno == errno.EPERM and self.opts.undo_immutable and drop_immutable(pfd, name)
+
+    def rename_into(self, pfd: int, tmp: bytes, name: bytes) -> None:
+        try:
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+        except PermissionError as e:
+            if not self.refused_immutable(e, pfd, name):
+                raise
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+
+    def unlink_at(self, pfd: int, name: bytes, is_dir: bool = False) -> None:
+        try:
+            if is_dir:
+                os.rmdir(name, dir_fd=pfd)
+            else:
+                os.unlink(name, dir_fd=pfd)
+        except PermissionError as e:
+            if not self.refused_immutable(e, pfd, name):
+                raise
+            if is_dir:
+                os.rmdir(name, dir_fd=pfd)
+            else:
+                os.unlink(name, dir_fd=pfd)
+
+    def remove_tree_at(self, pfd: int, name: bytes) -> None:
+        """Remove ``name`` and all below it, clearing immutable flags that refuse it (casync's rm_rf)."""
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
+            try:
+                for child in os.listdir(fd):
+                    self.remove_tree_at(fd, os.fsencode(child))
+            finally:
+                os.close(fd)
+        self.unlink_at(pfd, name, stat.S_ISDIR(st.st_mode))
 
     def run(self, events: Iterable[Node | DirEnd], target_dir: str | bytes) -> None:
         stack: list[_Frame] = []
@@ -332,7 +410,7 @@ class _Extractor:
         tmp = _temp_name(name)
         try:
             if self.entry(pfd, tmp, ev, True):
-                os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+                self.rename_into(pfd, tmp, name)
                 return
         except BaseException:
             try:
@@ -341,7 +419,7 @@ class _Extractor:
                 pass
             raise
         try:
-            os.unlink(name, dir_fd=pfd)  # the archive's node could not be made: the old entry must not stay
+            self.unlink_at(pfd, name)  # the archive's node could not be made: the old entry must not stay
         except FileNotFoundError:
             pass
 
@@ -476,17 +554,19 @@ class _Extractor:
                 self.remove_at(pfd, name, True, path)
                 return
             try:
-                os.rmdir(name, dir_fd=pfd)
+                self.unlink_at(pfd, name, True)
             except OSError as e:
                 raise DesyncError(f"cannot replace directory {_show(path)}: {e.strerror}") from None
             return
         if want_dir:
-            os.unlink(name, dir_fd=pfd)
+            self.unlink_at(pfd, name)
 
     def remove_at(self, pfd: int, name: bytes, is_dir: bool, path: tuple[bytes, ...]) -> None:
         """Remove an entry of an existing directory, a directory with all it holds (``delete``)."""
         try:
-            if is_dir:
+            if self.opts.undo_immutable:
+                self.remove_tree_at(pfd, name)
+            elif is_dir:
                 shutil.rmtree(name, dir_fd=pfd)
             else:
                 os.unlink(name, dir_fd=pfd)
@@ -552,7 +632,16 @@ class _Extractor:
         handed_over = False
         try:
             here = finish_here or not self.plain_metadata(meta)
-            if payload is not None and payload.remaining:
+            if payload is not None and payload.remaining and self.opts.punch_holes:
+                if payload.remaining <= _BUFFER_LIMIT and not here:
+                    blocks = list(payload.blocks(self.opts.block_size))
+                    if any(fsutil.has_zero_run(b) for b in blocks):
+                        self.write_sparse(fd, blocks)
+                    else:
+                        job.blocks = blocks
+                else:
+                    self.write_sparse(fd, payload.blocks(self.opts.block_size))
+            elif payload is not None and payload.remaining:
                 found = payload.file_range()
                 if found is not None:
                     job.src_fd, job.src_offset, job.src_size = found
@@ -578,6 +667,17 @@ class _Extractor:
         finally:
             if not handed_over:
                 os.close(fd)
+
+    def write_sparse(self, fd: int, blocks: Iterable[bytes]) -> None:
+        """Write a new file's contents leaving runs of zeros as holes (casync's ``--punch-holes``)."""
+        pos = 0
+        skipped = 0
+        for block in blocks:
+            skipped += fsutil.pwrite_sparse(fd, block, pos)
+            pos += len(block)
+        os.ftruncate(fd, pos)
+        if self.opts.stats is not None:
+            self.opts.stats.hole_bytes += skipped
 
     def plain_metadata(self, meta: Meta) -> bool:
         """Whether owner, the archive's mode and times are all :meth:`fd_metadata` would set."""
@@ -671,46 +771,70 @@ class _Extractor:
         return (0o777 if meta.is_dir else 0o666) & ~self.umask
 
     def ids(self, meta: Meta) -> tuple[int, int] | None:
-        if not self.as_root or self.opts.no_same_owner:
+        """The owner to give a node, as casync picks it: by name where the archive has one, else by ID.
+
+        A name that is a number is an ID; IDs pass through ``--uid-shift``.
+        """
+        if not self.as_root or self.opts.no_same_owner or not self.flags & (_UIDS | ff.WITH_USER_NAMES):
             return None
-        if self.flags & _UIDS:
-            return meta.uid, meta.gid
-        if self.flags & ff.WITH_USER_NAMES:
-            uid = 0 if meta.user_name is None else self.lookup_uid(meta.user_name)
-            gid = 0 if meta.group_name is None else self.lookup_gid(meta.group_name)
-            if uid is not None and gid is not None:
-                return uid, gid
-        return None
+        uid = self.owner_id(meta.user_name, meta.uid, self.lookup_uid)
+        gid = self.owner_id(meta.group_name, meta.gid, self.lookup_gid)
+        if uid is None or gid is None:
+            return None
+        return uid, gid
+
+    def owner_id(self, name: bytes | None, ident: int, lookup: Callable[[bytes], int | None]) -> int | None:
+        if name is not None:
+            found = lookup(name)
+            if found is not None or not self.flags & _UIDS:
+                return found
+        return self.shifted(ident)
+
+    def shifted(self, ident: int) -> int:
+        shift = self.opts.uid_shift
+        if shift is None:
+            return ident
+        out = shift.from_archive(ident)
+        if out is None:
+            raise DesyncError(f"uid/gid {ident} of the archive cannot be shifted by {shift.shift} "
+                              f"(range {shift.range or 1 << 32})")
+        return out
 
     def lookup_uid(self, name: bytes) -> int | None:
         if name not in self._uids:
-            try:
-                self._uids[name] = pwd.getpwnam(os.fsdecode(name)).pw_uid
-            except KeyError:
-                self._uids[name] = int(name) if name.isdigit() else None
+            if name.isdigit():
+                self._uids[name] = self.shifted(int(name))
+            else:
+                try:
+                    self._uids[name] = pwd.getpwnam(os.fsdecode(name)).pw_uid
+                except KeyError:
+                    self._uids[name] = None
         return self._uids[name]
 
     def lookup_gid(self, name: bytes) -> int | None:
         if name not in self._gids:
-            try:
-                self._gids[name] = grp.getgrnam(os.fsdecode(name)).gr_gid
-            except KeyError:
-                self._gids[name] = int(name) if name.isdigit() else None
+            if name.isdigit():
+                self._gids[name] = self.shifted(int(name))
+            else:
+                try:
+                    self._gids[name] = grp.getgrnam(os.fsdecode(name)).gr_gid
+                except KeyError:
+                    self._gids[name] = None
         return self._gids[name]
 
     def acl_uid(self, e: AclEntry) -> int:
-        if not self.flags & _UIDS and e.name is not None:
+        if e.name is not None:
             found = self.lookup_uid(e.name)
             if found is not None:
                 return found
-        return e.ident
+        return self.shifted(e.ident)
 
     def acl_gid(self, e: AclEntry) -> int:
-        if not self.flags & _UIDS and e.name is not None:
+        if e.name is not None:
             found = self.lookup_gid(e.name)
             if found is not None:
                 return found
-        return e.ident
+        return self.shifted(e.ident)
 
     def owner_at(self, pfd: int, name: bytes, meta: Meta, path: tuple[bytes, ...]) -> None:
         ids = self.ids(meta)

@@ -31,7 +31,7 @@ from .. import featureflags as ff
 from ..errors import DesyncError
 from .acl import XATTR_ACCESS, XATTR_DEFAULT, acl_from_xattrs
 from .format import stored_xattr_name
-from .model import Meta
+from .model import Meta, UidShift
 
 FS_IOC_GETFLAGS: Final = 0x80086601
 FS_IOC_FSGETXATTR: Final = 0x801C581F
@@ -141,6 +141,7 @@ class FsReader:
     def __init__(self, flags: int) -> None:
         self.flags = flags
         self.zero_times = False  # every mtime read as 0
+        self.uid_shift: UidShift | None = None  # casync's --uid-shift/--uid-range
         self._users: dict[int, bytes | None] = {}
         self._groups: dict[int, bytes | None] = {}
 
@@ -151,7 +152,7 @@ class FsReader:
             try:
                 self._users[uid] = os.fsencode(pwd.getpwuid(uid).pw_name)
             except KeyError:
-                self._users[uid] = None if self.flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS) else str(uid).encode()
+                self._users[uid] = None if self.flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS) else str(self.stored_id(uid)).encode()
         return self._users[uid]
 
     def group_name(self, gid: int) -> bytes | None:
@@ -161,8 +162,18 @@ class FsReader:
             try:
                 self._groups[gid] = os.fsencode(grp.getgrgid(gid).gr_name)
             except KeyError:
-                self._groups[gid] = None if self.flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS) else str(gid).encode()
+                self._groups[gid] = None if self.flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS) else str(self.stored_id(gid)).encode()
         return self._groups[gid]
+
+    def stored_id(self, ident: int, name: bytes = b"") -> int:
+        """The UID/GID as the archive holds it: shifted into the range under ``--uid-shift``, as casync does."""
+        if self.uid_shift is None:
+            return ident
+        out = self.uid_shift.to_archive(ident)
+        if out is None:
+            raise DesyncError(f"{os.fsdecode(name) or '.'}: uid/gid {ident} cannot be shifted by "
+                              f"{self.uid_shift.shift} into a range of {self.uid_shift.range or 1 << 32}")
+        return out
 
     def read(self, st: os.stat_result, fd: int, dir_fd: int, name: bytes, magic: int, chattr: int) -> Meta:
         """Metadata of one node.
@@ -173,10 +184,12 @@ class FsReader:
         """
         flags = self.flags
         mode = st.st_mode
-        meta = Meta(mode=mode, uid=st.st_uid, gid=st.st_gid, mtime_ns=0 if self.zero_times else st.st_mtime_ns)
-        if flags & ff.WITH_16BIT_UIDS and (st.st_uid > 0xFFFF or st.st_gid > 0xFFFF):
+        uid = self.stored_id(st.st_uid, name)
+        gid = self.stored_id(st.st_gid, name)
+        meta = Meta(mode=mode, uid=uid, gid=gid, mtime_ns=0 if self.zero_times else st.st_mtime_ns)
+        if flags & ff.WITH_16BIT_UIDS and (uid > 0xFFFF or gid > 0xFFFF):
             raise DesyncError(
-                f"{os.fsdecode(name) or '.'}: uid/gid {st.st_uid}/{st.st_gid} does not fit the 16-bit uids feature"
+                f"{os.fsdecode(name) or '.'}: uid/gid {uid}/{gid} does not fit the 16-bit uids feature"
             )
         if flags & ff.WITH_USER_NAMES:
             meta.user_name = self.user_name(st.st_uid)
@@ -226,7 +239,8 @@ class FsReader:
             access = _getxattr(fd, XATTR_ACCESS)
             default = _getxattr(fd, XATTR_DEFAULT) if is_dir else None
             if access is not None or default is not None:
-                meta.acl = acl_from_xattrs(access, default, flags, self.user_name, self.group_name)
+                meta.acl = acl_from_xattrs(access, default, flags, self.user_name, self.group_name,
+                                           None if self.uid_shift is None else self.stored_id)
         if flags & ff.WITH_FCAPS and not is_dir:
             caps = _getxattr(fd, "security.capability")
             if caps:
@@ -256,3 +270,22 @@ class FsReader:
                 out.append((raw, value))
         out.sort()
         return out
+
+
+def read_projid(path: str) -> int | None:
+    """The quota project ID of ``path`` (not following a symlink); None where the file system cannot say.
+
+    Unlike archiving, which stores project IDs only from file systems with quotas, casync's ``stat`` of a
+    directory shows whatever the ioctl answers.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        out = fcntl.ioctl(fd, FS_IOC_FSGETXATTR, bytes(28))
+        return int(struct.unpack_from("=I", out, 12)[0])
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -98,3 +98,37 @@ class Meta:
     @property
     def file_type(self) -> int:
         return self.mode & 0o170000
+
+
+# Owner IDs casync never stores or restores: the 32-bit and the old 16-bit "-1".
+_INVALID_IDS = (0xFFFF, 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class UidShift:
+    """casync's ``--uid-shift``/``--uid-range``: owners seen through a user-namespace mapping.
+
+    Archiving subtracts ``shift`` from every UID/GID (an ID below it is an
+    error) and folds the result into ``0..range-1``; extracting folds the
+    archive's ID into the range and adds ``shift``.  ``range`` 0 means the
+    whole 32-bit space.  Either way the result must be a valid ID.
+    """
+
+    shift: int = 0
+    range: int = 0x10000
+
+    def to_archive(self, ident: int) -> int | None:
+        """The ID stored for the file system's ``ident``; None when it cannot be mapped."""
+        if ident in _INVALID_IDS or ident < self.shift:
+            return None
+        out = ident - self.shift
+        if self.range:
+            out %= self.range
+        return None if out in _INVALID_IDS else out
+
+    def from_archive(self, ident: int) -> int | None:
+        """The file-system ID for the archive's ``ident``; None when it cannot be mapped."""
+        if ident in _INVALID_IDS:
+            return None
+        out = (ident % self.range if self.range else ident) + self.shift
+        return None if out > 0xFFFFFFFF or out in _INVALID_IDS else out

@@ -21,6 +21,9 @@ from typing import IO, Final
 
 from .. import featureflags as ff
 from ..catar import DirEnd, EncodeOptions, Node, decode, directory_events, list_lines, mtree_lines, resolve_flags
+from ..catar.extract import TreeExtractStats
+from ..catar.fsread import read_projid
+from ..catar.model import UidShift
 from ..catar.mtree import escape, mode_string
 from ..catar.seedfiles import SeedFiles
 from ..chunker import Chunker, validate_chunk_sizes
@@ -104,6 +107,11 @@ def _print_flags(opts: CasyncOptions, flags: int) -> None:
     _info(opts, f"Excluding submounts: {_yes(flags & ff.EXCLUDE_SUBMOUNTS)}")
     _info(opts, f"Excluding files and directories listed in .caexclude: {_yes(flags & ff.EXCLUDE_FILE)}")
     _info(opts, f"Digest algorithm: {opts.digest.name}")
+
+
+def _uid_shift(opts: CasyncOptions) -> UidShift | None:
+    """``--uid-shift``/``--uid-range`` as the library takes them (None: owners as they are)."""
+    return UidShift(opts.uid_shift, opts.uid_range) if opts.uid_shift_apply else None
 
 
 def _yes(value: int) -> str:
@@ -236,7 +244,8 @@ def _print_digest(digest: bytes) -> None:
 
 
 def _make_archive(opts: CasyncOptions, source: str, output: str | None, flags: int) -> bytes:
-    pieces = cs.HashingPieces(archive.archive_bytes(archive.archive_items(source, flags)), opts.digest)
+    pieces = cs.HashingPieces(archive.archive_bytes(archive.archive_items(source, flags, uid_shift=_uid_shift(opts))),
+                              opts.digest)
     remote = parse_ssh_path(output) if output else None
     if remote is not None:
         push_archive(remote, iter(pieces))
@@ -271,8 +280,8 @@ def _make_index(opts: CasyncOptions, what: str, source: str | None, output: str 
                     stats.chunks = len(index.chunks)
                     digest = None
                 else:
-                    pieces = cs.HashingPieces(archive.archive_bytes(archive.archive_items(source, flags)),
-                                              opts.digest)
+                    items = archive.archive_items(source, flags, uid_shift=_uid_shift(opts))
+                    pieces = cs.HashingPieces(archive.archive_bytes(items), opts.digest)
                     index = chunk_stream(pieces, chunker, opts.digest, store, workers=WORKERS, flags=flags,
                                          stats=stats)
                     digest = pieces.digest() if cache is None else None
@@ -317,7 +326,7 @@ def _tree_cache(opts: CasyncOptions, source: str | None, what: str) -> "cs.TreeC
     assert source is not None
     path = opts.cache or os.path.join(source, ".cacac")
     lo, avg, hi = opts.chunk_sizes()
-    return cs.TreeCache(path, source, _archive_flags(opts), (lo, avg, hi), opts.digest)
+    return cs.TreeCache(path, source, _archive_flags(opts), (lo, avg, hi), opts.digest, _uid_shift(opts))
 
 
 # ---------------------------------------------------------------- extract
@@ -397,7 +406,7 @@ def _extract_blob(opts: CasyncOptions, source: str, output: str | None) -> None:
                            SeedOptions(skip_invalid=True, workers=WORKERS)) if specs else SeedSet()
         stats = ExtractStats()
         extract_blob(index, store, output, workers=WORKERS, stats=stats, seeds=seeds,
-                     copier=RangeCopier("auto" if opts.reflink else "no"))
+                     copier=RangeCopier("auto" if opts.reflink else "no"), holes=opts.punch_holes)
     _info(opts, f"Zero bytes written as sparse files: {format_bytes(stats.bytes_zero)}")
     _info(opts, f"Bytes cloned through reflinks: {format_bytes(stats.bytes_seed_cloned + stats.bytes_self_cloned)}")
     seeded = stats.bytes_seed_cloned + stats.bytes_seed_copied + stats.bytes_self_cloned + stats.bytes_self_copied
@@ -441,6 +450,7 @@ def _extract_tree(opts: CasyncOptions, what: str, source: str, output: str, seek
     if opts.seed_output and what == _ARCHIVE_INDEX and not seek and os.path.isdir(output):
         index_seeds.append(output)
     stats = TreeSeedStats()
+    tree_stats = TreeExtractStats()
     events, store = _tree_events(opts, what, source, index_seeds if what == _ARCHIVE_INDEX else [], stats)
     try:
         target = output
@@ -449,11 +459,13 @@ def _extract_tree(opts: CasyncOptions, what: str, source: str, output: str, seek
             target = os.path.join(output, os.fsdecode(seek[-1]))
             events = cs.rerooted(events, seek)
         seed_files = SeedFiles(seed_dirs, "auto" if opts.reflink else "no", opts.hardlink) if seed_dirs else None
-        archive.extract_to_disk(events, target, on_warning=_warn, delete=opts.delete, seed_files=seed_files)
+        archive.extract_to_disk(events, target, on_warning=_warn, delete=opts.delete, seed_files=seed_files,
+                                uid_shift=_uid_shift(opts), undo_immutable=opts.undo_immutable,
+                                punch_holes=opts.punch_holes, stats=tree_stats)
     finally:
         if store is not None:
             store.close()
-    _info(opts, "Zero bytes written as sparse files: 0B")
+    _info(opts, f"Zero bytes written as sparse files: {format_bytes(tree_stats.hole_bytes)}")
     cloned = seed_files.stats.cloned_bytes if seed_files is not None else 0
     _info(opts, f"Bytes cloned through reflinks: {format_bytes(cloned)}")
     if opts.hardlink and seed_files is not None:
@@ -554,7 +566,7 @@ def _lines(opts: CasyncOptions, verb: str, args: list[str]) -> int:
         elif verb == "mtree":
             lines = mtree_lines(selected)
         else:
-            lines = stat_lines(selected, opts.digest)
+            lines = iter(_stat(opts, what, source, events, seek))
         out = sys.stdout
         for line in lines:
             out.write(line + "\n")
@@ -577,36 +589,16 @@ def verb_stat(opts: CasyncOptions, args: list[str]) -> int:
     return _lines(opts, "stat", args)
 
 
-def stat_lines(events: Iterator[Node | DirEnd], digest: Digest) -> Iterator[str]:
-    """casync's ``stat`` report of each entry."""
-    for ev in events:
-        if not isinstance(ev, Node):
-            continue
-        meta = ev.meta
-        yield f"    File: {escape(ev.relpath)}"
-        yield f"    Mode: {mode_string(meta.mode)}"
-        if meta.mtime_ns is not None and ff.time_granularity(ev.feature_flags):
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.mtime_ns // 1_000_000_000))
-            yield f"    Time: {when}.{meta.mtime_ns % 1_000_000_000:09d}"
-        if stat.S_ISREG(meta.mode):
-            yield f"    Size: {meta.size}"
-        uids = ev.feature_flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS)
-        names = ev.feature_flags & ff.WITH_USER_NAMES
-        for label, ident, name in (("    User", meta.uid, meta.user_name), ("   Group", meta.gid, meta.group_name)):
-            if uids and names and name:
-                yield f"{label}: {escape(name)} ({ident})"
-            elif uids:
-                yield f"{label}: {ident}"
-            elif names and name:
-                yield f"{label}: {escape(name)}"
-        if stat.S_ISLNK(meta.mode):
-            yield f"  Target: {escape(meta.target)}"
-        if stat.S_ISBLK(meta.mode) or stat.S_ISCHR(meta.mode):
-            yield f"  Device: {meta.rdev_major}:{meta.rdev_minor}"
-        for xname, xvalue in meta.xattrs:
-            yield f"   XAttr: {escape(xname)} → {escape(xvalue)}"
-        if stat.S_ISREG(meta.mode):
-            yield f"  Digest: {cs.payload_digest(ev, digest).hex()}"
+def _stat(opts: CasyncOptions, what: str, source: str, events: Iterator[Node | DirEnd],
+          seek: tuple[bytes, ...]) -> list[str]:
+    """casync's ``stat``: the report of the one entry asked for (the top of the archive or directory)."""
+    node = next((ev for ev in (cs.subtree(events, seek) if seek else events) if isinstance(ev, Node)), None)
+    if node is None:
+        raise DesyncError(f"{source}: empty archive")
+    projid = None
+    if what == _DIRECTORY and node.feature_flags & ff.WITH_QUOTA_PROJID:
+        projid = read_projid(os.path.join(source, os.fsdecode(node.relpath)))
+    return cs.stat_report(node, opts.digest, projid)
 
 
 # ---------------------------------------------------------------- digest
@@ -742,29 +734,32 @@ def notify(address: str, text: str) -> None:
 
 
 def verb_gc(opts: CasyncOptions, args: list[str]) -> int:
+    """casync's gc: remove the chunks none of the indexes names; its report lines on stdout."""
     if not args:
-        raise UsageError("at least one index file expected")
-    keep: set[bytes] = set()
-    digest: Digest | None = None
-    for location in args:
-        index = _index(opts, _strip_file_url(location))
-        keep.update(c.id for c in index.chunks)
-        digest = digest or index.digest
+        raise UsageError("Expected at least one argument.")
+    indexes = [_index(opts, _strip_file_url(location)) for location in args]
     location = default_store(opts, _strip_file_url(args[0]))
-    options = _store_options(opts, digest)
-    store = cs.open_store(location, options)
+    store = cs.open_store(location, _store_options(opts, indexes[0].digest))
     if not isinstance(store, PrunableStore):
         store.close()
         raise UsageError(f"store {location} cannot be garbage collected (needs a local directory)")
-    removed = 0
+    out = sys.stdout
+    verb = "Would remove" if opts.dry_run else "Removing"
+
+    def tell(chunk_id: bytes) -> None:
+        if opts.verbose:
+            out.write(f"{verb} chunk {chunk_id.hex()}.cacnk.\n")
+
     with store:
-        for chunk_id in list(store.iter_chunks()):
-            if chunk_id in keep:
-                continue
-            removed += 1
-            if opts.dry_run:
-                sys.stdout.write(f"Would remove {chunk_id.hex()}\n")
-            else:
-                store.remove_chunk(chunk_id)
-    _info(opts, f"{'Would remove' if opts.dry_run else 'Removed'} {removed} chunks, kept {len(keep)}")
+        if opts.verbose:
+            refs = sum(len(i.chunks) for i in indexes)
+            out.write(f"Chunk store usage: {refs} references, {len({c.id for i in indexes for c in i.chunks})} "
+                      "chunks\n")
+        result = cs.collect_garbage(store, indexes, opts.dry_run, tell)
+    if opts.dry_run:
+        out.write(f"Would remove {result.removed} chunks, {result.remaining} chunks remaining.\n")
+    elif opts.verbose:
+        out.write(f"Removed {result.removed} chunks, {result.directories} directories, {result.remaining} chunks "
+                  "remaining.\n")
+    out.flush()
     return 0

@@ -17,6 +17,8 @@ from .. import fsutil
 from ..catar import DirEnd, EncodeOptions, ExtractOptions, Node, catar_to_tar, decode, extract_events, \
     resolve_flags, tar_to_catar
 from ..catar.encoder import INLINE_LIMIT, FileSlice, encode_items
+from ..catar.extract import TreeExtractStats
+from ..catar.model import UidShift
 from ..catar.output import write_archive
 from ..catar.seedfiles import SeedFiles
 from ..chunker import Chunker
@@ -60,12 +62,13 @@ def open_input(path: str) -> IO[bytes]:
 
 
 def archive_items(source: str, flags: int, *, tar_input: bool = False, excludes: Sequence[str] = (),
-                  slices: bool = False, zero_times: bool = False, add_root: bool = False) -> Iterator[bytes | FileSlice]:
+                  slices: bool = False, zero_times: bool = False, add_root: bool = False,
+                  uid_shift: UidShift | None = None) -> Iterator[bytes | FileSlice]:
     """The catar of the directory ``source`` (or of the tar stream ``source`` with ``tar_input``).
 
     With ``slices``, larger files' contents stay in the files (see encode_items).  ``zero_times``
     stores every mtime as 0 (``--no-time``); ``add_root`` gives a tar stream's tree a fresh root
-    directory (``--tar-add-root``).
+    directory (``--tar-add-root``).  ``uid_shift`` stores owners shifted (casync's ``--uid-shift``).
     """
     if add_root and not tar_input:
         raise InvalidArgument("--tar-add-root works only with --input-format tar")
@@ -79,7 +82,8 @@ def archive_items(source: str, flags: int, *, tar_input: bool = False, excludes:
         return
     if not os.path.isdir(source):
         raise DesyncError(f"{source} is not a directory")
-    yield from encode_items(source, flags, EncodeOptions(excludes=list(excludes), zero_times=zero_times),
+    yield from encode_items(source, flags, EncodeOptions(excludes=list(excludes), zero_times=zero_times,
+                                                         uid_shift=uid_shift),
                             inline_limit=INLINE_LIMIT if slices else -1)
 
 
@@ -140,14 +144,20 @@ def catar_events(path: str) -> Events:
 def extract_to_disk(events: Events, target: str, *, same_owner: bool = True, same_permissions: bool = True,
                     xattrs: bool = True,
                     on_warning: Callable[[str], None] | None = None, delete: bool = False,
-                    seed_files: SeedFiles | None = None) -> None:
+                    seed_files: SeedFiles | None = None, uid_shift: UidShift | None = None,
+                    undo_immutable: bool = False, punch_holes: bool = False,
+                    stats: TreeExtractStats | None = None) -> None:
     """Extract the entries into the directory ``target``; without ``xattrs`` no xattrs, ACLs or capabilities.
 
     ``delete`` removes what the archive does not have (an existing target
     updated in place); ``seed_files`` lends file contents from seed trees.
+    casync's options: ``uid_shift`` maps owners, ``undo_immutable`` clears
+    chattr +i where an entry must be replaced, ``punch_holes`` leaves runs
+    of zeros as holes (counted in ``stats``).
     """
     opts = ExtractOptions(no_same_owner=not same_owner, no_same_permissions=not same_permissions,
-                          on_warning=on_warning, delete=delete, seed_files=seed_files)
+                          on_warning=on_warning, delete=delete, seed_files=seed_files, uid_shift=uid_shift,
+                          undo_immutable=undo_immutable, punch_holes=punch_holes, stats=stats)
     if not xattrs:
         opts.xattrs = opts.acls = opts.fcaps = opts.selinux = False
     extract_events(events, target, opts)

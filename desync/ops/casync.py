@@ -14,14 +14,24 @@ import http.client
 import io
 import os
 import ssl
+import stat
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO
+from dataclasses import dataclass
+from typing import IO, Final
 
 from .. import digest as digest_mod
+from .. import featureflags as ff
 from .. import fsutil
 from ..catar import DirEnd, Node
-from ..catar.format import GOODBYE_ITEM_SIZE, GOODBYE_TAIL_SIZE, HEADER_SIZE
+from ..catar.model import UidShift
+from ..constants import CA_FORMAT_SYMLINK
+from ..catar.format import GOODBYE_ITEM_SIZE, GOODBYE_TAIL_SIZE, HEADER_SIZE, device_record, \
+    payload_header, string_record
+from ..catar.fsread import CHATTR_MAP, FAT_MAP
+from ..catar.mtree import escape, mode_string
+from ..catar.writer import meta_records
 from ..digest import Digest
 from ..errors import DesyncError, InvalidArgument
 from ..index import INDEX_SIZE_LIMIT, Index
@@ -33,7 +43,8 @@ from ..stores.base import Store
 from ..stores.router import StoreRouter
 from ..stores.ssh import SSHStore
 from ..stores.base import StoreOptions
-from ..stores.capabilities import ReadStore
+from ..stores.capabilities import PrunableStore, ReadStore
+from ..stores.local import LocalStore
 from ..stores.indexes import read_index
 
 Events = Iterator[Node | DirEnd]
@@ -271,7 +282,7 @@ class TreeCache:
 
     The cache directory keeps the last archive index made of the tree with
     a key over what could change its archive: the feature flags, chunk
-    sizes and digest, and every entry's path, type, mode, owner, size,
+    sizes, digest and ``--uid-shift``, and every entry's path, type, mode, owner, size,
     device, inode and modification and change times (the change time
     moves with xattrs, ACLs and chattr flags too).  A later ``make`` of the
     same tree walks it with lstat only; when the key matches and the store
@@ -281,8 +292,10 @@ class TreeCache:
     KEY = "tree.key"
     INDEX = "tree.caidx"
 
-    def __init__(self, path: str, root: str, flags: int, sizes: tuple[int, int, int], digest: Digest) -> None:
+    def __init__(self, path: str, root: str, flags: int, sizes: tuple[int, int, int], digest: Digest,
+                 uid_shift: UidShift | None = None) -> None:
         self.path = path
+        self.uid_shift = uid_shift
         self.root = root
         self.flags = flags
         self.sizes = sizes
@@ -294,7 +307,7 @@ class TreeCache:
         if self._key:
             return self._key
         h = digest_mod.SHA512_256_DIGEST.hasher()
-        h.update(f"{self.flags:x} {self.sizes} {self.digest.name}\n".encode())
+        h.update(f"{self.flags:x} {self.sizes} {self.digest.name} {self.uid_shift}\n".encode())
         cache = os.path.abspath(self.path)
         for dirpath, dirs, files in os.walk(self.root):
             dirs.sort()
@@ -336,3 +349,136 @@ class TreeCache:
         os.makedirs(self.path, exist_ok=True)
         fsutil.write_file_atomic(os.path.join(self.path, self.INDEX), index.to_bytes(), 0o644)
         fsutil.write_file_atomic(os.path.join(self.path, self.KEY), self.key(), 0o644)
+
+
+# ls_format_chattr's letters in casync's order (kernel FS_*_FL bits), and ls_format_fat_attrs'.
+_CHATTR_LETTERS: Final = ((0x8, "S"), (0x10000, "D"), (0x10, "i"), (0x20, "a"), (0x40, "d"), (0x80, "A"), (0x4, "c"),
+                          (0x400, "N"), (0x800000, "C"), (0x20000000, "P"))
+_FAT_LETTERS: Final = ((0x2, "h"), (0x4, "s"), (0x20, "a"))
+
+
+def _letters(bits: int, table: tuple[tuple[int, str], ...]) -> str:
+    return "".join(letter if bits & flag else "-" for flag, letter in table)
+
+
+def _owner_line(label: str, uids: bool, names: bool, ident: int, name: bytes | None) -> str | None:
+    """casync's User/Group line: the name (``root`` for ID 0 in an archive with names) and the ID where stored."""
+    shown = name if name else (b"root" if names and ident == 0 else None)
+    if uids and shown:
+        return f"{label}: {escape(shown)} ({ident})"
+    if uids:
+        return f"{label}: {ident}"
+    if shown:
+        return f"{label}: {escape(shown)}"
+    return None
+
+
+def stat_report(node: Node, digest: Digest, projid: int | None = None) -> list[str]:
+    """casync's ``stat`` of one entry, line for line.
+
+    The attribute lines come from the entry's flags (regular files and
+    directories only), ``Offset`` is where its ENTRY record starts in the
+    archive stream, ``Digest`` the digest of a file's contents and
+    ``HLDigest`` (everything but directories) that of its records from
+    ENTRY on plus its contents: what casync compares to find hardlink
+    candidates.  ``projid`` adds casync's ``ProjID`` line (directory input).
+    """
+    meta = node.meta
+    flags = node.feature_flags
+    lines = [f"    File: {escape(node.relpath)}", f"    Mode: {mode_string(meta.mode)}"]
+    if meta.is_reg or meta.is_dir:
+        chattr = 0
+        fat = 0
+        for kbit, wbit in CHATTR_MAP:
+            if meta.fsflags & wbit:
+                chattr |= kbit
+        for kbit, wbit in FAT_MAP:
+            if meta.fsflags & wbit:
+                fat |= kbit
+        lines.append(f"FileAttr: {_letters(chattr, _CHATTR_LETTERS)}")
+        lines.append(f" FATAttr: {_letters(fat, _FAT_LETTERS)}")
+    lines.append(f"  Offset: {node.offset}")
+    if ff.time_granularity(flags):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta.mtime_ns // 1_000_000_000))
+        lines.append(f"    Time: {when}.{meta.mtime_ns % 1_000_000_000:09d}")
+    if meta.is_reg:
+        lines.append(f"    Size: {meta.size}")
+    uids = bool(flags & (ff.WITH_16BIT_UIDS | ff.WITH_32BIT_UIDS))
+    names = bool(flags & ff.WITH_USER_NAMES)
+    for label, ident, name in (("    User", meta.uid, meta.user_name), ("   Group", meta.gid, meta.group_name)):
+        line = _owner_line(label, uids, names, ident, name if names else None)
+        if line is not None:
+            lines.append(line)
+    if projid is not None:
+        lines.append(f"  ProjID: {projid}")
+    if meta.is_symlink:
+        lines.append(f"  Target: {escape(meta.target)}")
+    if meta.is_device:
+        lines.append(f"  Device: {meta.rdev_major}:{meta.rdev_minor}")
+    for xname, xvalue in meta.xattrs:
+        lines.append(f"   XAttr: {escape(xname)} → {escape(xvalue)}")
+    if meta.is_dir:
+        return lines
+    records = meta_records(meta, flags)
+    if meta.is_reg:
+        records += payload_header(meta.size)
+    elif meta.is_symlink:
+        records += string_record(CA_FORMAT_SYMLINK, meta.target)
+    elif meta.is_device:
+        records += device_record(meta.rdev_major, meta.rdev_minor)
+    hardlink = digest.hasher()
+    hardlink.update(records)
+    if node.payload is not None:
+        contents = digest.hasher()
+        for block in node.payload.blocks():
+            contents.update(block)
+            hardlink.update(block)
+        lines.append(f"  Digest: {contents.hexdigest()}")
+    elif stat.S_ISBLK(meta.mode):
+        lines.append(f"  Digest: {digest.hasher().hexdigest()}")  # casync's payload digest of a block device: empty
+    lines.append(f"HLDigest: {hardlink.hexdigest()}")
+    return lines
+
+
+@dataclass
+class GcResult:
+    """What ``casync gc`` reports: references in the indexes, distinct chunks kept, chunks and directories removed."""
+
+    references: int = 0
+    referenced: int = 0
+    removed: int = 0
+    directories: int = 0
+    remaining: int = 0
+
+
+def collect_garbage(store: PrunableStore, indexes: list[Index], dry_run: bool,
+                    on_chunk: Callable[[bytes], None] | None = None) -> GcResult:
+    """Remove (or with ``dry_run`` only count) the chunks of ``store`` that no index refers to, as casync's gc.
+
+    ``on_chunk`` hears of each chunk before it goes; a local store's
+    prefix directories that end up empty are removed with their last chunk
+    (and counted, as casync counts them).
+    """
+    keep: set[bytes] = set()
+    result = GcResult()
+    for index in indexes:
+        result.references += len(index.chunks)
+        keep.update(c.id for c in index.chunks)
+    result.referenced = len(keep)
+    prefixes: set[str] = set()
+    total = 0
+    for chunk_id in list(store.iter_chunks()):
+        total += 1
+        if chunk_id in keep:
+            continue
+        if on_chunk is not None:
+            on_chunk(chunk_id)
+        result.removed += 1
+        if not dry_run:
+            store.remove_chunk(chunk_id)
+            prefixes.add(chunk_id.hex()[:4])
+    result.remaining = total - result.removed
+    root = getattr(store, "path", None) if isinstance(store, LocalStore) else None
+    if root is not None:
+        result.directories = sum(1 for p in prefixes if not os.path.isdir(os.path.join(root, p)))
+    return result

@@ -19,7 +19,8 @@ from dataclasses import dataclass, fields
 
 from ..errors import DesyncError
 from .. import tempnames
-from ..fsutil import adopt_attributes, pwrite_all, pwrite_many, resolve_target, sync_directory
+from ..fsutil import adopt_attributes, has_zero_run, pwrite_all, pwrite_many, pwrite_sparse, resolve_target, \
+    sync_directory, zero_runs
 from ..index import Index
 from ..progress import Progress
 from ..stores.base import Store
@@ -72,7 +73,8 @@ def _group(index: Index) -> dict[bytes, tuple[int, list[int]]]:
 def write_chunks(fd: int, index: Index, store: Store | None, *, workers: int, fresh: bool,
                  progress: Progress | None = None, stats: ExtractStats | None = None,
                  seeds: SeedSet | None = None, copier: RangeCopier | None = None,
-                 output_identity: tuple[int, int] = (0, 0), punch: bool = False) -> None:
+                 output_identity: tuple[int, int] = (0, 0), punch: bool = False,
+                 holes: bool | None = None) -> None:
     """Write every chunk of ``index`` into ``fd`` at its offsets.
 
     ``fresh`` means the file is new and sparse (zero chunks need no write);
@@ -82,9 +84,12 @@ def write_chunks(fd: int, index: Index, store: Store | None, *, workers: int, fr
     copies), the store; further occurrences are copied from the first.
     ``output_identity`` names the output file when it is also a seed:
     its old bytes are then staged before anything can overwrite them.
+    ``holes`` is casync's ``--punch-holes``: True leaves every run of zeros
+    (``fsutil.HOLE_MIN`` bytes or more) as a hole, False writes even
+    all-zero chunks; None (the default) leaves all-zero chunks as holes.
     """
     plan = _Plan(fd, index, store, fresh, progress, seeds or SeedSet(), copier or RangeCopier("auto"),
-                 punch)
+                 punch, holes)
     try:
         plan.stage_output_seed(output_identity, workers)
         items = [(cid, size, offsets) for cid, (size, offsets) in plan.groups.items()]
@@ -100,7 +105,7 @@ class _Plan:
     """The shared state of one extraction: seeds, staged bytes, counters."""
 
     def __init__(self, fd: int, index: Index, store: Store | None, fresh: bool, progress: Progress | None,
-                 seeds: SeedSet, copier: RangeCopier, punch: bool) -> None:
+                 seeds: SeedSet, copier: RangeCopier, punch: bool, holes: bool | None = None) -> None:
         self.fd = fd
         self.index = index
         self.store = store
@@ -109,6 +114,7 @@ class _Plan:
         self.seeds = seeds
         self.copier = copier
         self.punch = punch
+        self.holes = holes
         self.digest = index.digest
         self.groups = _group(index)
         self.block = block_size(fd)
@@ -237,6 +243,10 @@ class _Plan:
                 if data[0] == 0 and data[-1] == 0 and data.count(0) == size:
                     self.zeros(size, todo, fetched=True)
                     continue
+                if self.holes and has_zero_run(data):
+                    for off in todo:
+                        self.sparse(data, off)
+                    continue
                 pieces.append((data, todo[0]))
                 if len(todo) > 1:
                     if self.copier.may_clone(self.fd) and size >= 2 * self.block:
@@ -251,13 +261,39 @@ class _Plan:
             self.progress.add(sum(size * len(offsets) for _, size, offsets in batch))
 
     def zeros(self, size: int, todo: list[int], fetched: bool = False) -> None:
-        """A chunk of zeros: a hole in a fresh file, punched (or written) in an existing one."""
+        """A chunk of zeros: a hole in a fresh file, punched (or written) in an existing one.
+
+        With ``holes`` False (``--punch-holes=no``) the zeros are written, so the file has no holes.
+        """
+        if self.holes is False:
+            self.count(zero=len(todo))
+            for off in todo:
+                pwrite_all(self.fd, bytes(size), off)
+            return
         self.count(zero=len(todo), bytes_zero=size * (len(todo) - 1 if fetched else len(todo)))
         if self.fresh:
             return
         for off in todo:
             if not (self.punch and punch_hole(self.fd, off, size)):
                 pwrite_all(self.fd, bytes(size), off)
+
+    def sparse(self, data: bytes, off: int) -> None:
+        """Write a chunk at ``off`` with its runs of zeros as holes (``--punch-holes``)."""
+        if self.fresh:
+            self.count(bytes_zero=pwrite_sparse(self.fd, data, off))
+            return
+        pos = 0
+        view = memoryview(data)
+        for start, end in zero_runs(view):
+            if start > pos:
+                pwrite_all(self.fd, view[pos:start], off + pos)
+            if punch_hole(self.fd, off + start, end - start):
+                self.count(bytes_zero=end - start)
+            else:
+                pwrite_all(self.fd, view[start:end], off + start)
+            pos = end
+        if pos < len(view):
+            pwrite_all(self.fd, view[pos:], off + pos)
 
     def from_local(self, chunk_id: bytes, size: int, dest: int) -> bytes | None:
         """Put the chunk at ``dest`` from staged bytes or a seed; its bytes, or None when no seed has them."""
@@ -323,7 +359,8 @@ def _anonymous_file() -> int:
 
 def extract_blob(index: Index, store: Store | None, target: str, *, in_place: bool = False, workers: int = 4,
                  progress: Progress | None = None, stats: ExtractStats | None = None,
-                 seeds: SeedSet | None = None, copier: RangeCopier | None = None) -> None:
+                 seeds: SeedSet | None = None, copier: RangeCopier | None = None,
+                 holes: bool | None = None) -> None:
     """Assemble the blob of ``index`` at ``target`` (``-`` is not a valid target; use cat).
 
     ``store`` may be None when the seeds are expected to hold every chunk.
@@ -331,7 +368,7 @@ def extract_blob(index: Index, store: Store | None, target: str, *, in_place: bo
     An existing target keeps its permission bits and, where the caller may
     set it, its owner; a symlink is kept and the file it points at is
     replaced (see :func:`desync.fsutil.resolve_target`).  A new file gets
-    the default mode (0666 less the umask).
+    the default mode (0666 less the umask).  ``holes``: see :func:`write_chunks`.
     """
     try:
         target, st = resolve_target(target)
@@ -342,7 +379,7 @@ def extract_blob(index: Index, store: Store | None, target: str, *, in_place: bo
     if st is not None and not stat.S_ISREG(st.st_mode):
         in_place = True  # block devices and the like cannot be replaced by a rename
     if in_place:
-        _extract_in_place(index, store, target, st, workers, progress, stats, seeds, copier)
+        _extract_in_place(index, store, target, st, workers, progress, stats, seeds, copier, holes)
         return
     tempnames.sweep_beside(target)
     tmp = tempnames.temp_beside(target)
@@ -356,7 +393,7 @@ def extract_blob(index: Index, store: Store | None, target: str, *, in_place: bo
                 adopt_attributes(fd, st)
             os.ftruncate(fd, index.length)
             write_chunks(fd, index, store, workers=workers, fresh=True, progress=progress, stats=stats,
-                         seeds=seeds, copier=copier)
+                         seeds=seeds, copier=copier, holes=holes)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -374,7 +411,7 @@ def extract_blob(index: Index, store: Store | None, target: str, *, in_place: bo
 
 def _extract_in_place(index: Index, store: Store | None, target: str, st: os.stat_result | None, workers: int,
                       progress: Progress | None, stats: ExtractStats | None, seeds: SeedSet | None,
-                      copier: RangeCopier | None) -> None:
+                      copier: RangeCopier | None, holes: bool | None = None) -> None:
     try:
         fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -387,7 +424,8 @@ def _extract_in_place(index: Index, store: Store | None, target: str, st: os.sta
         if regular and (st is None or st.st_size > index.length) and not own_seed:
             os.ftruncate(fd, index.length)
         write_chunks(fd, index, store, workers=workers, fresh=st is None, progress=progress, stats=stats,
-                     seeds=seeds, copier=copier, output_identity=identity, punch=regular)
+                     seeds=seeds, copier=copier, output_identity=identity, punch=regular and holes is not False,
+                     holes=holes if regular else False)
         if regular:
             os.ftruncate(fd, index.length)
     except OSError as exc:

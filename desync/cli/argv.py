@@ -5,9 +5,17 @@ nothing of the library until the command is known.  Every failure of a
 server invocation (``pull``/``push``) exits with status 1, as casync's does.
 """
 
+from __future__ import annotations
+
 import argparse
-from collections.abc import Sequence
-from typing import Final
+import sys
+
+from ..errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Sequence
+    from typing import Final, NoReturn
 
 SERVER_VERBS: Final = ("pull", "push")
 _SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")
@@ -17,6 +25,27 @@ _VALUED_GLOBALS: Final = ("--digest", "--config")
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the hand-wrapped descriptions as written."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class VersionAction(argparse.Action):
+    """``--version`` after other options (``desync --version`` alone never gets here: see cli.main.main)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[object] | None, option_string: str | None = None) -> None:
+        from ..backends import describe
+
+        sys.stdout.write(describe() + "\n")
+        parser.exit()
 
 
 def add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:

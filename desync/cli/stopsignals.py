@@ -6,9 +6,14 @@ exit status 128 + signal.  A repeat during the cleanup is ignored; a
 SIGHUP that was ignored when we started (nohup) stays ignored.
 """
 
+from __future__ import annotations
+
 import signal
-from types import FrameType
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from types import FrameType
+    from typing import Final
 
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
 # Commands whose library handles these signals itself (libfuse unmounts on them).

@@ -12,20 +12,24 @@ without either.  Compression contexts are not thread-safe, hence one per
 thread.
 """
 
+from __future__ import annotations
+
 import importlib
 import lzma
 import threading
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Final
 
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_LEVEL, ZSTD_MAGIC
 # CompressionError is defined in desync.errors and stays importable from here.
 from .errors import CompressionError as CompressionError, DesyncError
 from .fsutil import capped_pieces
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Iterator
+    from types import ModuleType
+    from typing import Any, Final
 
 NO_BINDING = "zstd compression needs the zstandard package, which is not installed: pip install zstandard"
 # Output pieces of streamed decompression: small enough to keep memory flat, large enough to be cheap.
@@ -40,14 +44,30 @@ _LARGE = threading.Lock()
 XZ_MEMLIMIT: Final = 72 << 20
 
 
-@dataclass(frozen=True, slots=True)
 class ZstdFrame:
-    """What a zstd frame's headers say, read without decompressing it."""
+    """What a zstd frame's headers say, read without decompressing it (immutable; a plain class, as
+    dataclasses cost start-up time)."""
 
-    content_size: int  # -1: not recorded
-    window_size: int
-    length: int  # bytes of the frame, checksum included
-    content_bound: int  # the most its blocks can hold: what a one-shot decode allocates at most
+    __slots__ = ("content_size", "window_size", "length", "content_bound")
+
+    def __init__(self, content_size: int, window_size: int, length: int, content_bound: int) -> None:
+        self.content_size: Final = content_size  # -1: not recorded
+        self.window_size: Final = window_size
+        self.length: Final = length  # bytes of the frame, checksum included
+        self.content_bound: Final = content_bound  # the most its blocks can hold: what a one-shot decode allocates
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ZstdFrame):
+            return NotImplemented
+        return (self.content_size == other.content_size and self.window_size == other.window_size
+                and self.length == other.length and self.content_bound == other.content_bound)
+
+    def __hash__(self) -> int:
+        return hash((self.content_size, self.window_size, self.length, self.content_bound))
+
+    def __repr__(self) -> str:
+        return (f"ZstdFrame(content_size={self.content_size!r}, window_size={self.window_size!r}, "
+                f"length={self.length!r}, content_bound={self.content_bound!r})")
 
 
 def zstd_frame(raw: bytes) -> ZstdFrame:

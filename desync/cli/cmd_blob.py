@@ -1,26 +1,28 @@
 """Blob commands: make, extract, cat, chunk, list-chunks, info, verify-index."""
 
+from __future__ import annotations
+
 import argparse
-import json
 import os
 import sys
-from typing import Any
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, IntegrityError, UsageError
-from ..featureflags import describes_archive
-from ..ops.cat import cat
-from ..index import Index
-from ..ops.extract import ExtractStats, extract_blob
-from ..ops.sourcestats import ByteCounts, count_sources
-from ..ops.seed import SeededStore, SeedOptions, SeedSet, load_seeds
-from ..progress import Progress
-from ..reflink import MODES, RangeCopier
-from ..ops.make import MakeStats, chunk_file, make_blob_index
-from ..parallel import ordered_map
-from ..ops.verify import verify_file
-from ..stores import Store, WriteStore
+from ..reflink import MODES
 from . import common, targets
+
+# The operations are imported by the command that runs them: list-chunks and info start without
+# loading make, extract or the stores (start-up time, tests/test_startup.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..index import Index
+    from ..ops.extract import ExtractStats
+    from ..ops.seed import SeedSet
+    from ..ops.sourcestats import ByteCounts
+    from ..progress import Progress
+    from ..stores import Store, WriteStore
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -113,6 +115,8 @@ def add_seed_options(p: argparse.ArgumentParser) -> None:
 def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = None,
                validate: bool = True) -> SeedSet:
     """The seeds of ``--seed``/``--seed-dir`` for extracting ``index`` (empty without them)."""
+    from ..ops.seed import SeedOptions, SeedSet, load_seeds
+
     if not args.seed and not args.seed_dir:
         return SeedSet()
     options = SeedOptions(skip_invalid=getattr(args, "skip_invalid_seeds", False),
@@ -122,6 +126,8 @@ def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = N
 
 
 def run_make(args: argparse.Namespace) -> int:
+    from ..ops.make import MakeStats, make_blob_index
+
     targets.check_index_target(args.index, ".caibx", args.force)
     chunker = common.chunker_from(args)
     digest = digest_mod.by_name(args.digest)
@@ -153,6 +159,12 @@ def _size_of(path: str) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    from ..featureflags import describes_archive
+    from ..ops.cat import cat
+    from ..ops.extract import ExtractStats, extract_blob
+    from ..ops.sourcestats import ByteCounts, count_sources
+    from ..reflink import RangeCopier
+
     index = common.load_index(args.index, args)
     if describes_archive(index.flags):
         raise UsageError(f"{args.index} is an archive index (.caidx): use 'desync untar -i' to extract it")
@@ -204,6 +216,9 @@ def format_stats(stats: ExtractStats, seeds: int, counts: ByteCounts) -> str:
 
 
 def run_cat(args: argparse.Namespace) -> int:
+    from ..ops.cat import cat
+    from ..ops.seed import SeededStore
+
     index = common.load_index(args.index, args)
     seeded = bool(args.seed or args.seed_dir)
     store: Store | None = common.read_store(args, index.digest) if args.stores or not seeded else None
@@ -233,6 +248,8 @@ def run_cat(args: argparse.Namespace) -> int:
 
 
 def run_chunk(args: argparse.Namespace) -> int:
+    from ..ops.make import chunk_file
+
     chunker = common.chunker_from(args)
     digest = digest_mod.by_name(args.digest)
     try:
@@ -258,8 +275,10 @@ def run_info(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     unique = list(dict.fromkeys(c.id for c in index.chunks))
     sizes = {c.id: c.size for c in index.chunks}
-    with common.show_progress("Chunking seeds", 0) as seed_prog:
-        seeded = set(open_seeds(args, index, seed_prog, validate=False).where)
+    seeded: set[bytes] = set()
+    if args.seed or args.seed_dir:  # without seeds nothing of them is loaded (start-up time)
+        with common.show_progress("Chunking seeds", 0) as seed_prog:
+            seeded = set(open_seeds(args, index, seed_prog, validate=False).where)
     not_in_seed = [i for i in unique if i not in seeded]
     results: dict[str, int] = {
         "total": len(index.chunks),
@@ -277,6 +296,8 @@ def run_info(args: argparse.Namespace) -> int:
         "chunk-size-max": index.max_size,
     }
     if args.cache:
+        from ..parallel import ordered_map  # threads only when stores are asked
+
         cache = common.write_store(args.cache, args, index.digest, command="info -c")
         with cache:
             cached = [i for i in ordered_map(lambda i: i if cache.has_chunk(i) else None, unique, args.workers)
@@ -286,10 +307,14 @@ def run_info(args: argparse.Namespace) -> int:
         results["not-in-seed-nor-cache"] = sum(1 for i in not_in_seed if i not in cached_set)
         results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in not_in_seed if i not in cached_set)
     if args.stores:
+        from ..parallel import ordered_map as each  # one name per import site (mypyc types locals once)
+
         store = common.read_store(args, index.digest, cache=False)
         with store:
-            results["in-store"] = sum(1 for ok in ordered_map(store.has_chunk, unique, args.workers) if ok)
+            results["in-store"] = sum(1 for ok in each(store.has_chunk, unique, args.workers) if ok)
     if args.format == "json":
+        import json
+
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
         labels = [
@@ -306,6 +331,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify_index(args: argparse.Namespace) -> int:
+    from ..ops.verify import verify_file
+
     index = common.load_index(args.index, args)
     with common.show_progress("Verifying", index.length) as prog:
         bad = verify_file(index, args.file, workers=common.cpu_workers(args), progress=prog)

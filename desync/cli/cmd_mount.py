@@ -8,10 +8,11 @@ command stays in the foreground until the mount is unmounted (fusermount3
 -u) or it gets SIGINT/SIGTERM, then unmounts and exits 0.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import threading
-from typing import Any
 
 from ..errors import UsageError
 from ..mount import fuselib
@@ -23,6 +24,10 @@ from ..mount.tree import ArchiveTree
 from ..parallel import run_all
 from ..stores import Store
 from . import common
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Any
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

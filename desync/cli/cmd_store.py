@@ -1,8 +1,9 @@
 """Store upkeep commands: verify, chop, cache, prune."""
 
+from __future__ import annotations
+
 import argparse
 import sys
-from typing import Any
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
@@ -10,6 +11,10 @@ from ..index import Index
 from ..ops.upkeep import chop, fill_cache, prune, unique_ids
 from ..ops.verify import verify_store
 from . import common
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Any
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

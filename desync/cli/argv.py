@@ -8,6 +8,7 @@ server invocation (``pull``/``push``) exits with status 1, as casync's does.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import UsageError
@@ -15,7 +16,7 @@ from ..errors import UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
     from collections.abc import Sequence
-    from typing import Final, NoReturn
+    from typing import Any, Final, NoReturn
 
 SERVER_VERBS: Final = ("pull", "push")
 _SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")
@@ -23,12 +24,47 @@ _SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")
 _VALUED_GLOBALS: Final = ("--digest", "--config")
 
 
+def help_width() -> int:
+    """The width argparse would pick (``$COLUMNS``, else the terminal's, else 80; less 2), worked out here:
+    argparse imports shutil for it, with bz2 and lzma, on every parser built (start-up time)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+def _with_width(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if len(args) < 3 and kwargs.get("width") is None:
+        kwargs["width"] = help_width()
+    return kwargs
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the hand-wrapped descriptions as written."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(prog, *args, **_with_width(args, kwargs))
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """argparse's own layout (the commands' parsers), with the width from :func:`help_width`."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(prog, *args, **_with_width(args, kwargs))
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """Usage errors as one line, exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")

@@ -70,6 +70,40 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+class _Unchosen(argparse.ArgumentParser):
+    """Stands in for the parser of a command that is not running: takes its options and builds nothing."""
+
+    def __init__(self) -> None:  # argparse's own set-up is the cost this saves
+        pass
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> Any:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+class OneCommand:
+    """What a command module's ``register()`` gets when one of its commands runs: the subparsers action,
+    building the parser of that command only (a module registers several, each with a dozen options)."""
+
+    def __init__(self, sub: argparse._SubParsersAction[Any], chosen: str) -> None:
+        self.sub = sub
+        self.chosen = chosen
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if name != self.chosen and self.chosen not in kwargs.get("aliases", ()):
+            return _Unchosen()
+        parser: argparse.ArgumentParser = self.sub.add_parser(name, **kwargs)
+        return parser
+
+
 class VersionAction(argparse.Action):
     """``--version`` after other options (``desync --version`` alone never gets here: see cli.main.main)."""
 

@@ -82,7 +82,7 @@ def build_parser(argv: "Sequence[str]" = ()) -> "argparse.ArgumentParser":
     Without a known command every module registers its commands, for the
     ``--help`` listing and the choices an unknown command is told about.
     """
-    from .argv import ArgumentParser, HelpFormatter, VersionAction, add_global_options
+    from .argv import ArgumentParser, HelpFormatter, OneCommand, VersionAction, add_global_options
 
     parser = ArgumentParser(
         prog="desync",
@@ -93,7 +93,8 @@ def build_parser(argv: "Sequence[str]" = ()) -> "argparse.ArgumentParser":
     parser.add_argument("--version", action=VersionAction, help="show the version and the active backends, then exit")
     add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    wanted = COMMANDS.get(command_name(argv))
+    command = command_name(argv)
+    wanted = COMMANDS.get(command)
     for name in (wanted,) if wanted else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -101,7 +102,8 @@ def build_parser(argv: "Sequence[str]" = ()) -> "argparse.ArgumentParser":
             if exc.name == name:
                 continue
             raise
-        module.register(sub)
+        # A known command: its module's other commands get no parser built (start-up time).
+        module.register(OneCommand(sub, command) if wanted else sub)
     for choice in sub.choices.values():
         add_global_options(choice, suppress=True)
     return parser

@@ -6,12 +6,18 @@ Python twins give identical results) but is slower, so ``desync
 Nothing here imports zstd: naming it must not cost start-up time.
 """
 
-import importlib.util
+from __future__ import annotations
+
 import os
-from collections.abc import Callable
+import sys
+from importlib.machinery import PathFinder
 
 from . import _accel
 from ._version import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Callable
 
 
 def compiled() -> bool:
@@ -41,9 +47,26 @@ def _installed_version(name: str, origin: str) -> str:
 
 
 def _find(name: str) -> str | None:
-    """The file a module would load from, without importing it; None when it is not installed."""
+    """The file a module would load from, without importing it; None when it is not installed.
+
+    Searches sys.path as the import system would (a package first, then its submodule), with the
+    path finder the interpreter has already loaded: importlib.util would cost start-up time.
+    """
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return getattr(loaded, "__file__", None) or ""
+    parts = name.split(".")
+    path: list[str] | None = None
+    spec = None
     try:
-        spec = importlib.util.find_spec(name)
+        for depth in range(len(parts)):
+            if depth and path is None:
+                return None  # the parent is a plain module: it has no submodules
+            spec = PathFinder.find_spec(".".join(parts[:depth + 1]), path)
+            if spec is None:
+                return None
+            locations = spec.submodule_search_locations
+            path = list(locations) if locations is not None else None
     except (ImportError, ValueError):
         return None
     return None if spec is None else spec.origin or ""

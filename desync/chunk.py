@@ -5,12 +5,16 @@ made only when someone asks for it, so a chunk copied from one compressed
 store to another is never decompressed and recompressed needlessly.
 """
 
-from collections.abc import Iterable
+from __future__ import annotations
 
 from . import compression, streamdecode
 from .constants import CHUNK_SIZE_LIMIT, ZSTD_MAGIC
 from .digest import Digest
 from .errors import ChunkInvalid, InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Iterable
 
 
 class Chunk:

@@ -11,10 +11,14 @@ must give identical results.
 import mmap
 from typing import Final, Union
 
-from ._accel import ChunkerModule, chunker_module
+from ._accel import chunker_module
 from .constants import CHUNK_SIZE_LIMIT, CHUNKER_WINDOW_SIZE
 from .errors import InvalidArgument
 from .parallel import ordered_map
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._accel import ChunkerModule
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 

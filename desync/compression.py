@@ -12,19 +12,24 @@ without either.  Compression contexts are not thread-safe, hence one per
 thread.
 """
 
+from __future__ import annotations
+
 import importlib
 import lzma
 import threading
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from types import ModuleType
-from typing import Any, Final
 
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_LEVEL, ZSTD_MAGIC
 # CompressionError is defined in desync.errors and stays importable from here.
 from .errors import CompressionError as CompressionError, DesyncError
 from .fsutil import capped_pieces
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Iterator
+    from types import ModuleType
+    from typing import Any, Final
 
 NO_BINDING = "zstd compression needs the zstandard package, which is not installed: pip install zstandard"
 # Output pieces of streamed decompression: small enough to keep memory flat, large enough to be cheap.
@@ -40,19 +45,29 @@ XZ_MEMLIMIT: Final = 72 << 20
 
 
 class ZstdFrame:
-    """What a zstd frame's headers say, read without decompressing it.
-
-    A plain class, not a dataclass: one is made per chunk read, and a
-    dataclass's generated ``__init__`` runs as interpreted code.
-    """
+    """What a zstd frame's headers say, read without decompressing it (immutable; a plain class, as
+    dataclasses cost start-up time)."""
 
     __slots__ = ("content_size", "window_size", "length", "content_bound")
 
     def __init__(self, content_size: int, window_size: int, length: int, content_bound: int) -> None:
-        self.content_size = content_size  # -1: not recorded
-        self.window_size = window_size
-        self.length = length  # bytes of the frame, checksum included
-        self.content_bound = content_bound  # the most its blocks can hold: what a one-shot decode allocates
+        self.content_size: Final = content_size  # -1: not recorded
+        self.window_size: Final = window_size
+        self.length: Final = length  # bytes of the frame, checksum included
+        self.content_bound: Final = content_bound  # the most its blocks can hold: what a one-shot decode allocates
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ZstdFrame):
+            return NotImplemented
+        return (self.content_size == other.content_size and self.window_size == other.window_size
+                and self.length == other.length and self.content_bound == other.content_bound)
+
+    def __hash__(self) -> int:
+        return hash((self.content_size, self.window_size, self.length, self.content_bound))
+
+    def __repr__(self) -> str:
+        return (f"ZstdFrame(content_size={self.content_size!r}, window_size={self.window_size!r}, "
+                f"length={self.length!r}, content_bound={self.content_bound!r})")
 
 
 def zstd_frame(raw: bytes) -> ZstdFrame:

@@ -10,15 +10,16 @@ This module knows nothing of stores: whoever opens a store (the CLI)
 reads the settings for its location here and passes them in.
 """
 
-import fnmatch
-import json
-import os
-import re
-from dataclasses import dataclass, field
-from typing import Any, Final
+from __future__ import annotations
 
-from . import fsutil
+import os
+
 from .errors import DesyncError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    import re
+    from typing import Any, Final
 
 # Keys of a store-options entry and the type each must have.
 OPTION_TYPES: Final[dict[str, type]] = {
@@ -41,7 +42,8 @@ S3_CREDENTIAL_KEYS: Final = ("access-key", "secret-key", "session-token", "aws-c
 LEGACY_DEFAULTS: Final = {"http-timeout": "timeout", "http-error-retry": "error-retry"}
 # The sections of the file.
 TOP_LEVEL_KEYS: Final = ("s3-credentials", "store-options", *LEGACY_DEFAULTS)
-_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_PATTERN: Final = r"(\d+(?:\.\d*)?)(ns|us|µs|ms|s|m|h)"
+_duration: list[re.Pattern[str]] = []  # compiled on first use: no regex compiling at start-up
 _UNITS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -50,15 +52,34 @@ def default_path() -> str:
     return os.path.join(home, ".config", "desync", "config.json")
 
 
-@dataclass(slots=True)
 class Config:
-    path: str = ""
-    store_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    s3_credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Store options every location gets unless its store-options entry says otherwise.
-    defaults: dict[str, Any] = field(default_factory=dict)
+    """The file's sections, checked (a plain class: dataclasses cost start-up time)."""
+
+    __slots__ = ("path", "store_options", "s3_credentials", "defaults")
+
+    def __init__(self, path: str = "", store_options: dict[str, dict[str, Any]] | None = None,
+                 s3_credentials: dict[str, dict[str, Any]] | None = None,
+                 defaults: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self.store_options: dict[str, dict[str, Any]] = {} if store_options is None else store_options
+        self.s3_credentials: dict[str, dict[str, Any]] = {} if s3_credentials is None else s3_credentials
+        # Store options every location gets unless its store-options entry says otherwise.
+        self.defaults: dict[str, Any] = {} if defaults is None else defaults
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Config):
+            return NotImplemented
+        return (self.path == other.path and self.store_options == other.store_options
+                and self.s3_credentials == other.s3_credentials and self.defaults == other.defaults)
+
+    def __repr__(self) -> str:
+        return (f"Config(path={self.path!r}, store_options={self.store_options!r}, "
+                f"s3_credentials={self.s3_credentials!r}, defaults={self.defaults!r})")
 
     def to_json(self) -> str:
+        import json
+
+
         doc: dict[str, Any] = {"s3-credentials": self.s3_credentials, "store-options": self.store_options}
         for legacy, option in LEGACY_DEFAULTS.items():
             if option in self.defaults:
@@ -95,6 +116,8 @@ def location_matches(pattern: str, location: str) -> bool:
     pat_parts, loc_parts = pat.split("/"), loc.split("/")
     if len(pat_parts) != len(loc_parts):
         return False
+    import fnmatch
+
     return all(fnmatch.fnmatchcase(s, p) for p, s in zip(pat_parts, loc_parts))
 
 
@@ -107,7 +130,11 @@ def parse_duration(value: object, where: str) -> float:
     if isinstance(value, str):
         text = value.strip()
         pos, total = 0, 0.0
-        for m in _DURATION.finditer(text):
+        if not _duration:
+            import re
+
+            _duration.append(re.compile(_DURATION_PATTERN))
+        for m in _duration[0].finditer(text):
             if m.start() != pos:
                 break
             total += float(m.group(1)) * _UNITS[m.group(2)]
@@ -145,10 +172,14 @@ def _unknown_key(path: str, name: object, where: str, known: tuple[str, ...]) ->
 
 
 def parse_config(text: str, path: str) -> Config:
-    try:
-        doc = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise DesyncError(f"config {path}: invalid JSON: {exc.msg} (line {exc.lineno})") from None
+    doc: object = {}
+    if text.strip():
+        import json  # only when there is a file: json costs start-up time
+
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DesyncError(f"config {path}: invalid JSON: {exc.msg} (line {exc.lineno})") from None
     if not isinstance(doc, dict):
         raise DesyncError(f"config {path}: expected a JSON object")
     for name in doc:
@@ -210,6 +241,8 @@ def save_config(cfg: Config, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as exc:
         raise DesyncError(f"cannot create the directory of {path}: {exc.strerror}") from None
+    from . import fsutil
+
     try:
         fsutil.write_file_atomic(path, cfg.to_json().encode(), 0o600)
     except OSError as exc:

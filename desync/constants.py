@@ -4,7 +4,12 @@ Values are casync's (docs/formats.md says what each means); all
 integers are stored little-endian on disk.
 """
 
-from typing import Final
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
+
 
 # Record types (docs/formats.md 1.1).
 CA_FORMAT_ENTRY: Final = 0x1396FABCEA5BBB51

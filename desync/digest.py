@@ -4,39 +4,56 @@ An index or archive names its algorithm in the SHA512_256 feature bit;
 :func:`for_flags` maps that bit to a :class:`Digest`.
 """
 
-import hashlib
-from collections.abc import Iterable
-from typing import Final
+from __future__ import annotations
 
 from .errors import InvalidArgument
 from .featureflags import SHA512_256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    import hashlib
+    from collections.abc import Iterable
+    from typing import Final
 
 SHA512_256_NAME: Final = "sha512-256"
 SHA256_NAME: Final = "sha256"
 
 
 class Digest:
-    """One digest algorithm; hashing copies a prepared object (cheaper than a lookup)."""
+    """One digest algorithm; hashing copies a prepared object (cheaper than a lookup).
 
-    __slots__ = ("name", "flag", "_proto")
+    The prepared object is made on first use: a command that hashes nothing
+    (``list-chunks``, ``info``) does not pay for importing hashlib.
+    """
+
+    __slots__ = ("name", "flag", "_openssl_name", "_proto")
 
     def __init__(self, name: str, openssl_name: str, flag: int) -> None:
         self.name = name
         self.flag = flag
-        self._proto = hashlib.new(openssl_name)
+        self._openssl_name = openssl_name
+        self._proto: hashlib._Hash | None = None
+
+    def _prototype(self) -> hashlib._Hash:
+        proto = self._proto
+        if proto is None:
+            import hashlib
+
+            proto = self._proto = hashlib.new(self._openssl_name)
+        return proto
 
     def sum(self, data: bytes | bytearray | memoryview) -> bytes:
-        h = self._proto.copy()
+        h = self._prototype().copy()
         h.update(data)
         return h.digest()
 
-    def hasher(self) -> "hashlib._Hash":
+    def hasher(self) -> hashlib._Hash:
         """A fresh hash object, for content that arrives piece by piece."""
-        return self._proto.copy()
+        return self._prototype().copy()
 
     def sum_pieces(self, pieces: Iterable[bytes]) -> tuple[bytes, int]:
         """The digest of content that arrives in pieces, and its length."""
-        h = self._proto.copy()
+        h = self._prototype().copy()
         size = 0
         for piece in pieces:
             h.update(piece)

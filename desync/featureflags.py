@@ -4,9 +4,13 @@ casync refuses index headers and ENTRY records whose flag word is not
 normalised, so everything we write goes through :func:`normalize`.
 """
 
-from typing import Final
+from __future__ import annotations
 
 from .errors import FormatError, InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
 
 WITH_16BIT_UIDS: Final = 0x1
 WITH_32BIT_UIDS: Final = 0x2

@@ -5,18 +5,22 @@ directory and renamed into place, so readers see the old or the new file,
 never a partial one.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO, Final
 
 from ._accel import fileio_module
 from . import tempnames
 from .errors import DesyncError
-from .readbudget import ReadBudget
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import BinaryIO, Final
 
 _FILEIO: Final = fileio_module
 # copy_file_range refusals that mean "not between these files" (pipes, other file systems): copy through a buffer.
@@ -411,6 +415,8 @@ def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
     Reads at most ``limit + 1`` bytes, so a file that grows after the check
     is still refused rather than read without bound.
     """
+    from .readbudget import ReadBudget  # threading: not at start-up
+
     fd, size = open_regular(path, limit, dir_fd)
     budget = ReadBudget()
     try:
@@ -429,7 +435,6 @@ def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes:
         os.close(fd)
         budget.release()
     return b"".join(chunks)
-
 
 
 def read_pieces(fd: int, path: str, limit: int, piece_size: int = 1 << 20) -> Iterator[bytes]:

@@ -5,9 +5,9 @@ truncated index is refused with a message that says what is wrong, instead
 of producing a wrong blob later.
 """
 
+from __future__ import annotations
+
 import struct
-from dataclasses import dataclass, field
-from typing import BinaryIO, Final
 
 from . import digest as digest_mod
 from .constants import (
@@ -20,9 +20,14 @@ from .constants import (
     TABLE_ITEM_SIZE,
     TABLE_SIZE_UNKNOWN,
 )
-from .digest import Digest
 from .errors import FormatError
 from .featureflags import FEATURE_FLAGS_MAX, is_normalized
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import BinaryIO, Final
+
+    from .digest import Digest
 
 _HEADER: Final = struct.Struct("<QQQQQQ")
 _TABLE_HEADER: Final = struct.Struct("<QQ")
@@ -34,26 +39,62 @@ _PREAMBLE_SIZE: Final = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE
 INDEX_SIZE_LIMIT: Final = 1 << 30
 
 
-@dataclass(frozen=True, slots=True)
 class IndexChunk:
-    """One table row: where a chunk sits in the blob and its ID."""
+    """One table row: where a chunk sits in the blob and its ID.
 
-    start: int
-    size: int
-    id: bytes
+    Immutable, compared and hashed by value.  A plain class rather than a
+    dataclass: the dataclass machinery costs start-up time, and mypyc builds
+    this ``__init__`` natively (the ``Final`` attributes are read-only there).
+    """
+
+    __slots__ = ("start", "size", "id")
+
+    def __init__(self, start: int, size: int, id: bytes) -> None:
+        self.start: Final = start
+        self.size: Final = size
+        self.id: Final = id
 
     @property
     def end(self) -> int:
         return self.start + self.size
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IndexChunk):
+            return NotImplemented
+        return self.start == other.start and self.size == other.size and self.id == other.id
 
-@dataclass(slots=True)
+    def __hash__(self) -> int:
+        return hash((self.start, self.size, self.id))
+
+    def __repr__(self) -> str:
+        return f"IndexChunk(start={self.start!r}, size={self.size!r}, id={self.id!r})"
+
+
 class Index:
-    flags: int
-    min_size: int
-    avg_size: int
-    max_size: int
-    chunks: list[IndexChunk] = field(default_factory=list)
+    """A whole index: the header's chunk-size parameters and feature flags, and the chunk table.
+
+    Compared by value (a plain class for the same reasons as IndexChunk).
+    """
+
+    __slots__ = ("flags", "min_size", "avg_size", "max_size", "chunks")
+
+    def __init__(self, flags: int, min_size: int, avg_size: int, max_size: int,
+                 chunks: list[IndexChunk] | None = None) -> None:
+        self.flags = flags
+        self.min_size = min_size
+        self.avg_size = avg_size
+        self.max_size = max_size
+        self.chunks: list[IndexChunk] = [] if chunks is None else chunks
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Index):
+            return NotImplemented
+        return (self.flags == other.flags and self.min_size == other.min_size and self.avg_size == other.avg_size
+                and self.max_size == other.max_size and self.chunks == other.chunks)
+
+    def __repr__(self) -> str:
+        return (f"Index(flags={self.flags!r}, min_size={self.min_size!r}, avg_size={self.avg_size!r}, "
+                f"max_size={self.max_size!r}, chunks={self.chunks!r})")
 
     @property
     def length(self) -> int:

@@ -5,7 +5,12 @@ shortened, on one line, with control characters (escape sequences
 included) shown as escapes instead of being interpreted.
 """
 
-from typing import Final
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
+
 
 PEER_TEXT_LIMIT: Final = 300
 

@@ -15,17 +15,22 @@ done).  ``--reflink`` is ``"auto"`` (clone when possible), ``"yes"`` (a file
 system that cannot clone is an error) or ``"no"`` (never clone).
 """
 
-import ctypes
+from __future__ import annotations
+
 import errno
 import fcntl
 import os
 import struct
-import threading
-from dataclasses import dataclass
-from typing import Final, Literal
 
 from .errors import DesyncError
 from .fsutil import COPY_BLOCK, NO_COPY_RANGE, pwrite_all
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    import ctypes
+    from typing import Final, Literal
+
+    Reflink = Literal["auto", "yes", "no"]
 
 # _IOW(0x94, 13, struct file_clone_range): src_fd (s64), src_offset, src_length, dest_offset (u64).
 FICLONERANGE: Final = 0x4020940D
@@ -36,7 +41,6 @@ NO_CLONE: Final = frozenset({errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno
 FALLOC_FL_KEEP_SIZE: Final = 0x01
 FALLOC_FL_PUNCH_HOLE: Final = 0x02
 MODES: Final = ("auto", "yes", "no")
-Reflink = Literal["auto", "yes", "no"]
 # What clone_or_copy did.
 CLONED: Final = "cloned"
 COPIED: Final = "copied"
@@ -51,10 +55,22 @@ class SourceEnded(DesyncError):
     """The file copied from is shorter than the range asked for (a seed that shrank)."""
 
 
-@dataclass(slots=True)
 class CopyResult:
-    cloned: int = 0
-    copied: int = 0
+    """Bytes a copy cloned and bytes it copied."""
+
+    __slots__ = ("cloned", "copied")
+
+    def __init__(self, cloned: int = 0, copied: int = 0) -> None:
+        self.cloned = cloned
+        self.copied = copied
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CopyResult):
+            return NotImplemented
+        return self.cloned == other.cloned and self.copied == other.copied
+
+    def __repr__(self) -> str:
+        return f"CopyResult(cloned={self.cloned!r}, copied={self.copied!r})"
 
 
 class RangeCopier:
@@ -75,6 +91,8 @@ class RangeCopier:
         # Source descriptors a clone or kernel copy was refused from (another file system, say): copied by hand.
         self._no_clone: set[int] = set()
         self._no_kernel: set[int] = set()
+        import threading  # here, not at start-up
+
         self._lock = threading.Lock()
 
     def may_clone(self, src: int) -> bool:
@@ -202,6 +220,8 @@ _libc: ctypes.CDLL | None = None
 
 def punch_hole(fd: int, offset: int, size: int) -> bool:
     """Deallocate a range (it reads as zeros, the size stays); False when the file system cannot."""
+    import ctypes  # only when a hole is punched: ctypes costs start-up time
+
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)

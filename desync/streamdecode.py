@@ -15,15 +15,20 @@ kept: the store's own bound on what it reads ends an endless one) before
 the decoder's error is reported.
 """
 
+from __future__ import annotations
+
 import lzma
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
 
 from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, XZ_MEMLIMIT, CompressionError,
                           StdlibBinding, ZstandardBinding, ZstdFrame, _check_declared, _first_sentence, binding,
                           zstandard_pieces)
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any, Final
 
 # Input the zstd reader asks for at a time (libzstd's recommended input size is 128 KiB).
 _READ_SIZE: Final = 128 * 1024

@@ -23,19 +23,32 @@ The next write of the same target sweeps its own leftovers
 SFTP store's by age alone: its writers run on other hosts).
 """
 
-import hashlib
+from __future__ import annotations
+
 import os
-import re
-import secrets
-import shutil
 import stat
 import time
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    import re
+    from typing import Final
 
 STALE_AFTER: Final = 24 * 3600.0
 TMP_SUFFIX: Final = ".tmp"
-_TAG: Final = re.compile(r"dsy([0-9a-f]{8})([0-9a-f]{8})-([0-9]{1,10})-[0-9a-f]{8}")
-_OLD_TOKEN: Final = re.compile(r"[0-9a-f]{12}")
+# The tag of a temp name, and the untagged token of older versions; compiled on first use (see _patterns).
+_TAG_PATTERN: Final = r"dsy([0-9a-f]{8})([0-9a-f]{8})-([0-9]{1,10})-[0-9a-f]{8}"
+_OLD_TOKEN_PATTERN: Final = r"[0-9a-f]{12}"
+_compiled: list[re.Pattern[str]] = []
+
+
+def _patterns() -> list[re.Pattern[str]]:
+    """[tag, old token]: compiled when a sweep first needs them, so that start-up compiles no regex."""
+    if not _compiled:
+        import re
+
+        _compiled.extend((re.compile(_TAG_PATTERN), re.compile(_OLD_TOKEN_PATTERN)))
+    return _compiled
 
 
 def _read_text(path: str) -> str:
@@ -48,6 +61,8 @@ def _read_text(path: str) -> str:
 
 def _ident() -> tuple[str, str]:
     """(host, boot) parts of this process's tags."""
+    import hashlib
+
     try:
         pid_ns = os.readlink("/proc/self/ns/pid")
     except OSError:
@@ -58,20 +73,30 @@ def _ident() -> tuple[str, str]:
     return host, boot
 
 
-_HOST, _BOOT = _ident()
+# [(host, boot)] and [owner prefix], worked out on first use: a command that writes nothing pays nothing.
+_IDENT: list[tuple[str, str]] = []
+_OWNER: list[str] = []
+
+
+def _host_boot() -> tuple[str, str]:
+    if not _IDENT:
+        _IDENT.append(_ident())
+    return _IDENT[0]
 
 
 def _owner() -> str:
-    return f"dsy{_HOST}{_BOOT}-{os.getpid()}-"
+    if not _OWNER:
+        host, boot = _host_boot()
+        _OWNER.append(f"dsy{host}{boot}-{os.getpid()}-")
+    return _OWNER[0]
 
 
-_OWNER = [_owner()]
-os.register_at_fork(after_in_child=lambda: _OWNER.__setitem__(0, _owner()))
+os.register_at_fork(after_in_child=_OWNER.clear)
 
 
 def owner_tag() -> str:
     """A fresh tag naming this process as the owner (a forked child names itself, not its parent)."""
-    return _OWNER[0] + secrets.token_hex(4)
+    return _owner() + os.urandom(4).hex()
 
 
 def temp_beside(path: str) -> str:
@@ -94,9 +119,10 @@ def _pid_exists(pid: int) -> bool:
 
 def owner_gone(token: str, mtime: float, now: float) -> bool:
     """Whether a temp whose name carries ``token`` (and was last modified at ``mtime``) is a leftover."""
-    m = _TAG.fullmatch(token)
-    if m is not None and m.group(1) == _HOST and _BOOT != "00000000":
-        if m.group(2) != _BOOT:
+    m = _patterns()[0].fullmatch(token)
+    host, boot = _host_boot()
+    if m is not None and m.group(1) == host and boot != "00000000":
+        if m.group(2) != boot:
             return True
         pid = int(m.group(3))
         return pid != os.getpid() and not _pid_exists(pid)
@@ -108,6 +134,8 @@ def remove_leftover(path: str) -> bool:
     try:
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
+            import shutil
+
             shutil.rmtree(path)
         else:
             os.unlink(path)
@@ -133,9 +161,10 @@ def sweep_beside(path: str) -> int:
             candidates = [e for e in entries if e.name.startswith(head) and e.name.endswith(TMP_SUFFIX)]
     except OSError:
         return 0
+    tag, old_token = _patterns()
     for entry in candidates:
         token = entry.name[len(head):-len(TMP_SUFFIX)]
-        if _TAG.fullmatch(token) is None and _OLD_TOKEN.fullmatch(token) is None:
+        if tag.fullmatch(token) is None and old_token.fullmatch(token) is None:
             continue
         try:
             mtime = entry.stat(follow_symlinks=False).st_mtime

@@ -69,7 +69,8 @@ def test_no_dataclass_field_annotated_object(path: Path) -> None:
 
 
 # Modules setup.py leaves interpreted; everything else under desync/ is compiled.
-INTERPRETED = {"__main__.py", "_version.py", "_accel/__init__.py", "rawio.py", "stores/capabilities.py"}
+INTERPRETED = {"__main__.py", "_version.py", "_accel/__init__.py", "rawio.py", "stores/capabilities.py",
+               "stores/__init__.py"}
 IO_BASES = {"io.RawIOBase", "io.BufferedIOBase", "io.IOBase", "io.TextIOBase", "RawIOBase", "BufferedIOBase", "IOBase"}
 
 
@@ -96,3 +97,13 @@ def test_interpreted_modules_match_setup_py() -> None:
     setup = (Path(__file__).parent.parent / "setup.py").read_text()
     for name in INTERPRETED:
         assert f'"desync/{name}"' in setup, name
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_a_module_getattr_is_left_to_the_interpreter(path: Path) -> None:
+    """A compiled module with a module-level ``__getattr__`` (PEP 562) crashed on import."""
+    if path.relative_to(PACKAGE).as_posix() in INTERPRETED:
+        return
+    top = ast.iter_child_nodes(_tree(path))
+    assert not any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in top), \
+        f"{path} (add it to NOT_COMPILED in setup.py and to INTERPRETED here)"

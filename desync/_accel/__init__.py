@@ -10,35 +10,37 @@ protocols below are what callers rely on, and the loaders only type-check
 because the stubs satisfy them.
 """
 
-import mmap
+from __future__ import annotations
+
 import os
-from typing import Protocol
 
 _Bytes = bytes | bytearray | memoryview
 FinishJob = tuple[int, list[bytes], int, int, int, int, int, int, bool, int]
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the protocols are for the type checker; typing costs milliseconds at start-up
+    import mmap
+    from typing import Protocol
 
-class ChunkerModule(Protocol):
-    def boundaries(self, buf: _Bytes | mmap.mmap, start: int, end: int, final: bool, min_size: int,
-                   max_size: int, discriminator: int, /) -> list[int]: ...
+    class ChunkerModule(Protocol):
+        def boundaries(self, buf: _Bytes | mmap.mmap, start: int, end: int, final: bool, min_size: int,
+                       max_size: int, discriminator: int, /) -> list[int]: ...
 
-    def window_hash(self, buf: _Bytes, /) -> int: ...
+        def window_hash(self, buf: _Bytes, /) -> int: ...
 
+    class FileIOModule(Protocol):
+        def tune_allocator(self) -> bool: ...
 
-class FileIOModule(Protocol):
-    def tune_allocator(self) -> bool: ...
+        def read_files(self, paths: list[bytes], limits: list[int], /) -> list[bytes | int]: ...
 
-    def read_files(self, paths: list[bytes], limits: list[int], /) -> list[bytes | int]: ...
+        def finish_files(self, jobs: list[FinishJob], /) -> tuple[int, int, str] | None: ...
 
-    def finish_files(self, jobs: list[FinishJob], /) -> tuple[int, int, str] | None: ...
+        def pwrite_many(self, fd: int, pieces: list[tuple[bytes, int]], /) -> int: ...
 
-    def pwrite_many(self, fd: int, pieces: list[tuple[bytes, int]], /) -> int: ...
+        def write_items(self, out_fd: int, items: list[bytes | tuple[int, int]], /) -> tuple[int, int] | None: ...
 
-    def write_items(self, out_fd: int, items: list[bytes | tuple[int, int]], /) -> tuple[int, int] | None: ...
-
-
-class SipHashModule(Protocol):
-    def siphash24(self, key: bytes, data: _Bytes, /) -> int: ...
+    class SipHashModule(Protocol):
+        def siphash24(self, key: bytes, data: _Bytes, /) -> int: ...
 
 
 def disabled() -> bool:

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 
 from .. import fsutil
 from ..errors import DesyncError
-from ..reflink import Reflink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..reflink import Reflink
 
 # Seed files of the right size tried per extracted file (each try reads the candidate once).
 MAX_CANDIDATES = 3

@@ -5,9 +5,18 @@ nothing of the library until the command is known.  Every failure of a
 server invocation (``pull``/``push``) exits with status 1, as casync's does.
 """
 
+from __future__ import annotations
+
 import argparse
-from collections.abc import Sequence
-from typing import Final
+import os
+import sys
+
+from ..errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Sequence
+    from typing import Any, Final, NoReturn
 
 SERVER_VERBS: Final = ("pull", "push")
 _SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")
@@ -15,8 +24,98 @@ _SERVER_OPTIONS: Final = ("--log-level", "--rate-limit-bps", "--verify")
 _VALUED_GLOBALS: Final = ("--digest", "--config")
 
 
+def help_width() -> int:
+    """The width argparse would pick (``$COLUMNS``, else the terminal's, else 80; less 2), worked out here:
+    argparse imports shutil for it, with bz2 and lzma, on every parser built (start-up time)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+def _with_width(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if len(args) < 3 and kwargs.get("width") is None:
+        kwargs["width"] = help_width()
+    return kwargs
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the hand-wrapped descriptions as written."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(prog, *args, **_with_width(args, kwargs))
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """argparse's own layout (the commands' parsers), with the width from :func:`help_width`."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(prog, *args, **_with_width(args, kwargs))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line, exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+class _Unchosen(argparse.ArgumentParser):
+    """Stands in for the parser of a command that is not running: takes its options and builds nothing."""
+
+    def __init__(self) -> None:  # argparse's own set-up is the cost this saves
+        pass
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> Any:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+class OneCommand:
+    """What a command module's ``register()`` gets when one of its commands runs: the subparsers action,
+    building the parser of that command only (a module registers several, each with a dozen options)."""
+
+    def __init__(self, sub: argparse._SubParsersAction[Any], chosen: str) -> None:
+        self.sub = sub
+        self.chosen = chosen
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if name != self.chosen and self.chosen not in kwargs.get("aliases", ()):
+            return _Unchosen()
+        parser: argparse.ArgumentParser = self.sub.add_parser(name, **kwargs)
+        return parser
+
+
+class VersionAction(argparse.Action):
+    """``--version`` after other options (``desync --version`` alone never gets here: see cli.main.main)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[object] | None, option_string: str | None = None) -> None:
+        from ..backends import describe
+
+        sys.stdout.write(describe() + "\n")
+        parser.exit()
 
 
 def add_global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:

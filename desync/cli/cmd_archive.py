@@ -9,11 +9,11 @@ directories.  The work is in :mod:`desync.ops.archive`; this module parses
 the arguments, opens stores and indexes, and calls it.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
-from collections.abc import Iterator
-from typing import Any
 
 from .. import digest as digest_mod
 from .. import featureflags as ff
@@ -29,6 +29,11 @@ from ..ops.treeseed import TreeSeed, TreeSeedStats
 from ..progress import Progress
 from ..stores import Store, WriteStore
 from . import common, targets
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Iterator
+    from typing import Any
 
 
 def _add_feature_options(p: argparse.ArgumentParser) -> None:

@@ -1,29 +1,28 @@
 """Blob commands: make, extract, cat, chunk, list-chunks, info, verify-index."""
 
+from __future__ import annotations
+
 import argparse
-import json
 import os
 import sys
-from typing import Any
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, IntegrityError, UsageError
-from ..featureflags import describes_archive
-from ..ops.cat import cat
-from ..index import Index
-from ..ops.extract import ExtractStats, extract_blob
-from ..ops.sourcestats import ByteCounts, count_sources
-from ..ops.seed import SeededStore, SeedOptions, SeedSet, load_seeds
-from ..progress import Progress
-from ..reflink import MODES, RangeCopier
-from ..ops.make import MakeStats, chunk_file, make_blob_index
-from ..parallel import ordered_map
-from ..ops.inspect import chunk_infos, chunk_infos_json, compressed_size_of, read_chunk_infos
-from ..ops.verify import verify_file
-from ..stores.indexes import write_file_atomic
-from ..stores.local import LocalStore
-from ..stores import Store, WriteStore
+from ..reflink import MODES
 from . import common, targets
+
+# The operations are imported by the command that runs them: list-chunks and info start without
+# loading make, extract or the stores (start-up time, tests/test_startup.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..index import Index
+    from ..ops.extract import ExtractStats
+    from ..ops.seed import SeedSet
+    from ..ops.sourcestats import ByteCounts
+    from ..progress import Progress
+    from ..stores import Store, WriteStore
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:
@@ -134,6 +133,8 @@ def add_seed_options(p: argparse.ArgumentParser) -> None:
 def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = None,
                validate: bool = True) -> SeedSet:
     """The seeds of ``--seed``/``--seed-dir`` for extracting ``index`` (empty without them)."""
+    from ..ops.seed import SeedOptions, SeedSet, load_seeds
+
     if not args.seed and not args.seed_dir:
         return SeedSet()
     options = SeedOptions(skip_invalid=getattr(args, "skip_invalid_seeds", False),
@@ -143,6 +144,8 @@ def open_seeds(args: argparse.Namespace, index: Index, prog: Progress | None = N
 
 
 def run_make(args: argparse.Namespace) -> int:
+    from ..ops.make import MakeStats, make_blob_index
+
     targets.check_index_target(args.index, ".caibx", args.force)
     chunker = common.chunker_from(args)
     digest = digest_mod.by_name(args.digest)
@@ -163,6 +166,8 @@ def run_make(args: argparse.Namespace) -> int:
     if args.print_stats:
         # The Go tool's ChunkingStats (untagged field names); its parallel chunkers may produce chunks
         # they then drop, ours produce each chunk once.
+        import json
+
         report = {"ChunksAccepted": stats.chunks, "ChunksProduced": stats.chunks, "ChunksUnique": stats.unique,
                   "ChunksStored": stats.stored, "Bytes": stats.bytes}
         sys.stderr.write(json.dumps(report, indent=2) + "\n")
@@ -177,6 +182,12 @@ def _size_of(path: str) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    from ..featureflags import describes_archive
+    from ..ops.cat import cat
+    from ..ops.extract import ExtractStats, extract_blob
+    from ..ops.sourcestats import ByteCounts, count_sources
+    from ..reflink import RangeCopier
+
     index = common.load_index(args.index, args)
     if describes_archive(index.flags):
         raise UsageError(f"{args.index} is an archive index (.caidx): use 'desync untar -i' to extract it")
@@ -206,6 +217,8 @@ def run_extract(args: argparse.Namespace) -> int:
         if maybe_store is not None:
             maybe_store.close()
     if args.print_stats:
+        import json
+
         sys.stdout.write(json.dumps(go_stats(stats, index, len(seeds), args.file), indent=2) + "\n")
         sys.stdout.flush()
         sys.stderr.write(format_stats(stats, len(seeds), counts))
@@ -249,6 +262,9 @@ def format_stats(stats: ExtractStats, seeds: int, counts: ByteCounts) -> str:
 
 
 def run_cat(args: argparse.Namespace) -> int:
+    from ..ops.cat import cat
+    from ..ops.seed import SeededStore
+
     index = common.load_index(args.index, args)
     seeded = bool(args.seed or args.seed_dir)
     store: Store | None = common.read_store(args, index.digest) if args.stores or not seeded else None
@@ -278,6 +294,8 @@ def run_cat(args: argparse.Namespace) -> int:
 
 
 def run_chunk(args: argparse.Namespace) -> int:
+    from ..ops.make import chunk_file
+
     chunker = common.chunker_from(args)
     digest = digest_mod.by_name(args.digest)
     try:
@@ -303,9 +321,15 @@ def run_info(args: argparse.Namespace) -> int:
     index = common.load_index(args.index, args)
     unique = list(dict.fromkeys(c.id for c in index.chunks))
     sizes = {c.id: c.size for c in index.chunks}
-    infos = read_chunk_infos(args.chunks_info) if args.chunks_info else None
-    with common.show_progress("Chunking seeds", 0) as seed_prog:
-        seeded = set(open_seeds(args, index, seed_prog, validate=False).where)
+    infos = None
+    if args.chunks_info:
+        from ..ops.inspect import read_chunk_infos
+
+        infos = read_chunk_infos(args.chunks_info)
+    seeded: set[bytes] = set()
+    if args.seed or args.seed_dir:  # without seeds nothing of them is loaded (start-up time)
+        with common.show_progress("Chunking seeds", 0) as seed_prog:
+            seeded = set(open_seeds(args, index, seed_prog, validate=False).where)
     not_in_seed = [i for i in unique if i not in seeded]
     missing = not_in_seed
     results: dict[str, int] = {
@@ -324,6 +348,8 @@ def run_info(args: argparse.Namespace) -> int:
         "chunk-size-max": index.max_size,
     }
     if args.cache:
+        from ..parallel import ordered_map  # threads only when stores are asked
+
         cache = common.write_store(args.cache, args, index.digest, command="info -c")
         with cache:
             cached = [i for i in ordered_map(lambda i: i if cache.has_chunk(i) else None, unique, args.workers)
@@ -334,12 +360,18 @@ def run_info(args: argparse.Namespace) -> int:
         results["dedup-size-not-in-seed-nor-cache"] = sum(sizes[i] for i in not_in_seed if i not in cached_set)
         missing = [i for i in not_in_seed if i not in cached_set]
     if infos is not None:
+        from ..ops.inspect import compressed_size_of
+
         results["dedup-size-not-in-seed-nor-cache-compressed"] = compressed_size_of(missing, sizes, infos)
     if args.stores:
+        from ..parallel import ordered_map as each  # one name per import site (mypyc types locals once)
+
         store = common.read_store(args, index.digest, cache=False)
         with store:
-            results["in-store"] = sum(1 for ok in ordered_map(store.has_chunk, unique, args.workers) if ok)
+            results["in-store"] = sum(1 for ok in each(store.has_chunk, unique, args.workers) if ok)
     if args.format == "json":
+        import json
+
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
         labels = [
@@ -357,6 +389,10 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_inspect_chunks(args: argparse.Namespace) -> int:
+    from ..ops.inspect import chunk_infos, chunk_infos_json
+    from ..stores.indexes import write_file_atomic
+    from ..stores.local import LocalStore
+
     index = common.load_index(args.index, args)
     store: LocalStore | None = None
     if args.local_store:
@@ -378,6 +414,8 @@ def run_inspect_chunks(args: argparse.Namespace) -> int:
 
 
 def run_verify_index(args: argparse.Namespace) -> int:
+    from ..ops.verify import verify_file
+
     index = common.load_index(args.index, args)
     with common.show_progress("Verifying", index.length) as prog:
         bad = verify_file(index, args.file, workers=common.cpu_workers(args), progress=prog)

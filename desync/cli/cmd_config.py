@@ -1,10 +1,15 @@
 """``desync config``: show the effective config, or write it to the config file."""
 
+from __future__ import annotations
+
 import argparse
 import sys
-from typing import Any
 
 from ..config import default_path, load_config, save_config
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Any
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

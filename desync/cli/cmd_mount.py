@@ -8,11 +8,12 @@ command stays in the foreground until the mount is unmounted (fusermount3
 -u) or it gets SIGINT/SIGTERM, then unmounts and exits 0.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import threading
-from typing import Any
 
 from ..digest import Digest
 from ..errors import DesyncError, UsageError
@@ -25,6 +26,10 @@ from ..mount.tree import ArchiveTree
 from ..parallel import run_all
 from ..stores import Store
 from . import common, stopsignals
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Any
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

@@ -7,13 +7,18 @@ BASE ARCHIVE INDEX WSTORE [RSTORE...]`` on the remote host, the Go desync
 itself is :mod:`desync.server.remote`.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
-from typing import Any, Final
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
 from ..server.remote import LOG_INFO, ServerConfig, serve
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Any, Final
 
 _LOG_LEVELS: Final = {
     "emerg": 0, "emergency": 0, "alert": 1, "crit": 2, "critical": 2, "err": 3, "error": 3,

@@ -1,12 +1,12 @@
 """Server commands: chunk-server and index-server."""
 
+from __future__ import annotations
+
 import argparse
 import os
 import signal
 import sys
 import threading
-from types import FrameType
-from typing import IO, Any
 
 from .. import digest as digest_mod
 from ..constants import CHUNK_SIZE_LIMIT
@@ -18,6 +18,11 @@ from ..server.indexes import IndexService, StoreIndexService
 from ..stores import Store, compose
 from ..stores.indexes import LOCAL_INDEXES, index_store
 from . import common, stopsignals
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from types import FrameType
+    from typing import IO, Any
 
 
 def _add_server_options(p: argparse.ArgumentParser) -> None:

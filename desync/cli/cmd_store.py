@@ -1,8 +1,9 @@
 """Store upkeep commands: verify, chop, cache, prune."""
 
+from __future__ import annotations
+
 import argparse
 import sys
-from typing import Any
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
@@ -11,6 +12,10 @@ from ..ops.inspect import read_chunk_id_files
 from ..ops.upkeep import chop, fill_cache, prune, unique_ids
 from ..ops.verify import verify_store
 from . import common
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Any
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

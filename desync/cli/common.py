@@ -4,24 +4,33 @@ Every command module calls these instead of parsing store flags itself, so
 all commands accept the same store options with the same meaning.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import math
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, Final
 
 from .. import digest as digest_mod
-from ..chunker import Chunker, parse_chunk_sizes
-from ..digest import Digest
 from ..errors import DesyncError, UsageError
-from ..index import Index
-from ..progress import BYTES, Progress, progress
 from ..config import load_config, parse_duration
-from ..stores import PrunableStore, ReadStore, Store, StoreOptions, WriteStore, compose
 from ..stores.indexes import read_index, write_index
+from ..stores.options import StoreOptions
 from ..stores.s3auth import credentials_for, endpoint_of, is_s3_location
+
+# Store composition, the chunker and progress come with the first function that needs them: reading an
+# index (list-chunks, info) must not load them (start-up time, tests/test_startup.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final
+
+    from ..chunker import Chunker
+    from ..digest import Digest
+    from ..index import Index
+    from ..progress import Progress
+    from ..stores import PrunableStore, ReadStore, Store, WriteStore, compose
 
 DEFAULT_WORKERS = 10
 
@@ -157,10 +166,14 @@ def options_for(args: argparse.Namespace, digest: Digest | None = None) -> compo
 def open_location(location: str, args: argparse.Namespace, digest: Digest | None = None,
                   writable: bool = False) -> Store:
     """One ``-s``/``-c`` location with its own options; failover members each get theirs."""
+    from ..stores import compose
+
     return compose.open_location(location, options_for(args, digest), writable)
 
 
 def chunker_from(args: argparse.Namespace) -> Chunker:
+    from ..chunker import Chunker, parse_chunk_sizes
+
     min_size, avg_size, max_size = parse_chunk_sizes(args.chunk_size)
     return Chunker(min_size, avg_size, max_size)
 
@@ -184,6 +197,8 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True,
         locations = args.stores
     if not locations:
         raise UsageError("no store given (use -s STORE)")
+    from ..stores import compose
+
     find = options_for(args, digest)
     store = compose.chain(locations, find)
     cache_location: str = (getattr(args, "cache", "") or "") if cache_at is None else cache_at
@@ -225,6 +240,8 @@ _PRUNERS: Final = "a local, SFTP or S3 store"
 def write_store(location: str, args: argparse.Namespace, digest: Digest | None = None, lock: str = "",
                 command: str = "") -> WriteStore:
     """A write store for ``command``; ``lock`` "shared" or "exclusive" takes its writer lock (Store.writer_lock)."""
+    from ..stores.capabilities import WriteStore
+
     store = open_location(location, args, digest, writable=True)
     if not isinstance(store, WriteStore):
         store.close()
@@ -239,6 +256,8 @@ def prunable_store(location: str, args: argparse.Namespace, digest: Digest | Non
 
     ``create`` makes a missing local store directory, as for any store written to.
     """
+    from ..stores.capabilities import PrunableStore
+
     store = open_location(location, args, digest, writable=create)
     if not isinstance(store, PrunableStore):
         store.close()
@@ -269,6 +288,9 @@ def cpu_workers(args: argparse.Namespace, store: ReadStore | None = None) -> int
     return max(1, min(requested, useful))
 
 
-def show_progress(label: str, total: int, unit: str = BYTES) -> Progress:
-    """Progress on stderr; ``total`` 0 when unknown (see :class:`desync.progress.Progress`)."""
-    return progress(label, total, unit)
+def show_progress(label: str, total: int, unit: str | None = None) -> Progress:
+    """Progress on stderr; ``total`` 0 when unknown, ``unit`` bytes unless given (see
+    :class:`desync.progress.Progress`)."""
+    from ..progress import progress
+
+    return progress(label, total) if unit is None else progress(label, total, unit)

@@ -3,19 +3,25 @@
 Each command lives in a module with ``register(subparsers)``; the module
 adds its parser and sets ``func`` to a function taking the parsed
 arguments and returning the exit status.
+
+Start-up time counts for short commands (``--version``, ``list-chunks``,
+``info``, the ``pull`` end of an SSH session), so this module imports only
+what every run needs: argparse and the argv helpers come with the first
+parse, a command's module only when that command runs (``COMMANDS``), and
+``desync --version`` as the first argument needs neither.
+tests/test_startup.py checks the import graph of those commands.
 """
 
-import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
 
-from .._accel import fileio_module
 from ..errors import DesyncError, InvalidArgument, UsageError
-from . import stopsignals
-from .argv import HelpFormatter, add_global_options, explicit_bools, prepare_argv
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    import argparse
+    from collections.abc import Sequence
 
 # Modules that contribute commands, in --help order.
 COMMAND_MODULES = (
@@ -61,7 +67,7 @@ COMMANDS = {
 _GLOBAL_WITH_VALUE = ("--digest", "--config")
 
 
-def command_name(argv: Sequence[str]) -> str:
+def command_name(argv: "Sequence[str]") -> str:
     """The command word of ``argv`` (skipping global options), or "" if there is none."""
     skip = False
     for arg in argv:
@@ -74,29 +80,14 @@ def command_name(argv: Sequence[str]) -> str:
     return ""
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """Usage errors as one line, exit status 2."""
+def build_parser(argv: "Sequence[str]" = ()) -> "argparse.ArgumentParser":
+    """The parser; given ``argv`` of a known command, only that command's module is loaded.
 
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+    Without a known command every module registers its commands, for the
+    ``--help`` listing and the choices an unknown command is told about.
+    """
+    from .argv import ArgumentParser, HelpFormatter, OneCommand, VersionAction, add_global_options
 
-
-class VersionAction(argparse.Action):
-    """``--version``: the version and the backends in use, worked out only when asked for."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: str | Sequence[object] | None, option_string: str | None = None) -> None:
-        from ..backends import describe
-
-        sys.stdout.write(describe() + "\n")
-        parser.exit()
-
-
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser; given ``argv`` of a known command, only that command's module is loaded."""
     parser = ArgumentParser(
         prog="desync",
         description="casync-compatible content-addressed distribution: chunk files and trees into "
@@ -106,7 +97,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action=VersionAction, help="show the version and the active backends, then exit")
     add_global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
-    wanted = COMMANDS.get(command_name(argv))
+    command = command_name(argv)
+    wanted = COMMANDS.get(command)
     for name in (wanted,) if wanted else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -114,17 +106,22 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             if exc.name == name:
                 continue
             raise
-        module.register(sub)
+        # A known command: its module's other commands get no parser built (start-up time).
+        module.register(OneCommand(sub, command) if wanted else sub)
     for choice in sub.choices.values():
         add_global_options(choice, suppress=True)
     return parser
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+def parse_args(parser: "argparse.ArgumentParser", argv: "Sequence[str]") -> "argparse.Namespace":
     """Parse ``argv``; arguments the command does not know are blamed on the command, not on ``desync``.
 
     Boolean flags also take the Go tool's ``--flag=true|false`` spelling (see explicit_bools).
     """
+    import argparse
+
+    from .argv import explicit_bools
+
     command = command_name(argv)
     values: dict[str, bool] = {}
     argv = list(argv)
@@ -142,6 +139,15 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
         prog = f"{parser.prog} {named}" if named else parser.prog
         raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see '{prog} --help')")
     return args
+
+
+def print_version() -> int:
+    """``desync --version``: the version and the backends in use, worked out only when asked for."""
+    from ..backends import describe
+
+    sys.stdout.write(describe() + "\n")
+    sys.stdout.flush()
+    return 0
 
 
 def _print_traceback() -> None:
@@ -165,17 +171,28 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    raw = list(sys.argv[1:] if argv is None else argv)
+def main(argv: "Sequence[str] | None" = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
     # casync mode: "desync casync VERB ...", or started under the name casync (a symlink).
-    casync_mode = (argv is None and invoked_as_casync(sys.argv[0])) or raw[:1] == ["casync"]
-    if raw[:1] == ["casync"]:
-        raw = raw[1:]
+    casync_mode = (argv is None and invoked_as_casync(sys.argv[0])) or given[:1] == ["casync"]
+    if given[:1] == ["casync"]:
+        given = given[1:]
     # casync puts server options before the verb and expects status 1 for any server failure.
-    args_list, server = prepare_argv(raw)
+    server = False
+    args_list = given
     verbose = "--verbose" in args_list or "-v" in args_list
     try:
+        if given[:1] == ["--version"] and not casync_mode:
+            # What argparse does (the option acts before anything after it is looked at), without importing it.
+            return print_version()
+        from .argv import prepare_argv
+
+        args_list, server = prepare_argv(given)
+        from . import stopsignals
+
         stopsignals.install(command_name(args_list))
+        from .._accel import fileio_module
+
         if fileio_module is not None:
             fileio_module.tune_allocator()
         if casync_mode and not server:
@@ -195,8 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_traceback()
         return exit_status(failure, server)
     except KeyboardInterrupt:
-        signum = stopsignals.received()
-        sys.stderr.write(f"desync: {'terminated' if stopsignals.terminated() else 'interrupted'}\n")
+        from .stopsignals import received, terminated
+
+        signum = received()
+        sys.stderr.write(f"desync: {'terminated' if terminated() else 'interrupted'}\n")
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -6,12 +6,15 @@ exit status 128 + signal.  A repeat during the cleanup is ignored; a
 SIGHUP that was ignored when we started (nohup) stays ignored.
 """
 
-import os
+from __future__ import annotations
+
 import signal
-import threading
-from collections.abc import Callable
-from types import FrameType
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Final
 
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
 # Commands whose library handles these signals itself (libfuse unmounts on them).
@@ -57,6 +60,9 @@ def on_hangup(callback: Callable[[], None]) -> None:
     Installing a handler also keeps libfuse from making SIGHUP unmount
     (it only takes signals that have none).  Main thread only.
     """
+    import os
+    import threading  # only here: the commands that start fast never watch for SIGHUP
+
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.signal(signal.SIGHUP, _ignore)

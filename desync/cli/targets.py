@@ -9,13 +9,18 @@ Remote index locations (http, sftp, s3) are named by their store and are
 not checked here.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import struct
-from typing import Final
 
 from ..constants import CA_FORMAT_ENTRY, CA_FORMAT_INDEX, INDEX_HEADER_SIZE
 from ..errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
 
 INDEX_SUFFIXES: Final = (".caibx", ".caidx")
 _KINDS: Final = {".caibx": "a blob index", ".caidx": "an archive index", ".catar": "a catar archive"}

@@ -6,12 +6,17 @@ flag ranges, NUL-terminated ABORT text), so a peer speaking garbage is
 stopped at the first bad frame with a message that says what was wrong.
 """
 
+from __future__ import annotations
+
 import struct
-from typing import Final
 
 from ..constants import CHUNK_ID_SIZE
 from ..errors import DesyncError
 from ..peertext import peer_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
 
 HEADER: Final = struct.Struct("<QQ")
 U64: Final = struct.Struct("<Q")

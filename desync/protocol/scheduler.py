@@ -12,9 +12,14 @@ leave a Go-style client waiting:
 * anything else: queued once.  High-priority IDs always go first.
 """
 
+from __future__ import annotations
+
 import threading
 from collections import deque
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
 
 _QUEUED_LOW: Final = 1
 _QUEUED_HIGH: Final = 2

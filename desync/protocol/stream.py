@@ -7,16 +7,21 @@ are gathered with ``writev`` under a lock, so threads can answer requests
 concurrently without interleaving frames.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import io
 import os
 import threading
 import time
-from typing import Final
 
 from ..fsutil import write_all
 from . import messages as m
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
 
 READ_BUFFER: Final = 1 << 20
 PIPE_SIZE: Final = 1 << 20

@@ -12,13 +12,12 @@ against the index's digest and chunk size before storing it, and fails
 when the client ends the session before the index's chunks are all here.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Final
 
 from .. import compression, fsutil
 from .. import digest as digest_mod
@@ -30,7 +29,14 @@ from ..errors import ChunkInvalid, ChunkMissing, DesyncError
 from ..protocol import messages as m
 from ..protocol.scheduler import RequestScheduler
 from ..protocol.stream import ConnectionClosed, Message, MessageReader, MessageWriter, prepare_pipe
-from ..stores import LocalStore, Store, StoreOptions
+from ..stores.base import Store
+from ..stores.local import LocalStore
+from ..stores.options import StoreOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Callable
+    from typing import Final
 
 LOG_ERR: Final = 3
 LOG_WARNING: Final = 4
@@ -39,20 +45,35 @@ LOG_DEBUG: Final = 7
 SERVER_WORKERS: Final = 2
 
 
-@dataclass(slots=True)
 class ServerConfig:
-    """What the argv asked for; empty strings are arguments given as ``-``."""
+    """What the argv asked for; empty strings are arguments given as ``-``.
 
-    verb: str
-    archive: str = ""
-    index: str = ""
-    write_store: str = ""
-    read_stores: list[str] = field(default_factory=list)
-    digest: Digest = digest_mod.DEFAULT
-    log_level: int = LOG_INFO
-    rate_limit: int = 0
-    verify: bool = False
-    workers: int = SERVER_WORKERS
+    A plain class (a dataclass costs start-up time, and every SSH session starts a process).
+    """
+
+    __slots__ = ("verb", "archive", "index", "write_store", "read_stores", "digest", "log_level", "rate_limit",
+                 "verify", "workers")
+
+    def __init__(self, verb: str, archive: str = "", index: str = "", write_store: str = "",
+                 read_stores: list[str] | None = None, digest: Digest = digest_mod.DEFAULT,
+                 log_level: int = LOG_INFO, rate_limit: int = 0, verify: bool = False,
+                 workers: int = SERVER_WORKERS) -> None:
+        self.verb = verb
+        self.archive = archive
+        self.index = index
+        self.write_store = write_store
+        self.read_stores: list[str] = [] if read_stores is None else read_stores
+        self.digest = digest
+        self.log_level = log_level
+        self.rate_limit = rate_limit
+        self.verify = verify
+        self.workers = workers
+
+    def __repr__(self) -> str:
+        return (f"ServerConfig(verb={self.verb!r}, archive={self.archive!r}, index={self.index!r}, "
+                f"write_store={self.write_store!r}, read_stores={self.read_stores!r}, digest={self.digest!r}, "
+                f"log_level={self.log_level!r}, rate_limit={self.rate_limit!r}, verify={self.verify!r}, "
+                f"workers={self.workers!r})")
 
     def flags(self) -> int:
         """Our HELLO: what the argv makes available (docs/protocol.md 1.3)."""
@@ -64,11 +85,15 @@ class ServerConfig:
                 | (m.WRITABLE_ARCHIVE if self.archive else 0))
 
 
-@dataclass(slots=True)
 class ServerStats:
-    sent: int = 0
-    missing: int = 0
-    received: int = 0
+    """What a session moved, for the closing log line."""
+
+    __slots__ = ("sent", "missing", "received")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.missing = 0
+        self.received = 0
 
 
 class _Log:

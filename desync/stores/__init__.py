@@ -7,21 +7,43 @@ Stacks of stores (chains, failover groups, caches) are built by
 :mod:`desync.stores.capabilities`.
 """
 
+from __future__ import annotations
+
 import importlib
-from collections.abc import Callable
-from typing import Final
 
 from ..errors import InvalidArgument
-from .base import Store, StoreOptions
-from .cache import CachedStore, cached_store
-from .capabilities import PrunableStore, ReadStore, WriteStore
-from .local import LocalStore
-from .router import StoreRouter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only; the names below are loaded on first use (see __getattr__)
+    from collections.abc import Callable
+    from typing import Final
+
+    from .base import Store
+    from .cache import CachedStore, cached_store
+    from .capabilities import PrunableStore, ReadStore, WriteStore
+    from .local import LocalStore
+    from .options import StoreOptions
+    from .router import StoreRouter
+
+    StoreFactory = Callable[[str, StoreOptions, bool], Store]
 
 __all__ = ["Store", "StoreOptions", "LocalStore", "StoreRouter", "CachedStore", "cached_store", "open_store",
            "register_scheme", "ReadStore", "WriteStore", "PrunableStore"]
 
-StoreFactory = Callable[[str, StoreOptions, bool], Store]
+# Name -> the submodule that defines it.  Loaded when first asked for (PEP 562), so that a command
+# importing one store module (``desync.stores.indexes`` to read an index) does not load them all.
+_LAZY: Final = {
+    "Store": "base", "StoreOptions": "options", "LocalStore": "local", "StoreRouter": "router",
+    "CachedStore": "cache", "cached_store": "cache", "ReadStore": "capabilities", "WriteStore": "capabilities",
+    "PrunableStore": "capabilities",
+}
+
+
+def __getattr__(name: str) -> object:
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
 
 # scheme -> "module:function"; the module is imported on first use.
 _SCHEMES: Final[dict[str, str]] = {}
@@ -48,6 +70,8 @@ def open_store(location: str, options: StoreOptions, writable: bool = False) -> 
         return _load(target)(location, options, writable)
     scheme = _scheme(location)
     if scheme in ("", "file"):
+        from .local import LocalStore
+
         path = location[len("file://"):] if scheme == "file" else location
         return LocalStore(path, options, create=writable)
     target = _SCHEMES.get(scheme)

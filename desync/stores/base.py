@@ -7,37 +7,18 @@ fall through to the next store); anything else going wrong is a
 :class:`~desync.errors.StoreError`.
 """
 
+from __future__ import annotations
+
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 from ..chunk import Chunk
-from ..digest import DEFAULT, Digest
 from ..errors import ChunkMissing
-from .s3auth import S3Credentials
+from .options import StoreOptions as StoreOptions
 
-
-@dataclass(slots=True)
-class StoreOptions:
-    """Per-store settings; the config file can set them per location."""
-
-    digest: Digest = DEFAULT
-    skip_verify: bool = False
-    uncompressed: bool = False
-    # How new chunk files are compressed: zstd (default), or xz or gzip as casync --compression writes.
-    compression: str = "zstd"
-    timeout: float = 60.0
-    error_retry: int = 3
-    error_retry_base_interval: float = 0.5
-    trust_insecure: bool = False
-    ca_cert: str = ""
-    client_cert: str = ""
-    client_key: str = ""
-    http_auth: str = ""
-    http_cookie: str = ""
-    workers: int = 10
-    # S3 stores: credentials resolved by whoever opens the store (see desync.stores.s3auth).
-    s3_credentials: S3Credentials | None = None
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..digest import Digest
 
 
 def stored_chunk(options: StoreOptions, chunk_id: bytes, raw: bytes, compressed: bool, where: str,

@@ -7,18 +7,25 @@ Every command that takes an index goes through :func:`read_index` /
 :func:`write_index`.
 """
 
+from __future__ import annotations
+
 import importlib
 import os
 import sys
-from collections.abc import Callable
-from typing import BinaryIO, Final
 
 from .. import fsutil
 from .. import index as index_mod
 from ..errors import DesyncError, InvalidArgument
-from ..index import INDEX_SIZE_LIMIT, Index
-from .base import StoreOptions
-from .capabilities import IndexReadStore, IndexWriteStore
+from ..index import INDEX_SIZE_LIMIT
+from .options import StoreOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Callable
+    from typing import BinaryIO, Final
+
+    from ..index import Index
+    from .capabilities import IndexReadStore
 
 
 _BLOCK: Final = 1 << 20
@@ -133,6 +140,8 @@ def read_index(location: str, options: StoreOptions | None = None) -> Index:
 
 def write_index(location: str, index: Index, options: StoreOptions | None = None) -> None:
     """Write an index where ``location`` says; a usage error naming it when that store cannot be written."""
+    from .capabilities import IndexWriteStore  # runtime-checkable protocols need typing: only when writing
+
     store = index_store(location)
     if not isinstance(store, IndexWriteStore):
         raise InvalidArgument(f"index location {location} cannot be written (its store can only be read)")

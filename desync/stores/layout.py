@@ -4,7 +4,12 @@ One place, so that the local, SFTP, S3 and HTTP stores, store listings and
 the chunk server's target parsing cannot drift apart.
 """
 
-from typing import Final
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Final
+
 
 _HEX: Final = frozenset("0123456789abcdef")
 

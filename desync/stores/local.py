@@ -6,12 +6,12 @@ store) only ever see complete chunks.  Reads accept every form casync
 writes: zstd/xz/gzip ``.cacnk`` files and uncompressed files without suffix.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
-from typing import Final, TypeVar
 
 from .. import compression, fsutil, tempnames
 from ..chunk import Chunk, verify_stored
@@ -22,7 +22,13 @@ from ..errors import ChunkInvalid, ChunkMissing, StoreError
 from .base import Store, StoreOptions, stored_chunk
 from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from collections.abc import Callable, Iterator
+    from typing import Final, TypeVar
+
+    _T = TypeVar("_T")
+
 TMP_PREFIX: Final = ".tmp-cacnk"
 LOCK_NAME: Final = ".desync-lock"
 _PREFIX_ATTEMPTS: Final = 3

@@ -16,23 +16,43 @@ names) resolves them with :func:`credentials_for` and passes them in
 a store opened without them uses the environment only.
 """
 
-import os
-import urllib.parse
-from dataclasses import dataclass
-from typing import Any, Final
+from __future__ import annotations
 
-from ..config import S3_CREDENTIAL_KEYS, Config
+import os
+
+from ..config import S3_CREDENTIAL_KEYS
 from ..errors import DesyncError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    from typing import Any, Final
+
+    from ..config import Config
 
 DEFAULT_REGION: Final = "us-east-1"
 
 
-@dataclass(slots=True)
 class S3Credentials:
-    access_key: str = ""
-    secret_key: str = ""
-    session_token: str = ""
-    region: str = ""
+    """Keys and region for S3 requests (a plain class: dataclasses cost start-up time)."""
+
+    __slots__ = ("access_key", "secret_key", "session_token", "region")
+
+    def __init__(self, access_key: str = "", secret_key: str = "", session_token: str = "",
+                 region: str = "") -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.session_token = session_token
+        self.region = region
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, S3Credentials):
+            return NotImplemented
+        return (self.access_key == other.access_key and self.secret_key == other.secret_key
+                and self.session_token == other.session_token and self.region == other.region)
+
+    def __repr__(self) -> str:
+        # The secrets stay out of logs and tracebacks.
+        return f"S3Credentials(access_key={self.access_key!r}, region={self.region!r})"
 
     @property
     def anonymous(self) -> bool:
@@ -41,6 +61,8 @@ class S3Credentials:
 
 def endpoint_of(location: str) -> str:
     """``s3+http://host:port/bucket/...`` -> ``http://host:port`` (the server; the key of s3-credentials)."""
+    import urllib.parse  # S3 locations only: it costs start-up time
+
     parts = urllib.parse.urlsplit(location)
     return f"{parts.scheme.lower()[3:]}://{parts.netloc}"
 

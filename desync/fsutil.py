@@ -193,7 +193,8 @@ class AtomicFile:
         self.durable = durable
         if tmp_name:
             # Beside ``path``, without os.path (interpreted code) on the chunk-writing path.
-            self.tmp = path[:path.rfind("/") + 1] + tmp_name
+            cut = path.rfind("/") + 1
+            self.tmp = path[:cut] + tmp_name
         else:
             tempnames.sweep_beside(path)
             self.tmp = tempnames.temp_beside(path)

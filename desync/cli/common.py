@@ -7,7 +7,6 @@ all commands accept the same store options with the same meaning.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -212,6 +211,8 @@ def read_store(args: argparse.Namespace, digest: Digest, cache: bool = True,
 
 def stores_from_file(path: str) -> tuple[list[str], str]:
     """The stores and cache of a ``--store-file`` (the Go desync's format; chunk-server and mount-index)."""
+    import json
+
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .. import digest as digest_mod
-from ..errors import UsageError
+from ..errors import DesyncError, InvalidArgument, UsageError
 
 PROGRAM: Final = "casync"
 
@@ -42,7 +42,7 @@ class CasyncOptions:
     """Everything casync's getopt loop sets; defaults as casync's."""
 
     what: str = ""
-    log_level: int = -1
+    log_level: int = 6  # LOG_INFO, casync's default: -v's report shows, debug messages do not
     verbose: bool = False
     dry_run: bool = False
     exclude_nodump: bool = True
@@ -117,13 +117,28 @@ def parse_chunk_size(text: str, opts: CasyncOptions) -> None:
     opts.chunk_min, opts.chunk_avg, opts.chunk_max = lo, avg, hi
 
 
+LOG_ERR: Final = 3
+LOG_WARNING: Final = 4
+LOG_INFO: Final = 6
+LOG_DEBUG: Final = 7
+# casync reads its level from here at start and sets it for the programs it starts (ssh, protocol helpers).
+LOG_LEVEL_ENV: Final = "CASYNC_LOG_LEVEL"
+
+
+def log_level_value(text: str) -> int | None:
+    """A syslog level as casync reads it: a lowercase name (emerg..debug) or a number 0..7; None if neither."""
+    if text in _LOG_LEVELS:
+        return _LOG_LEVELS[text]
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    return None
+
+
 def _log_level(text: str) -> int:
-    low = text.strip().lower()
-    if low in _LOG_LEVELS:
-        return _LOG_LEVELS[low]
-    if low.isdigit() and int(low) <= 7:
-        return int(low)
-    raise UsageError(f"failed to parse log level \"{text}\"")
+    level = log_level_value(text)
+    if level is None:
+        raise UsageError(f"failed to parse log level \"{text}\"")
+    return level
 
 
 def _digest(text: str) -> digest_mod.Digest:
@@ -143,6 +158,9 @@ def parse_args(argv: Sequence[str]) -> tuple[CasyncOptions, list[str]] | None:
     opts = CasyncOptions()
     if os.environ.get("CASYNC_VERBOSE", "").lower() in ("1", "yes", "true", "on"):
         opts.verbose = True
+    inherited = log_level_value(os.environ.get(LOG_LEVEL_ENV, ""))
+    if inherited is not None:
+        opts.log_level = inherited
     try:
         pairs, rest = getopt.gnu_getopt(list(argv), "hl:vnc", _LONG)
     except getopt.GetoptError as exc:
@@ -170,6 +188,7 @@ def _apply(opts: CasyncOptions, key: str, value: str) -> None:
         setattr(opts, booleans[key], parse_boolean(value, key))
     elif key in ("l", "log-level"):
         opts.log_level = _log_level(value)
+        os.environ[LOG_LEVEL_ENV] = str(opts.log_level)
     elif key in ("v", "verbose"):
         opts.verbose = True
     elif key in ("n", "dry-run"):
@@ -274,4 +293,13 @@ def run(argv: Sequence[str]) -> int:
     from . import casync_verbs
 
     handler: Callable[[CasyncOptions, list[str]], int] = getattr(casync_verbs, f"verb_{verb}")
-    return handler(opts, args)
+    try:
+        return handler(opts, args)
+    except DesyncError as failure:
+        casync_verbs.failed(opts, failure)
+        if opts.log_level >= LOG_ERR:
+            raise
+        # Below "err" casync prints no error message; the exit status stays that of the failure.
+        return 2 if isinstance(failure, (UsageError, InvalidArgument)) else 1
+    finally:
+        casync_verbs.SPINNER.stop()

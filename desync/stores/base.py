@@ -36,6 +36,9 @@ class StoreOptions:
     http_auth: str = ""
     http_cookie: str = ""
     workers: int = 10
+    # Bytes per second over the network, all connections of the store together (0: no bound); casync's
+    # --rate-limit-bps.  HTTP(S) stores and the SSH sessions of casync's command line honour it.
+    rate_limit: int = 0
     # S3 stores: credentials resolved by whoever opens the store (see desync.stores.s3auth).
     s3_credentials: S3Credentials | None = None
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .. import digest as digest_mod
-from ..errors import DesyncError, InvalidArgument, UsageError
+from ..errors import DesyncError, UsageError
 
 PROGRAM: Final = "casync"
 
@@ -296,10 +296,13 @@ def run(argv: Sequence[str]) -> int:
     try:
         return handler(opts, args)
     except DesyncError as failure:
+        # Reported here rather than by main: -v is casync's report switch, not a request for tracebacks,
+        # and below "err" casync prints no error message at all (the exit status still tells).
+        from . import main
+
         casync_verbs.failed(opts, failure)
         if opts.log_level >= LOG_ERR:
-            raise
-        # Below "err" casync prints no error message; the exit status stays that of the failure.
-        return 2 if isinstance(failure, (UsageError, InvalidArgument)) else 1
+            main._error(str(failure))
+        return main.exit_status(failure)
     finally:
         casync_verbs.SPINNER.stop()

@@ -43,6 +43,7 @@ class CasyncOptions:
 
     what: str = ""
     log_level: int = 6  # LOG_INFO, casync's default: -v's report shows, debug messages do not
+    log_level_given: bool = False
     verbose: bool = False
     dry_run: bool = False
     exclude_nodump: bool = True
@@ -188,7 +189,7 @@ def _apply(opts: CasyncOptions, key: str, value: str) -> None:
         setattr(opts, booleans[key], parse_boolean(value, key))
     elif key in ("l", "log-level"):
         opts.log_level = _log_level(value)
-        os.environ[LOG_LEVEL_ENV] = str(opts.log_level)
+        opts.log_level_given = True
     elif key in ("v", "verbose"):
         opts.verbose = True
     elif key in ("n", "dry-run"):
@@ -285,6 +286,9 @@ def run(argv: Sequence[str]) -> int:
     if not rest:
         raise UsageError(f"no verb given (see '{PROGRAM} --help')")
     verb, args = rest[0], rest[1:]
+    if opts.log_level_given:
+        # As casync, the programs we start (ssh and the remote end behind it) get the level too.
+        os.environ[LOG_LEVEL_ENV] = str(opts.log_level)
     if verb in ("mkdev", "udev"):
         raise UsageError(f"'{verb}' (NBD block devices) is out of scope for desync's casync mode; "
                          "use 'mount' or 'extract' instead")

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "desync.parallel": HELPERS,
     "desync.batchthread": HELPERS,
     "desync.progress": HELPERS,
+    "desync.ratelimit": HELPERS,
     "desync.rawio": HELPERS,
     "desync.readbudget": HELPERS,
     "desync.peertext": HELPERS,

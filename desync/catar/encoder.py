@@ -27,7 +27,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .. import featureflags as ff
 from ..errors import DesyncError
@@ -51,6 +51,9 @@ class EncodeOptions:
     block_size: int = DEFAULT_BLOCK_SIZE
     zero_times: bool = False  # store every mtime as 0 (the Go desync's tar --no-time)
     uid_shift: UidShift | None = None  # casync's --uid-shift/--uid-range: owners stored shifted
+    # Told (path relative to the root, b"" for the root; True on starting an entry, False once it is
+    # written) as the walk goes: casync -v's "Packing"/"Packed" lines.
+    on_entry: Callable[[bytes, bool], None] | None = None
 
 
 @dataclass
@@ -185,6 +188,8 @@ def encode_items(
         magic = fs_magic(rootfd)
         chattr = raw_chattr(rootfd) if flags & (ff.WITH_CHATTR | ff.EXCLUDE_NODUMP) else 0
         meta = reader.read(st, rootfd, -1, b"", magic, chattr)
+        if opts.on_entry is not None:
+            opts.on_entry(b"", True)
         piece = out.add(writer.root(meta))
         if piece is not None:
             yield piece
@@ -197,6 +202,8 @@ def encode_items(
                 piece = out.add(writer.end_dir())
                 if piece is not None:
                     yield piece
+                if opts.on_entry is not None:
+                    opts.on_entry(fr.path, False)
                 stack.pop()
                 if stack:
                     stack[-1].fd = _reopen_parent(fr, stack[-1])
@@ -275,6 +282,8 @@ def _encode_child(
             if flags & ff.EXCLUDE_NODUMP and chattr & FS_NODUMP_FL:
                 return
         meta = reader.read(st, fd, fr.fd, name, magic, chattr)
+        if opts.on_entry is not None:
+            opts.on_entry(rel, True)
         piece = out.add(writer.child(name, meta))
         if piece is not None:
             yield piece
@@ -306,6 +315,8 @@ def _encode_child(
                 if piece is not None:
                     yield piece
         writer.end_leaf()
+        if opts.on_entry is not None:
+            opts.on_entry(rel, False)
     finally:
         if fd >= 0:
             os.close(fd)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .. import digest as digest_mod
-from ..errors import UsageError
+from ..errors import DesyncError, UsageError
 
 PROGRAM: Final = "casync"
 
@@ -42,7 +42,8 @@ class CasyncOptions:
     """Everything casync's getopt loop sets; defaults as casync's."""
 
     what: str = ""
-    log_level: int = -1
+    log_level: int = 6  # LOG_INFO, casync's default: -v's report shows, debug messages do not
+    log_level_given: bool = False
     verbose: bool = False
     dry_run: bool = False
     exclude_nodump: bool = True
@@ -117,13 +118,28 @@ def parse_chunk_size(text: str, opts: CasyncOptions) -> None:
     opts.chunk_min, opts.chunk_avg, opts.chunk_max = lo, avg, hi
 
 
+LOG_ERR: Final = 3
+LOG_WARNING: Final = 4
+LOG_INFO: Final = 6
+LOG_DEBUG: Final = 7
+# casync reads its level from here at start and sets it for the programs it starts (ssh, protocol helpers).
+LOG_LEVEL_ENV: Final = "CASYNC_LOG_LEVEL"
+
+
+def log_level_value(text: str) -> int | None:
+    """A syslog level as casync reads it: a lowercase name (emerg..debug) or a number 0..7; None if neither."""
+    if text in _LOG_LEVELS:
+        return _LOG_LEVELS[text]
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    return None
+
+
 def _log_level(text: str) -> int:
-    low = text.strip().lower()
-    if low in _LOG_LEVELS:
-        return _LOG_LEVELS[low]
-    if low.isdigit() and int(low) <= 7:
-        return int(low)
-    raise UsageError(f"failed to parse log level \"{text}\"")
+    level = log_level_value(text)
+    if level is None:
+        raise UsageError(f"failed to parse log level \"{text}\"")
+    return level
 
 
 def _digest(text: str) -> digest_mod.Digest:
@@ -143,6 +159,9 @@ def parse_args(argv: Sequence[str]) -> tuple[CasyncOptions, list[str]] | None:
     opts = CasyncOptions()
     if os.environ.get("CASYNC_VERBOSE", "").lower() in ("1", "yes", "true", "on"):
         opts.verbose = True
+    inherited = log_level_value(os.environ.get(LOG_LEVEL_ENV, ""))
+    if inherited is not None:
+        opts.log_level = inherited
     try:
         pairs, rest = getopt.gnu_getopt(list(argv), "hl:vnc", _LONG)
     except getopt.GetoptError as exc:
@@ -170,6 +189,7 @@ def _apply(opts: CasyncOptions, key: str, value: str) -> None:
         setattr(opts, booleans[key], parse_boolean(value, key))
     elif key in ("l", "log-level"):
         opts.log_level = _log_level(value)
+        opts.log_level_given = True
     elif key in ("v", "verbose"):
         opts.verbose = True
     elif key in ("n", "dry-run"):
@@ -266,6 +286,9 @@ def run(argv: Sequence[str]) -> int:
     if not rest:
         raise UsageError(f"no verb given (see '{PROGRAM} --help')")
     verb, args = rest[0], rest[1:]
+    if opts.log_level_given:
+        # As casync, the programs we start (ssh and the remote end behind it) get the level too.
+        os.environ[LOG_LEVEL_ENV] = str(opts.log_level)
     if verb in ("mkdev", "udev"):
         raise UsageError(f"'{verb}' (NBD block devices) is out of scope for desync's casync mode; "
                          "use 'mount' or 'extract' instead")
@@ -274,4 +297,16 @@ def run(argv: Sequence[str]) -> int:
     from . import casync_verbs
 
     handler: Callable[[CasyncOptions, list[str]], int] = getattr(casync_verbs, f"verb_{verb}")
-    return handler(opts, args)
+    try:
+        return handler(opts, args)
+    except DesyncError as failure:
+        # Reported here rather than by main: -v is casync's report switch, not a request for tracebacks,
+        # and below "err" casync prints no error message at all (the exit status still tells).
+        from . import main
+
+        casync_verbs.failed(opts, failure)
+        if opts.log_level >= LOG_ERR:
+            main._error(str(failure))
+        return main.exit_status(failure)
+    finally:
+        casync_verbs.SPINNER.stop()

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Final
 
 from .. import featureflags as ff
@@ -28,7 +28,7 @@ from ..catar.mtree import escape, mode_string
 from ..catar.seedfiles import SeedFiles
 from ..chunker import Chunker, validate_chunk_sizes
 from ..digest import SHA512_256_DIGEST, Digest, with_digest_flag
-from ..errors import DesyncError, UsageError
+from ..errors import ChunkMissing, DesyncError, UsageError
 from ..index import Index
 from ..ops import archive
 from ..ops import casync as cs
@@ -40,7 +40,7 @@ from ..protocol.files import parse_ssh_path, push_archive, push_index, with_last
 from ..reflink import RangeCopier
 from ..stores import PrunableStore, Store, StoreOptions, WriteStore
 from ..stores.indexes import write_index
-from .casync_cli import CasyncOptions
+from .casync_cli import LOG_DEBUG, LOG_INFO, LOG_WARNING, CasyncOptions
 
 WORKERS: Final = max(2, min(10, os.cpu_count() or 2))
 _ARCHIVE: Final = "archive"
@@ -54,10 +54,158 @@ _BY_SUFFIX: Final = {".catar": _ARCHIVE, ".caidx": _ARCHIVE_INDEX, ".caibx": _BL
 # ---------------------------------------------------------------- shared
 
 
+_SPIN_MARKS: Final = "-\\|/"
+_SPIN_INTERVAL: Final = 0.25
+
+
+class Spinner:
+    """casync -v's progress mark on stderr: ``-``, ``\\``, ``|``, ``/`` in turn, each followed by a backspace.
+
+    The first mark comes when the work starts, then one at most every
+    quarter second while it runs.  Report lines and marks share a lock, so
+    a mark never lands inside a line.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.turn = 0
+        self.last = 0.0
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+    def tick(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            if self.last and now - self.last < _SPIN_INTERVAL:
+                return
+            sys.stderr.write(_SPIN_MARKS[self.turn % len(_SPIN_MARKS)] + "\b")
+            sys.stderr.flush()
+            self.turn += 1
+            self.last = now
+
+    def start(self) -> None:
+        self.tick()
+        if self.thread is None:
+            self.done.clear()
+            self.thread = threading.Thread(target=self._run, name="casync-progress", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(_SPIN_INTERVAL):
+            self.tick()
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join(1.0)
+            self.thread = None
+
+
+SPINNER: Final = Spinner()
+
+
 def _info(opts: CasyncOptions, line: str) -> None:
+    """A line of -v's report; casync logs these at level info, so --log-level below info hides them."""
+    if opts.verbose and opts.log_level >= LOG_INFO:
+        SPINNER.line(line)
+
+
+def _debug(opts: CasyncOptions, line: str) -> None:
+    if opts.log_level >= LOG_DEBUG:
+        SPINNER.line(line)
+
+
+def _progress(opts: CasyncOptions) -> None:
+    """Start -v's progress mark (shown whatever the log level, as casync's)."""
     if opts.verbose:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        SPINNER.start()
+
+
+def failed(opts: CasyncOptions, failure: DesyncError) -> None:
+    """What casync logs at debug level before the error a verb ends with."""
+    if isinstance(failure, ChunkMissing):
+        _debug(opts, "Failed to acquire chunk: No such file or directory")
+
+
+_TIMESPAN_UNITS: Final = (("y", 31557600_000000), ("month", 2629800_000000), ("w", 604800_000000),
+                          ("d", 86400_000000), ("h", 3600_000000), ("min", 60_000000), ("s", 1_000000),
+                          ("ms", 1000), ("us", 1))
+
+
+def format_timespan(usec: int, accuracy: int = 1000) -> str:
+    """A duration as casync (systemd) prints it: ``538us``, ``5ms``, ``2.128s``, ``1min 3.250s``, ``0``."""
+    if usec <= 0:
+        return "0"
+    parts: list[str] = []
+    left = usec
+    for suffix, unit in _TIMESPAN_UNITS:
+        if left <= 0 or (left < accuracy and parts):
+            break
+        if left < unit:
+            continue
+        whole, rest = divmod(left, unit)
+        if left < 60_000000 and rest > 0:
+            # Under a minute the rest is a decimal fraction, cut to the accuracy.
+            digits = 0
+            scale = unit
+            while scale > 1:
+                digits += 1
+                scale //= 10
+            scale = accuracy
+            while scale > 1:
+                rest //= 10
+                digits -= 1
+                scale //= 10
+            if digits > 0:
+                parts.append(f"{whole}.{rest:0{digits}d}{suffix}")
+                break
+        parts.append(f"{whole}{suffix}")
+        left = left % unit
+    return " ".join(parts)
+
+
+def _elapsed_usec(since: float) -> int:
+    return int((time.monotonic() - since) * 1_000_000)
+
+
+class _Entries:
+    """casync -v's per-entry lines (``Packing a`` ... ``Packed a``); ``first`` runs after the first line."""
+
+    def __init__(self, opts: CasyncOptions, starting: str, finished: str, first: Callable[[], None]) -> None:
+        self.opts = opts
+        self.starting = starting
+        self.finished = finished
+        self.first: Callable[[], None] | None = first
+
+    def __call__(self, path: bytes, starting: bool) -> None:
+        name = os.fsdecode(path) if path and path != b"." else "./"
+        _info(self.opts, f"{self.starting if starting else self.finished} {name}")
+        if self.first is not None:
+            first, self.first = self.first, None
+            first()
+
+    def events(self, events: Iterator[Node | DirEnd]) -> Iterator[Node | DirEnd]:
+        """Pass decoded entries through, telling each start and (once written) end."""
+        leaf: bytes | None = None
+        for ev in events:
+            if leaf is not None:
+                self(leaf, False)
+                leaf = None
+            if isinstance(ev, Node):
+                path = b"/".join(ev.path)
+                self(path, True)
+                if not ev.meta.is_dir:
+                    leaf = path
+            else:
+                self(b"/".join(ev.path), False)
+            yield ev
+        if leaf is not None:
+            self(leaf, False)
 
 
 def _strip_file_url(location: str) -> str:
@@ -126,7 +274,8 @@ def _chunker(opts: CasyncOptions) -> Chunker:
 
 
 def _store_options(opts: CasyncOptions, digest: Digest | None = None) -> StoreOptions:
-    return StoreOptions(digest=digest or opts.digest, workers=WORKERS, compression=opts.compression)
+    return StoreOptions(digest=digest or opts.digest, workers=WORKERS, compression=opts.compression,
+                        rate_limit=opts.rate_limit)
 
 
 def default_store(opts: CasyncOptions, index_location: str | None) -> str:
@@ -210,22 +359,27 @@ def verb_make(opts: CasyncOptions, args: list[str]) -> int:
         raise UsageError(f"output must be a local path or host:/path: {output}")
     if what == _BLOB_INDEX and (opts.cache or opts.cache_auto):
         raise UsageError("caching is only supported when archiving file trees")
+    # casync reports the chunk sizes for every make, the feature flags once the walk has started.
+    chunker = _chunker(opts)
     if what == _ARCHIVE:
         flags = _archive_flags(opts)
-        _print_flags(opts, flags)
         assert source is not None
-        digest = _make_archive(opts, source, output, flags)
+        digest, length = _make_archive(opts, source, output, flags)
         _info(opts, f"Selected feature flags: {feature_names(flags & ff.WITH_MASK)}")
+        _info(opts, f"Archive size: {format_bytes(length)}")
         _print_digest(digest)
         return 0
-    chunker = _chunker(opts)
     flags = _archive_flags(opts) if what == _ARCHIVE_INDEX else _blob_flags(opts)
-    _print_flags(opts, flags)
+    if what == _BLOB_INDEX:
+        _print_flags(opts, flags)
+        _progress(opts)
     store_location = default_store(opts, output)
     stats = MakeStats()
     index_digest, length = _make_index(opts, what, source, output, store_location, flags, chunker, stats)
-    if what == _ARCHIVE_INDEX:
-        _info(opts, f"Selected feature flags: {feature_names(flags & ff.WITH_MASK)}")
+    _info(opts, f"Selected feature flags: {feature_names(flags & ff.WITH_MASK)}")
+    if what == _BLOB_INDEX:
+        # A blob selects no archive features, so none can be missing from the file system.
+        _info(opts, "Selected feature flags not actually applicable to backing file systems: none")
     _info(opts, f"Archive size: {format_bytes(length)}")
     _info(opts, f"Number of chunks: {stats.chunks}")
     reused = stats.chunks - stats.stored
@@ -243,15 +397,25 @@ def _print_digest(digest: bytes) -> None:
     sys.stdout.flush()
 
 
-def _make_archive(opts: CasyncOptions, source: str, output: str | None, flags: int) -> bytes:
-    pieces = cs.HashingPieces(archive.archive_bytes(archive.archive_items(source, flags, uid_shift=_uid_shift(opts))),
-                              opts.digest)
+def _tree_items(opts: CasyncOptions, source: str, flags: int) -> Iterator[bytes]:
+    """The archive of ``source``, with -v's Packing/Packed lines (and the flags after the first) as it is walked."""
+    def first() -> None:
+        _print_flags(opts, flags)
+        _progress(opts)
+
+    entries = _Entries(opts, "Packing", "Packed", first) if opts.verbose else None
+    return archive.archive_bytes(archive.archive_items(source, flags, uid_shift=_uid_shift(opts), on_entry=entries))
+
+
+def _make_archive(opts: CasyncOptions, source: str, output: str | None, flags: int) -> tuple[bytes, int]:
+    """Write the archive; (its digest, its length)."""
+    pieces = cs.HashingPieces(_tree_items(opts, source, flags), opts.digest)
     remote = parse_ssh_path(output) if output else None
     if remote is not None:
-        push_archive(remote, iter(pieces))
+        push_archive(remote, iter(pieces), opts.rate_limit)
     else:
         archive.write_catar(output or "-", iter(pieces))
-    return pieces.digest()
+    return pieces.digest(), pieces.length
 
 
 def _make_index(opts: CasyncOptions, what: str, source: str | None, output: str | None, store_location: str,
@@ -277,11 +441,11 @@ def _make_index(opts: CasyncOptions, what: str, source: str | None, output: str 
                 assert source is not None
                 index = cache.lookup(store) if cache is not None else None
                 if index is not None:
+                    _print_flags(opts, flags)
                     stats.chunks = len(index.chunks)
                     digest = None
                 else:
-                    items = archive.archive_items(source, flags, uid_shift=_uid_shift(opts))
-                    pieces = cs.HashingPieces(archive.archive_bytes(items), opts.digest)
+                    pieces = cs.HashingPieces(_tree_items(opts, source, flags), opts.digest)
                     index = chunk_stream(pieces, chunker, opts.digest, store, workers=WORKERS, flags=flags,
                                          stats=stats)
                     digest = pieces.digest() if cache is None else None
@@ -302,7 +466,7 @@ def _make_index(opts: CasyncOptions, what: str, source: str | None, output: str 
                     chunk = local.get_chunk(chunk_id)
                     return chunk.stored_form(False), True
 
-                push_index(remote, remote_store, index.to_bytes(), stored)
+                push_index(remote, remote_store, index.to_bytes(), stored, opts.rate_limit)
             else:
                 write_index(output or "-", index, _store_options(opts))
     finally:
@@ -379,16 +543,18 @@ def verb_extract(opts: CasyncOptions, args: list[str]) -> int:
                          "--what=archive-index or --what=blob-index)")
     if seek and what == _BLOB_INDEX:
         raise UsageError("subtree path only supported when extracting archive or archive index")
-    _print_flags(opts, _archive_flags(opts) if what != _BLOB_INDEX else _blob_flags(opts))
+    # casync names no feature flags for a blob; for a tree it does after the first entry's line.
+    started = time.monotonic()
+    _progress(opts)
     if what == _BLOB_INDEX:
-        _extract_blob(opts, source, output)
+        _extract_blob(opts, source, output, started)
     else:
         assert output is not None
-        _extract_tree(opts, what, source, output, seek)
+        _extract_tree(opts, what, source, output, seek, started)
     return 0
 
 
-def _extract_blob(opts: CasyncOptions, source: str, output: str | None) -> None:
+def _extract_blob(opts: CasyncOptions, source: str, output: str | None, started: float) -> None:
     index = _index(opts, source)
     if ff.describes_archive(index.flags):
         raise UsageError(f"{source} is an archive index, not a blob index")
@@ -402,29 +568,54 @@ def _extract_blob(opts: CasyncOptions, source: str, output: str | None) -> None:
         specs = list(opts.seeds)
         if opts.seed_output and os.path.isfile(output) and os.path.getsize(output) > 0:
             specs.append(output)
+        seeding = time.monotonic()
+        _seed_chunk_sizes(opts, index, len(specs))
         seeds = load_seeds(specs, [], index, _store_options(opts, index.digest),
                            SeedOptions(skip_invalid=True, workers=WORKERS)) if specs else SeedSet()
+        seed_usec = _elapsed_usec(seeding) if specs else 0
         stats = ExtractStats()
+        decoding = time.monotonic()
         extract_blob(index, store, output, workers=WORKERS, stats=stats, seeds=seeds,
                      copier=RangeCopier("auto" if opts.reflink else "no"), holes=opts.punch_holes)
+        decode_usec = _elapsed_usec(decoding)
     _info(opts, f"Zero bytes written as sparse files: {format_bytes(stats.bytes_zero)}")
     _info(opts, f"Bytes cloned through reflinks: {format_bytes(stats.bytes_seed_cloned + stats.bytes_self_cloned)}")
     seeded = stats.bytes_seed_cloned + stats.bytes_seed_copied + stats.bytes_self_cloned + stats.bytes_self_copied
-    _report_sources(opts, stats.fetched, stats.bytes_store, stats.seed_chunks, seeded)
+    _report_sources(opts, _remote_store(opts, source), stats.fetched, stats.bytes_store, stats.seed_chunks, seeded)
+    total_usec = _elapsed_usec(started)
+    _info(opts, f"Time spent seeding: {format_timespan(seed_usec)} ({_pct(seed_usec, total_usec)}%)")
+    _info(opts, f"Time spent decoding: {format_timespan(decode_usec)} ({_pct(decode_usec, total_usec)}%)")
+    _info(opts, f"Total extract time: {format_timespan(total_usec)}")
 
 
-def _report_sources(opts: CasyncOptions, store_chunks: int, store_bytes: int, seed_chunks: int,
+def _seed_chunk_sizes(opts: CasyncOptions, index: Index, seeds: int) -> None:
+    """casync's debug line for each seed it chunks, with the index's chunk sizes."""
+    for _ in range(seeds):
+        _debug(opts, f"Setting min/avg/max chunk size: {index.min_size} / {index.avg_size} / {index.max_size}")
+
+
+def _remote_store(opts: CasyncOptions, index_location: str) -> bool:
+    """Whether the chunks come from a remote store (ssh or http), which casync reports apart from local ones."""
+    return not cs.is_local(default_store(opts, index_location))
+
+
+def _pct(n: int, total: int) -> int:
+    return n * 100 // total if total > 0 else 0
+
+
+def _report_sources(opts: CasyncOptions, remote: bool, store_chunks: int, store_bytes: int, seed_chunks: int,
                     seed_bytes: int) -> None:
     total_chunks = store_chunks + seed_chunks
     total_bytes = store_bytes + seed_bytes
-
-    def pct(n: int, total: int) -> int:
-        return n * 100 // total if total else 0
-
-    _info(opts, f"Chunk requests fulfilled from local store: {store_chunks} ({pct(store_chunks, total_chunks)}%)")
-    _info(opts, f"Bytes used from local store: {format_bytes(store_bytes)} ({pct(store_bytes, total_bytes)}%)")
-    _info(opts, f"Chunk requests fulfilled from local seed: {seed_chunks} ({pct(seed_chunks, total_chunks)}%)")
-    _info(opts, f"Bytes used from local seed: {format_bytes(seed_bytes)} ({pct(seed_bytes, total_bytes)}%)")
+    local_chunks, local_bytes = (0, 0) if remote else (store_chunks, store_bytes)
+    remote_chunks, remote_bytes = (store_chunks, store_bytes) if remote else (0, 0)
+    _info(opts, f"Chunk requests fulfilled from local store: {local_chunks} ({_pct(local_chunks, total_chunks)}%)")
+    _info(opts, f"Bytes used from local store: {format_bytes(local_bytes)} ({_pct(local_bytes, total_bytes)}%)")
+    _info(opts, f"Chunk requests fulfilled from local seed: {seed_chunks} ({_pct(seed_chunks, total_chunks)}%)")
+    _info(opts, f"Bytes used from local seed: {format_bytes(seed_bytes)} ({_pct(seed_bytes, total_bytes)}%)")
+    _info(opts, f"Chunk requests fulfilled from remote store: {remote_chunks} "
+                f"({_pct(remote_chunks, total_chunks)}%)")
+    _info(opts, f"Bytes used from remote store: {format_bytes(remote_bytes)} ({_pct(remote_bytes, total_bytes)}%)")
 
 
 def _tree_events(opts: CasyncOptions, what: str, source: str, seeds: list[str] = (),  # type: ignore[assignment]
@@ -437,6 +628,7 @@ def _tree_events(opts: CasyncOptions, what: str, source: str, seeds: list[str] =
         raise UsageError(f"{source} is a blob index, not an archive index")
     store = _read_store(opts, source, index.digest)
     try:
+        _seed_chunk_sizes(opts, index, len(seeds))
         tree_seeds = [TreeSeed(d, index, WORKERS) for d in seeds]
     except BaseException:
         store.close()
@@ -444,22 +636,28 @@ def _tree_events(opts: CasyncOptions, what: str, source: str, seeds: list[str] =
     return archive.index_events(index, store, WORKERS, None, tree_seeds, seed_stats), store
 
 
-def _extract_tree(opts: CasyncOptions, what: str, source: str, output: str, seek: tuple[bytes, ...]) -> None:
+def _extract_tree(opts: CasyncOptions, what: str, source: str, output: str, seek: tuple[bytes, ...],
+                  started: float) -> None:
     seed_dirs = [s for s in opts.seeds if os.path.isdir(s)]
     index_seeds = list(seed_dirs)
     if opts.seed_output and what == _ARCHIVE_INDEX and not seek and os.path.isdir(output):
         index_seeds.append(output)
     stats = TreeSeedStats()
     tree_stats = TreeExtractStats()
+    seeding = time.monotonic()
     events, store = _tree_events(opts, what, source, index_seeds if what == _ARCHIVE_INDEX else [], stats)
+    seed_usec = _elapsed_usec(seeding) if what == _ARCHIVE_INDEX and index_seeds else 0
     try:
         target = output
+        if opts.verbose:
+            entries = _Entries(opts, "Extracting", "Extracted", lambda: _print_flags(opts, _archive_flags(opts)))
+            events = entries.events(cs.subtree(events, seek) if seek else events)
         if seek:
             os.makedirs(output, exist_ok=True)
             target = os.path.join(output, os.fsdecode(seek[-1]))
             events = cs.rerooted(events, seek)
         seed_files = SeedFiles(seed_dirs, "auto" if opts.reflink else "no", opts.hardlink) if seed_dirs else None
-        archive.extract_to_disk(events, target, on_warning=_warn, delete=opts.delete, seed_files=seed_files,
+        archive.extract_to_disk(events, target, on_warning=_warner(opts), delete=opts.delete, seed_files=seed_files,
                                 uid_shift=_uid_shift(opts), undo_immutable=opts.undo_immutable,
                                 punch_holes=opts.punch_holes, stats=tree_stats)
     finally:
@@ -470,11 +668,20 @@ def _extract_tree(opts: CasyncOptions, what: str, source: str, output: str, seek
     _info(opts, f"Bytes cloned through reflinks: {format_bytes(cloned)}")
     if opts.hardlink and seed_files is not None:
         _info(opts, f"Bytes cloned through hardlinks: {format_bytes(seed_files.stats.hardlinked_bytes)}")
-    _report_sources(opts, stats.store_chunks, stats.store_bytes, stats.seed_chunks, stats.seed_bytes)
+    remote = what == _ARCHIVE_INDEX and _remote_store(opts, source)
+    _report_sources(opts, remote, stats.store_chunks, stats.store_bytes, stats.seed_chunks, stats.seed_bytes)
+    total_usec = _elapsed_usec(started)
+    _info(opts, f"Time spent seeding: {format_timespan(seed_usec)} ({_pct(seed_usec, total_usec)}%)")
+    _info(opts, f"Total extract time: {format_timespan(total_usec)}")
 
 
-def _warn(message: str) -> None:
-    sys.stderr.write(f"desync: warning: {message}\n")
+def _warner(opts: CasyncOptions) -> Callable[[str], None]:
+    """Warnings on stderr, unless --log-level is below warning."""
+    def warn(message: str) -> None:
+        if opts.log_level >= LOG_WARNING:
+            SPINNER.line(f"desync: warning: {message}")
+
+    return warn
 
 
 # ---------------------------------------------------------------- list, mtree, stat

@@ -63,12 +63,14 @@ def open_input(path: str) -> IO[bytes]:
 
 def archive_items(source: str, flags: int, *, tar_input: bool = False, excludes: Sequence[str] = (),
                   slices: bool = False, zero_times: bool = False, add_root: bool = False,
-                  uid_shift: UidShift | None = None) -> Iterator[bytes | FileSlice]:
+                  uid_shift: UidShift | None = None,
+                  on_entry: Callable[[bytes, bool], None] | None = None) -> Iterator[bytes | FileSlice]:
     """The catar of the directory ``source`` (or of the tar stream ``source`` with ``tar_input``).
 
     With ``slices``, larger files' contents stay in the files (see encode_items).  ``zero_times``
     stores every mtime as 0 (``--no-time``); ``add_root`` gives a tar stream's tree a fresh root
     directory (``--tar-add-root``).  ``uid_shift`` stores owners shifted (casync's ``--uid-shift``).
+    ``on_entry`` follows a directory's walk (see :class:`~desync.catar.EncodeOptions`).
     """
     if add_root and not tar_input:
         raise InvalidArgument("--tar-add-root works only with --input-format tar")
@@ -83,7 +85,7 @@ def archive_items(source: str, flags: int, *, tar_input: bool = False, excludes:
     if not os.path.isdir(source):
         raise DesyncError(f"{source} is not a directory")
     yield from encode_items(source, flags, EncodeOptions(excludes=list(excludes), zero_times=zero_times,
-                                                         uid_shift=uid_shift),
+                                                         uid_shift=uid_shift, on_entry=on_entry),
                             inline_limit=INLINE_LIMIT if slices else -1)
 
 

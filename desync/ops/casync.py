@@ -36,6 +36,7 @@ from ..digest import Digest
 from ..errors import DesyncError, InvalidArgument
 from ..index import INDEX_SIZE_LIMIT, Index
 from ..index import parse as parse_index
+from ..ratelimit import Throttle
 from ..rawio import BlockSource
 from ..protocol.files import SSHPath, casync_command, parse_ssh_path, pull_file, pull_index_bytes
 from ..stores import compose
@@ -49,6 +50,7 @@ from ..stores.indexes import read_index
 
 Events = Iterator[Node | DirEnd]
 _BLOCK = 1 << 20
+_PIECE = 64 << 10
 
 
 def is_url(location: str) -> bool:
@@ -75,7 +77,7 @@ def open_store(location: str, options: StoreOptions, writable: bool = False) -> 
     if ssh is None:
         return compose.open_location(location, lambda _loc: options, writable)
     store = SSHStore(store_location(location), options)
-    store.argv = casync_command(ssh, "pull", "-", "-", ssh.path)
+    store.argv = casync_command(ssh, "pull", "-", "-", ssh.path, options.rate_limit)
     return store
 
 
@@ -96,7 +98,7 @@ def load_index(location: str, options: StoreOptions) -> Index:
     """An index from a file, stdin (``-``), an HTTP(S) URL or ``host:/path``."""
     ssh = parse_ssh_path(location)
     if ssh is not None:
-        return parse_index(pull_index_bytes(ssh, INDEX_SIZE_LIMIT), str(ssh))
+        return parse_index(pull_index_bytes(ssh, INDEX_SIZE_LIMIT, options.rate_limit), str(ssh))
     return read_index(location, options)
 
 
@@ -104,7 +106,7 @@ def open_archive(location: str, options: StoreOptions) -> IO[bytes]:
     """A catar stream from a file, stdin (``-``), an HTTP(S) URL or ``host:/path``."""
     ssh = parse_ssh_path(location)
     if ssh is not None:
-        return io.BufferedReader(BlockSource(pull_file(ssh, archive=True)), _BLOCK)
+        return io.BufferedReader(BlockSource(pull_file(ssh, archive=True, rate_limit=options.rate_limit)), _BLOCK)
     if location.lower().startswith(("http://", "https://")):
         return _http_get(location, options)
     if is_url(location):
@@ -141,7 +143,22 @@ def _http_get(url: str, options: StoreOptions) -> IO[bytes]:
     if resp.status != 200:
         conn.close()
         raise DesyncError(f"GET {url}: {resp.status} {resp.reason}")
+    if options.rate_limit > 0:
+        return io.BufferedReader(BlockSource(_throttled(resp, Throttle(options.rate_limit))), _BLOCK)
     return resp
+
+
+def _throttled(source: IO[bytes], throttle: Throttle) -> Iterator[bytes]:
+    """``source`` in pieces, no faster than ``throttle`` allows (casync's --rate-limit-bps over HTTP)."""
+    try:
+        while True:
+            piece = source.read(_PIECE)
+            if not piece:
+                return
+            throttle.account(len(piece))
+            yield piece
+    finally:
+        source.close()
 
 
 def split_seek(seek: str) -> tuple[bytes, ...]:
@@ -237,10 +254,12 @@ class HashingPieces:
     def __init__(self, pieces: Iterable[bytes], digest: Digest) -> None:
         self.pieces = pieces
         self.hash = digest.hasher()
+        self.length = 0
 
     def __iter__(self) -> Iterator[bytes]:
         for piece in self.pieces:
             self.hash.update(piece)
+            self.length += len(piece)
             yield piece
 
     def digest(self) -> bytes:

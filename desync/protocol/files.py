@@ -59,25 +59,35 @@ def with_last_component(location: str, name: str) -> str:
     return name
 
 
-def casync_command(target: SSHPath, verb: str, archive: str, index: str, store: str) -> list[str]:
-    """ssh argv as casync builds it: ``ssh HOST REMOTE VERB - ARCHIVE INDEX STORE``, one word each.
+def casync_command(target: SSHPath, verb: str, archive: str, index: str, store: str,
+                   rate_limit: int = 0) -> list[str]:
+    """ssh argv as casync builds it: ``ssh HOST REMOTE [--rate-limit-bps=N] VERB - ARCHIVE INDEX STORE``.
+
+    A rate limit goes to the remote end, as casync passes it: there it
+    bounds what the remote end sends.
 
     ssh joins the words for the remote shell, so a path with characters the
     shell would interpret is single-quoted; plain paths stay bare, which is
     also what a local stand-in for ssh (casync's pseudo-ssh) can run.
     """
     words = [w if w == "-" or _SAFE.fullmatch(w) else shell_quote(w) for w in (archive, index, store)]
-    return [ssh_program(), target.host, *shlex.split(remote_program()), verb, "-", *words]
+    limit = [f"--rate-limit-bps={rate_limit}"] if rate_limit > 0 else []
+    return [ssh_program(), target.host, *shlex.split(remote_program()), *limit, verb, "-", *words]
 
 
 class _Session:
-    """One ssh child speaking the protocol; HELLO exchanged on start."""
+    """One ssh child speaking the protocol; HELLO exchanged on start.
 
-    def __init__(self, target: SSHPath, verb: str, archive: str, index: str, store: str, wants: int) -> None:
+    ``rate_limit`` (bytes per second) bounds both directions: the remote
+    end is asked to keep to it, and what this side sends keeps to it.
+    """
+
+    def __init__(self, target: SSHPath, verb: str, archive: str, index: str, store: str, wants: int,
+                 rate_limit: int = 0) -> None:
         self.label = str(target)
-        self.proc = SSHProcess(casync_command(target, verb, archive, index, store), self.label)
+        self.proc = SSHProcess(casync_command(target, verb, archive, index, store, rate_limit), self.label)
         self.reader = MessageReader(self.proc.in_fd)
-        self.writer = MessageWriter(self.proc.out_fd)
+        self.writer = MessageWriter(self.proc.out_fd, rate_limit)
         try:
             self.writer.send(m.hello(wants))
             first = self.reader.read()
@@ -113,10 +123,10 @@ class _Session:
         self.proc.close_output()
 
 
-def pull_file(target: SSHPath, archive: bool) -> Iterator[bytes]:
+def pull_file(target: SSHPath, archive: bool, rate_limit: int = 0) -> Iterator[bytes]:
     """The remote index (or archive) file, in pieces as they arrive."""
     session = _Session(target, "pull", target.path if archive else "-", "-" if archive else target.path, "-",
-                       m.PULL_ARCHIVE if archive else m.PULL_INDEX)
+                       m.PULL_ARCHIVE if archive else m.PULL_INDEX, rate_limit)
     piece, eof = (m.ARCHIVE, m.ARCHIVE_EOF) if archive else (m.INDEX, m.INDEX_EOF)
     ok = False
     try:
@@ -138,18 +148,18 @@ def pull_file(target: SSHPath, archive: bool) -> Iterator[bytes]:
             session.proc.stop(0.5)
 
 
-def pull_index_bytes(target: SSHPath, limit: int) -> bytes:
+def pull_index_bytes(target: SSHPath, limit: int, rate_limit: int = 0) -> bytes:
     data = bytearray()
-    for piece in pull_file(target, archive=False):
+    for piece in pull_file(target, archive=False, rate_limit=rate_limit):
         data += piece
         if len(data) > limit:
             raise DesyncError(f"{target}: index larger than {limit} bytes")
     return bytes(data)
 
 
-def push_archive(target: SSHPath, pieces: Iterator[bytes]) -> None:
+def push_archive(target: SSHPath, pieces: Iterator[bytes], rate_limit: int = 0) -> None:
     """Send an archive to be written at ``target`` (installed by the remote end when complete)."""
-    session = _Session(target, "push", target.path, "-", "-", m.PUSH_ARCHIVE)
+    session = _Session(target, "push", target.path, "-", "-", m.PUSH_ARCHIVE, rate_limit)
     ok = False
     try:
         buf = bytearray()
@@ -173,13 +183,14 @@ def push_archive(target: SSHPath, pieces: Iterator[bytes]) -> None:
 
 
 def push_index(target: SSHPath, store: str, index_data: bytes,
-               chunk: Callable[[bytes], tuple[bytes, bool]]) -> int:
+               chunk: Callable[[bytes], tuple[bytes, bool]], rate_limit: int = 0) -> int:
     """Send an index to ``target`` and the chunks the remote store asks for; the number of chunks sent.
 
     ``store`` is the remote store directory; ``chunk(id)`` gives a chunk's
     stored bytes and whether they are compressed.
     """
-    session = _Session(target, "push", "-", target.path, store, m.PUSH_INDEX | m.PUSH_CHUNKS | m.PUSH_INDEX_CHUNKS)
+    session = _Session(target, "push", "-", target.path, store, m.PUSH_INDEX | m.PUSH_CHUNKS | m.PUSH_INDEX_CHUNKS,
+                       rate_limit)
     ok = False
     sent = 0
     try:

@@ -14,9 +14,9 @@ import fcntl
 import io
 import os
 import threading
-import time
 
 from ..fsutil import write_all
+from ..ratelimit import Throttle
 from . import messages as m
 
 TYPE_CHECKING = False
@@ -99,8 +99,7 @@ class MessageWriter:
         self.fd = fd
         self.rate_limit = rate_limit
         self.lock = threading.Lock()
-        self.sent = 0
-        self.started = time.monotonic()
+        self.throttle = Throttle(rate_limit)
 
     def send(self, *parts: bytes) -> None:
         """Write the parts back to back as one uninterrupted unit."""
@@ -149,8 +148,4 @@ class MessageWriter:
         return len(data)
 
     def _account(self, sent: int) -> None:
-        self.sent += sent
-        if self.rate_limit:
-            ahead = self.sent / self.rate_limit - (time.monotonic() - self.started)
-            if ahead > 0:
-                time.sleep(ahead)
+        self.throttle.account(sent)

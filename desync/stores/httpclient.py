@@ -21,6 +21,7 @@ from .._version import __version__
 from ..compression import stored_size_limit
 from ..errors import NetworkError, StoreError
 from ..peertext import peer_text
+from ..ratelimit import Throttle
 from ..rawio import SocketSource
 from .base import StoreOptions
 
@@ -255,6 +256,7 @@ class HTTPClient:
             raise StoreError(f"{self.url}: line breaks in HTTP header values")
         self.header_lines = "".join(h + "\r\n" for h in headers)
         self.conns = _Connections()
+        self.throttle = Throttle(options.rate_limit)
 
     def _connect(self) -> Connection:
         timeout = self.options.timeout if self.options.timeout > 0 else None
@@ -325,6 +327,7 @@ class HTTPClient:
             conn.sock.sendall(heads)
             for _ in names:
                 got.append(conn.read_response("GET", limit))
+                self.throttle.account(len(got[-1].body))
                 if not conn.open:
                     break
             if not conn.open:
@@ -347,6 +350,7 @@ class HTTPClient:
         response = conn.exchange((head + "\r\n").encode("latin-1"), body, method, limit)
         if not conn.open:
             self.conns.set(None)
+        self.throttle.account(len(response.body) + (len(body) if body else 0))
         return response
 
     def close(self) -> None:

@@ -117,6 +117,24 @@ def test_rate_limit_bounds_ssh_pull_and_push(tmp_path: Path) -> None:
     assert len(list((tmp_path / "up1" / "default.castr").rglob("*.cacnk"))) > 1
 
 
+def test_rate_limit_bounds_an_http_store(tmp_path: Path) -> None:
+    """casync hands --rate-limit-bps to its http(s) helper; our HTTP store keeps to it over all its connections."""
+    from http_util import ServerProcess
+
+    size, rate = 400_000, 100_000  # random bytes: the chunks do not compress, 4 s at the limit
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(size))
+    ok(ours("make", f"--store={tmp_path / 'store'}", tmp_path / "b.caibx", blob))
+    with ServerProcess("chunk-server", "-s", tmp_path / "store") as server:
+        store = f"--store={server.url.rstrip('/')}/"
+        limited = timed(f"--rate-limit-bps={rate}", "extract", store, tmp_path / "b.caibx", tmp_path / "out1",
+                        env=desync_env())
+        free = timed("extract", store, tmp_path / "b.caibx", tmp_path / "out2", env=desync_env())
+    assert (tmp_path / "out1").read_bytes() == (tmp_path / "out2").read_bytes() == blob.read_bytes()
+    assert limited >= size / rate, limited
+    assert free < 0.6 * size / rate, free
+
+
 def _seeded_tree(tmp_path: Path) -> tuple[Path, Path]:
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)

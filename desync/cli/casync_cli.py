@@ -306,7 +306,7 @@ def run(argv: Sequence[str]) -> int:
 
         casync_verbs.failed(opts, failure)
         if opts.log_level >= LOG_ERR:
-            main._error(str(failure))
+            main.error_line(str(failure))
         return main.exit_status(failure)
     finally:
         casync_verbs.SPINNER.stop()

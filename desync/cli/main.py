@@ -166,7 +166,7 @@ def exit_status(failure: DesyncError, server: bool = False) -> int:
     return 1
 
 
-def _error(message: str) -> None:
+def error_line(message: str) -> None:
     sys.stderr.write(f"desync: error: {message}\n")
     sys.stderr.flush()
 
@@ -207,7 +207,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         status: int = args.func(args)
         return status
     except DesyncError as failure:
-        _error(str(failure))
+        error_line(str(failure))
         if verbose and not isinstance(failure, (UsageError, InvalidArgument)):
             _print_traceback()
         return exit_status(failure, server)
@@ -228,15 +228,15 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         return 1
     except OSError as os_error:
         where = f": {os_error.filename}" if os_error.filename else ""
-        _error(f"{os_error.strerror or os_error}{where}")
+        error_line(f"{os_error.strerror or os_error}{where}")
         if verbose:
             _print_traceback()
         return 1
     except MemoryError:
-        _error("out of memory")
+        error_line("out of memory")
         return 1
     except Exception as bug:  # still one line unless --verbose
-        _error(f"internal error: {type(bug).__name__}: {bug}")
+        error_line(f"internal error: {type(bug).__name__}: {bug}")
         if verbose:
             _print_traceback()
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import re
 import shutil
 import sys
@@ -186,3 +187,34 @@ def test_ctrl_c_during_untar_into_a_new_directory_leaves_nothing(tmp_path: Path)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.catar", "src"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="owners can only be given as root")
+def test_untar_gives_owners_and_modes_in_a_set_group_id_directory(tmp_path: Path) -> None:
+    """Files are created with their final mode and owner where that is what they get anyway; a
+    set-group-ID directory hands its group to new files, which must still get the archive's group."""
+    import stat
+
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    os.chown(src / "d", 0, 4321)
+    os.chmod(src / "d", 0o2755)
+    files = {"root-group": (0, 0, 0o644), "read-only": (0, 0, 0o444), "own-group": (0, 4321, 0o640),
+             "other": (1234, 5678, 0o755), "group-writable": (0, 0, 0o666), "setuid": (0, 0, 0o4755)}
+    for name, (uid, gid, mode) in files.items():
+        path = src / "d" / name
+        path.write_bytes(name.encode())
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    run_desync("tar", tmp_path / "a.catar", src)
+    old = os.umask(0o022)
+    try:
+        run_desync("untar", tmp_path / "a.catar", tmp_path / "out")
+    finally:
+        os.umask(old)
+    d = (tmp_path / "out" / "d").stat()
+    assert (d.st_gid, stat.S_IMODE(d.st_mode)) == (4321, 0o2755)
+    for name, (uid, gid, mode) in files.items():
+        st = (tmp_path / "out" / "d" / name).stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, mode), name
+        assert (tmp_path / "out" / "d" / name).read_bytes() == name.encode()

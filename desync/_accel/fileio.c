@@ -388,7 +388,7 @@ static PyObject *finish_files(PyObject *self, PyObject *arg)
         } else if (j->uid >= 0 && fchown(j->fd, (uid_t)j->uid, (gid_t)j->gid) != 0) {
             rc = errno;
             step = "chown";
-        } else if (fchmod(j->fd, (mode_t)j->mode) != 0) {
+        } else if (j->mode >= 0 && fchmod(j->fd, (mode_t)j->mode) != 0) {
             rc = errno;
             step = "chmod";
         } else if (j->set_times) {

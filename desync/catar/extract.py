@@ -107,6 +107,10 @@ class _Frame:
     fresh: bool  # created by us: names in it are free (archives hold no duplicates)
     inherits: bool = False  # has a default ACL that entries created in it inherit (tracked for ACL archives)
     seen: set[bytes] = field(default_factory=set)  # names the archive put in an existing directory
+    # What a file created in it gets without being told: its group (the directory's if set-group-ID, else
+    # ours), and whether its mode is the requested one less the umask (no default ACL); -1/False: unknown.
+    new_gid: int = -1
+    plain_create: bool = False
 
 
 @dataclass
@@ -258,6 +262,10 @@ class _Extractor:
         self.exact_modes = False  # the archive holds real permission bits (permissions or ACL bit)
         self.track_acls = False  # ACL archive restored with ACLs: inherited ones must go
         self.parent_inherits = False  # the directory of the node at hand has a default ACL
+        self.parent_gid = -1  # the group a file created in that directory gets (-1: unknown)
+        self.parent_plain = False  # a file created there gets the requested mode less the umask
+        self.euid = os.geteuid()
+        self.egid = os.getegid()
         self.umask = os.umask(0)
         os.umask(self.umask)
         self._uids: dict[bytes, int | None] = {}
@@ -355,7 +363,9 @@ class _Extractor:
         except OSError as e:
             raise DesyncError(f"cannot open {os.fsdecode(target_dir)}: {e.strerror}") from None
         st = os.fstat(fd)
-        return _Frame((), node.meta, fd, st.st_dev, st.st_ino, fresh, self.track_acls and _has_default_acl(fd))
+        default_acl = _has_default_acl(fd)
+        return _Frame((), node.meta, fd, st.st_dev, st.st_ino, fresh, self.track_acls and default_acl,
+                      new_gid=self.created_gid(st), plain_create=not default_acl)
 
     def node(self, stack: list[_Frame], ev: Node) -> None:
         parent = stack[-1]
@@ -366,6 +376,8 @@ class _Extractor:
         meta = ev.meta
         replace = not parent.fresh
         self.parent_inherits = parent.inherits
+        self.parent_gid = parent.new_gid
+        self.parent_plain = parent.plain_create
         try:
             if replace:
                 parent.seen.add(name)
@@ -379,8 +391,11 @@ class _Extractor:
                 fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
                 st = os.fstat(fd)
                 # A new directory gets its parent's default ACL as its own.
-                inherits = self.track_acls and (parent.inherits if fresh else _has_default_acl(fd))
-                stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino, fresh, inherits))
+                # A new directory gets its parent's default ACL, if any, as its own.
+                default_acl = not parent.plain_create if fresh else _has_default_acl(fd)
+                inherits = self.track_acls and (parent.inherits if fresh else default_acl)
+                stack.append(_Frame(ev.path, meta, fd, st.st_dev, st.st_ino, fresh, inherits,
+                                    new_gid=self.created_gid(st), plain_create=not default_acl))
                 os.close(pfd)
                 parent.fd = -1
             elif replace:
@@ -623,8 +638,10 @@ class _Extractor:
         into place next) all files are finished here.
         """
         meta = ev.meta
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.file_mode(meta),
-                     dir_fd=pfd)
+        # Created with its final mode where the umask and the directory leave it alone: no chmod later.
+        exact = self.exact_modes and self.parent_plain and not meta.permissions & (0o7000 | self.umask)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     meta.permissions if exact else self.file_mode(meta), dir_fd=pfd)
         job = FileJob(fd, ev.path)
         payload = ev.payload
         writeback = self.writeback
@@ -657,9 +674,9 @@ class _Extractor:
                 self.fd_metadata(fd, meta, ev.path)
                 return
             ids = self.ids(meta)
-            if ids is not None:
+            if ids is not None and ids != (self.euid, self.parent_gid):  # a new file is ours already
                 job.uid, job.gid = ids
-            job.mode = meta.permissions
+            job.mode = -1 if exact else meta.permissions
             job.set_times = ff.time_granularity(self.flags) != 0
             job.mtime_ns = meta.mtime_ns
             handed_over = True
@@ -769,6 +786,10 @@ class _Extractor:
     def umask_mode(self, meta: Meta) -> int:
         """``untar --no-same-permissions``: a new node's default mode less the umask, whatever the archive says."""
         return (0o777 if meta.is_dir else 0o666) & ~self.umask
+
+    def created_gid(self, st: os.stat_result) -> int:
+        """The group of a file created in the directory ``st`` describes."""
+        return st.st_gid if st.st_mode & stat.S_ISGID else self.egid
 
     def ids(self, meta: Meta) -> tuple[int, int] | None:
         """The owner to give a node, as casync picks it: by name where the archive has one, else by ID.

@@ -39,7 +39,7 @@ class FileJob:
     src_owner: Any = None  # keeps the archive file (and src_fd) open until the copy is done
     uid: int = -1  # -1: leave the owner alone
     gid: int = -1
-    mode: int = 0o600
+    mode: int = 0o600  # -1: created with its mode already
     set_times: bool = False
     mtime_ns: int = 0
 
@@ -121,8 +121,9 @@ def _finish_py(jobs: list[FileJob]) -> tuple[int, int, str] | None:
             if job.uid >= 0:
                 step = "chown"
                 os.fchown(job.fd, job.uid, job.gid)
-            step = "chmod"
-            os.fchmod(job.fd, job.mode)
+            if job.mode >= 0:
+                step = "chmod"
+                os.fchmod(job.fd, job.mode)
             if job.set_times:
                 step = "utimes"
                 os.utime(job.fd, ns=(job.mtime_ns, job.mtime_ns))

@@ -7,7 +7,6 @@ the GIL).  Segments in flight are bounded, so memory does not grow with
 the input size.
 """
 
-import mmap
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ class _Pipeline:
         self.seen: set[bytes] = set()
         self.stored = Counter()
 
-    def submit(self, buf: mmap.mmap, base: int, start: int, ends: list[int]) -> None:
+    def submit(self, buf: bytearray, base: int, start: int, ends: list[int]) -> None:
         """Queue the chunks ``buf[start:ends[0]], ...``; ``base`` is buf[0]'s stream offset."""
         batch_start = start
         first = 0
@@ -67,10 +66,10 @@ class _Pipeline:
                 batch_start = end
                 first = i + 1
 
-    def _job(self, slot: list[IndexChunk], buf: mmap.mmap, base: int, start: int, ends: list[int]) -> Job:
+    def _job(self, slot: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> Job:
         return _Batch(self, slot, buf, base, start, ends)
 
-    def _process(self, out: list[IndexChunk], buf: mmap.mmap, base: int, start: int, ends: list[int]) -> None:
+    def _process(self, out: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> None:
         view = memoryview(buf)
         store = self.store
         seen = self.seen
@@ -99,30 +98,20 @@ class _Pipeline:
         self.pool.abort()
 
 
-def _segment_buffer(size: int) -> mmap.mmap:
-    """A zero-filled segment buffer that costs no memset under the GIL.
-
-    Anonymous memory comes zeroed from the kernel page by page as the
-    reader fills it (without the GIL); a bytearray would clear all of it
-    first, holding the GIL, for every segment.
-    """
-    return mmap.mmap(-1, size)
-
-
 class _Batch:
     """One queued batch of chunks: a class, not a closure, because of a mypyc hazard.
 
     A compiled closure's environment object goes on a one-element free list
-    *before* its captured variables are released.  Releasing the last
-    reference to a segment (an mmap) unmaps it with the GIL released, and
-    another thread may take that environment off the free list meanwhile:
-    its new ``base`` was then wiped by the dying one ("attribute 'base' of
-    '_job__Pipeline_env' undefined").  Plain instances have no free list.
+    *before* its captured variables are released.  When releasing one of
+    them drops the GIL (an mmap'd segment did, to unmap it), another thread
+    may take that environment off the free list meanwhile: its new ``base``
+    was then wiped by the dying one ("attribute 'base' of '_job__Pipeline_env'
+    undefined").  Plain instances have no free list.
     """
 
     __slots__ = ("pipeline", "slot", "buf", "base", "start", "ends")
 
-    def __init__(self, pipeline: _Pipeline, slot: list[IndexChunk], buf: mmap.mmap, base: int, start: int,
+    def __init__(self, pipeline: _Pipeline, slot: list[IndexChunk], buf: bytearray, base: int, start: int,
                  ends: list[int]) -> None:
         self.pipeline = pipeline
         self.slot = slot
@@ -142,7 +131,7 @@ class _Segmenter:
         self.chunker = chunker
         self.pipeline = pipeline
         self.size = max(SEGMENT_SIZE, 4 * chunker.max_size)
-        self.buf = _segment_buffer(self.size)
+        self.buf = bytearray(self.size)
         self.filled = 0
         self.base = 0
         self.total = 0
@@ -176,7 +165,7 @@ class _Segmenter:
             self.pipeline.submit(buf, self.base, 0, ends)
         done = ends[-1] if ends else 0
         tail = filled - done
-        nxt = _segment_buffer(max(self.size, tail * 2))
+        nxt = bytearray(max(self.size, tail * 2))
         nxt[:tail] = memoryview(buf)[done:filled]
         self.buf = nxt
         self.base += done

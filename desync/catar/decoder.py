@@ -248,15 +248,32 @@ def record_name(rtype: int) -> str:
     return _RECORD_NAMES.get(rtype, f"unknown record type {rtype:#018x}")
 
 
-@dataclass
 class Node:
-    """One archived object; ``path`` is ``()`` for the root directory."""
+    """One archived object; ``path`` is ``()`` for the root directory.
 
-    path: tuple[bytes, ...]
-    meta: Meta
-    offset: int
-    feature_flags: int
-    payload: "Payload | None" = None
+    A plain class (one per entry; a dataclass's ``__init__`` runs as
+    interpreted code), compared by value.
+    """
+
+    __slots__ = ("path", "meta", "offset", "feature_flags", "payload")
+
+    def __init__(self, path: tuple[bytes, ...], meta: Meta, offset: int, feature_flags: int,
+                 payload: "Payload | None" = None) -> None:
+        self.path = path
+        self.meta = meta
+        self.offset = offset
+        self.feature_flags = feature_flags
+        self.payload = payload
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Node):
+            return NotImplemented
+        return (self.path == other.path and self.meta == other.meta and self.offset == other.offset
+                and self.feature_flags == other.feature_flags and self.payload == other.payload)
+
+    def __repr__(self) -> str:
+        return (f"Node(path={self.path!r}, meta={self.meta!r}, offset={self.offset!r}, "
+                f"feature_flags={self.feature_flags!r}, payload={self.payload!r})")
 
     @property
     def name(self) -> bytes:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import stat
 import struct
-from dataclasses import dataclass
 from typing import Final, Iterable, Sequence
 
 from .. import featureflags as ff
@@ -165,13 +164,30 @@ def bst_order(n: int) -> list[int]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
 class GoodbyeItem:
-    """One directory item as the GOODBYE table records it."""
+    """One directory item as the GOODBYE table records it; compared by value.
 
-    offset: int  # distance from the GOODBYE record back to the FILENAME
-    size: int  # FILENAME record + the child's serialisation
-    hash: int
+    A plain class: three are made per archived entry, and a dataclass's
+    generated methods run as interpreted code.
+    """
+
+    __slots__ = ("offset", "size", "hash")
+
+    def __init__(self, offset: int, size: int, hash: int) -> None:
+        self.offset = offset  # distance from the GOODBYE record back to the FILENAME
+        self.size = size  # FILENAME record + the child's serialisation
+        self.hash = hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GoodbyeItem):
+            return NotImplemented
+        return self.offset == other.offset and self.size == other.size and self.hash == other.hash
+
+    def __hash__(self) -> int:
+        return hash((self.offset, self.size, self.hash))
+
+    def __repr__(self) -> str:
+        return f"GoodbyeItem(offset={self.offset!r}, size={self.size!r}, hash={self.hash!r})"
 
 
 def goodbye_table(items: Sequence[GoodbyeItem]) -> list[GoodbyeItem]:

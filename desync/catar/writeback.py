@@ -12,7 +12,6 @@ not sent here; the extractor finishes those itself.
 
 import errno
 import os
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .. import fsutil
@@ -26,22 +25,31 @@ MAX_BATCHES: Final = 4
 _FILEIO: Final = fileio_module
 
 
-@dataclass
 class FileJob:
-    """A created, open file: contents from ``blocks`` then ``src_size`` bytes of ``src_fd`` at ``src_offset``."""
+    """A created, open file: contents from ``blocks`` then ``src_size`` bytes of ``src_fd`` at ``src_offset``.
 
-    fd: int
-    path: tuple[bytes, ...]
-    blocks: list[bytes] = field(default_factory=list)
-    src_fd: int = -1
-    src_offset: int = 0
-    src_size: int = 0
-    src_owner: Any = None  # keeps the archive file (and src_fd) open until the copy is done
-    uid: int = -1  # -1: leave the owner alone
-    gid: int = -1
-    mode: int = 0o600  # -1: created with its mode already
-    set_times: bool = False
-    mtime_ns: int = 0
+    A plain class: one is made per extracted file, and a dataclass's
+    ``__init__`` runs as interpreted code.
+    """
+
+    __slots__ = ("fd", "path", "blocks", "src_fd", "src_offset", "src_size", "src_owner", "uid", "gid", "mode",
+                 "set_times", "mtime_ns")
+
+    def __init__(self, fd: int, path: tuple[bytes, ...], blocks: list[bytes] | None = None, src_fd: int = -1,
+                 src_offset: int = 0, src_size: int = 0, src_owner: Any = None, uid: int = -1, gid: int = -1,
+                 mode: int = 0o600, set_times: bool = False, mtime_ns: int = 0) -> None:
+        self.fd = fd
+        self.path = path
+        self.blocks: list[bytes] = [] if blocks is None else blocks
+        self.src_fd = src_fd
+        self.src_offset = src_offset
+        self.src_size = src_size
+        self.src_owner = src_owner  # keeps the archive file (and src_fd) open until the copy is done
+        self.uid = uid  # -1: leave the owner alone
+        self.gid = gid
+        self.mode = mode  # -1: created with its mode already
+        self.set_times = set_times
+        self.mtime_ns = mtime_ns
 
     def buffered(self) -> int:
         return sum(len(b) for b in self.blocks)

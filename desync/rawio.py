@@ -7,10 +7,14 @@ so the two adapters the package needs live here, interpreted, in every
 build; the work they call into stays compiled.
 """
 
+from __future__ import annotations
+
 import io
-import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # untar and extract read through these; only network stores need sockets
+    import socket
 
 
 class SocketSource(io.RawIOBase):

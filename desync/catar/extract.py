@@ -39,10 +39,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import grp
-import hashlib
 import os
 import pwd
-import shutil
 import stat
 import struct
 from dataclasses import dataclass, field
@@ -167,6 +165,8 @@ def extract_events(
 def _remove_tree(path: str, opts: ExtractOptions) -> None:
     """Remove an unfinished tree (rmtree never follows its symlinks); a failure is a warning beside the error."""
     try:
+        import shutil
+
         shutil.rmtree(path)
     except FileNotFoundError:
         pass
@@ -182,6 +182,8 @@ def _temp_name(name: bytes) -> bytes:
 
 def _digest_of(fd: int) -> bytes:
     """SHA-256 of a file's whole contents (read with pread: the offset is left alone)."""
+    import hashlib
+
     h = hashlib.sha256()
     pos = 0
     while True:
@@ -457,6 +459,8 @@ class _Extractor:
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, self.file_mode(meta),
                      dir_fd=pfd)
         try:
+            import hashlib
+
             h = hashlib.sha256()
             for block in payload.blocks(self.opts.block_size):
                 h.update(block)
@@ -582,6 +586,8 @@ class _Extractor:
             if self.opts.undo_immutable:
                 self.remove_tree_at(pfd, name)
             elif is_dir:
+                import shutil
+
                 shutil.rmtree(name, dir_fd=pfd)
             else:
                 os.unlink(name, dir_fd=pfd)

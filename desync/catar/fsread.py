@@ -17,7 +17,6 @@ Public API: ``FsReader(flags).read(st, fd, dir_fd, name, magic) -> Meta``,
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import grp
@@ -25,7 +24,7 @@ import os
 import pwd
 import stat
 import struct
-from typing import Final
+from typing import Any, Final
 
 from .. import featureflags as ff
 from ..errors import DesyncError
@@ -90,16 +89,17 @@ FAT_MAP: Final = ((0x2, ff.WITH_FLAG_HIDDEN), (0x4, ff.WITH_FLAG_SYSTEM), (0x20,
 _NO_XATTR: Final = frozenset({errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT, errno.EPERM, errno.EACCES})
 _NO_IOCTL: Final = frozenset({errno.ENOTTY, errno.EBADF, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS})
 
-_libc: ctypes.CDLL | None = None
+_libc: list[Any] = []  # libc through ctypes, loaded on first use (ctypes costs start-up time)
 
 
 def fs_magic(fd: int) -> int:
     """``statfs.f_type`` of the file system holding ``fd`` (0 if unknown)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
+    import ctypes
+
+    if not _libc:
+        _libc.append(ctypes.CDLL(None, use_errno=True))
     buf = ctypes.create_string_buffer(256)
-    if _libc.fstatfs(fd, buf) != 0:
+    if _libc[0].fstatfs(fd, buf) != 0:
         return 0
     return int(struct.unpack_from("=L", buf.raw, 0)[0])
 

@@ -18,7 +18,6 @@ Public API: ``mtree_lines(events)``, ``list_lines(events)``,
 
 from __future__ import annotations
 
-import hashlib
 import stat
 from typing import Final, Iterable, Iterator
 
@@ -128,6 +127,8 @@ def mtree_line(node: Node) -> str:
     if ff.time_granularity(flags):
         parts.append(f"time={meta.mtime_ns // 1_000_000_000}.{meta.mtime_ns % 1_000_000_000:09d}")
     if ftype == stat.S_IFREG:
+        import hashlib
+
         h = hashlib.new("sha512_256" if flags & ff.SHA512_256 else "sha256")
         if node.payload is not None:
             for block in node.payload.blocks(_BLOCK):

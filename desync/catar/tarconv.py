@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from typing import IO, Callable, Iterable, Iterator
 
@@ -44,6 +42,10 @@ from .encoder import DEFAULT_BLOCK_SIZE
 from .format import device_in_range, ids_in_range, stored_xattr_name, type_feature, valid_user_name
 from .model import Meta
 from .writer import ArchiveWriter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # tarfile and tempfile are imported where tar streams are handled: untar of a catar needs neither
+    import tarfile
 
 _ENC = "utf-8"
 _ERR = "surrogateescape"
@@ -155,6 +157,8 @@ def tar_to_catar(
     directory of its own (mode 0755, owner 0, time 0) whatever the stream says
     of ``.`` (the Go desync's ``--tar-add-root``).
     """
+    import tempfile
+
     flags = ff.normalize(flags)
     with tempfile.TemporaryFile(dir=spool_dir) as spool:
         root = _read_tar(fileobj, flags, spool, block_size, zero_times, add_root)
@@ -163,6 +167,8 @@ def tar_to_catar(
 
 def _read_tar(fileobj: IO[bytes], flags: int, spool: IO[bytes], block_size: int, zero_times: bool = False,
               add_root: bool = False) -> _TNode:
+    import tarfile
+
     root = _default_dir()
     spooled = 0
     try:
@@ -269,6 +275,8 @@ def catar_to_tar(
     on_warning: Callable[[str], None] | None = None,
 ) -> None:
     """Write decoded catar events to ``out`` as a ``gnu`` or ``pax`` tar stream."""
+    import tarfile
+
     if fmt not in ("gnu", "pax"):
         raise DesyncError(f"unsupported tar format {fmt!r} (gnu or pax)")
     tar_format = tarfile.GNU_FORMAT if fmt == "gnu" else tarfile.PAX_FORMAT

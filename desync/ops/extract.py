@@ -11,11 +11,9 @@ holes in the fresh (sparse) temp file.
 
 import os
 import stat
-import tempfile
 import threading
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 
 from ..errors import DesyncError
 from .. import tempnames
@@ -36,26 +34,36 @@ BATCH = 16
 STAGE_MEMORY = 256 << 20
 
 
-@dataclass(slots=True)
+_STAT_NAMES = ("chunks", "fetched", "skipped_in_place", "zero", "seed_chunks", "seed_invalid", "bytes_kept",
+               "bytes_seed_cloned", "bytes_seed_copied", "bytes_self_cloned", "bytes_self_copied", "bytes_zero",
+               "bytes_staged", "bytes_store")
+
+
 class ExtractStats:
-    chunks: int = 0
-    fetched: int = 0
-    skipped_in_place: int = 0
-    zero: int = 0
-    seed_chunks: int = 0
-    seed_invalid: int = 0
-    bytes_kept: int = 0
-    bytes_seed_cloned: int = 0
-    bytes_seed_copied: int = 0
-    bytes_self_cloned: int = 0
-    bytes_self_copied: int = 0
-    bytes_zero: int = 0
-    bytes_staged: int = 0
-    bytes_store: int = 0
+    """What an extract did, counted by its workers (a plain class: dataclasses cost start-up time)."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.fetched = 0
+        self.skipped_in_place = 0
+        self.zero = 0
+        self.seed_chunks = 0
+        self.seed_invalid = 0
+        self.bytes_kept = 0
+        self.bytes_seed_cloned = 0
+        self.bytes_seed_copied = 0
+        self.bytes_self_cloned = 0
+        self.bytes_self_copied = 0
+        self.bytes_zero = 0
+        self.bytes_staged = 0
+        self.bytes_store = 0
 
     def add(self, other: "ExtractStats") -> None:
-        for f in fields(ExtractStats):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _STAT_NAMES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def __repr__(self) -> str:
+        return "ExtractStats(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in _STAT_NAMES) + ")"
 
 
 def _group(index: Index) -> dict[bytes, tuple[int, list[int]]]:
@@ -352,6 +360,8 @@ def _matches(fd: int, offset: int, size: int, chunk_id: bytes, digest_sum: Calla
 
 def _anonymous_file() -> int:
     """A temp file for staged bytes, unlinked at once so nothing is left behind."""
+    import tempfile
+
     fd, path = tempfile.mkstemp(prefix="desync-stage-")
     os.unlink(path)
     return fd

@@ -9,7 +9,6 @@ the input size.
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import BinaryIO, Final
 
 from .. import fsutil
@@ -32,12 +31,17 @@ MAX_BACKLOG: Final = 32
 PARALLEL_CHUNKING_WORKERS: Final = 4
 
 
-@dataclass(slots=True)
 class MakeStats:
-    chunks: int = 0
-    unique: int = 0
-    stored: int = 0
-    bytes: int = 0
+    """What a make did (a plain class: dataclasses cost start-up time)."""
+
+    def __init__(self, chunks: int = 0, unique: int = 0, stored: int = 0, bytes: int = 0) -> None:
+        self.chunks = chunks
+        self.unique = unique
+        self.stored = stored
+        self.bytes = bytes
+
+    def __repr__(self) -> str:
+        return f"MakeStats(chunks={self.chunks}, unique={self.unique}, stored={self.stored}, bytes={self.bytes})"
 
 
 class _Pipeline:

@@ -104,13 +104,13 @@ def test_rate_limit_bounds_ssh_pull_and_push(tmp_path: Path) -> None:
     limited = timed(f"--rate-limit-bps={rate}", "extract", remote, tmp_path / "out1", env=env)
     free = timed("extract", remote, tmp_path / "out2", env=env)
     assert (tmp_path / "out1").read_bytes() == (tmp_path / "out2").read_bytes() == blob.read_bytes()
-    assert limited >= size / rate, limited
+    assert limited >= 0.9 * size / rate, limited  # the bucket starts full: the first piece goes at once
     assert free < 0.6 * size / rate, free
     # push: make host:/path sends the chunks (to stores that lack them), and what it sends keeps to the limit.
     (tmp_path / "up1").mkdir()
     (tmp_path / "up2").mkdir()
     limited = timed(f"--rate-limit-bps={rate // 1000}K", "make", f"localhost:{tmp_path}/up1/p.caibx", blob, env=env)
-    assert limited >= size / (rate // 1000 * 1024), limited
+    assert limited >= 0.9 * size / (rate // 1000 * 1024), limited
     free = timed("make", f"localhost:{tmp_path}/up2/p.caibx", blob, env=env)
     assert free < 0.6 * size / rate, free
     assert (tmp_path / "up1" / "p.caibx").read_bytes() == (tmp_path / "b.caibx").read_bytes()

@@ -38,6 +38,9 @@ PIECE_SIZE: Final = 1 << 20
 # frames that ask for more are decoded in one go, one at a time per process.
 STREAM_WINDOW_LOG: Final = 24
 STREAM_WINDOW_MAX: Final = 1 << STREAM_WINDOW_LOG
+# The largest window libzstd accepts (64-bit builds); a header asking for more is not a zstd frame.
+ZSTD_WINDOW_LOG_MAX: Final = 31
+WINDOW_TOO_LARGE: Final = "zstd: the frame header asks for a window larger than zstd allows"
 _BLOCK_MAX: Final = 128 * 1024
 _LARGE = threading.Lock()
 # Memory an xz stream may ask for: its dictionary, up to what ``xz -9`` uses (64 MiB).
@@ -90,6 +93,8 @@ def zstd_frame(raw: bytes) -> ZstdFrame:
     if not single:
         wd = raw[5]
         log = 10 + (wd >> 3)
+        if log > ZSTD_WINDOW_LOG_MAX:
+            raise CompressionError(WINDOW_TOO_LARGE)
         window = (1 << log) + ((1 << log) >> 3) * (wd & 7)
         pos = 6
     pos += (0, 1, 2, 4)[descriptor & 3]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import lzma
 import zlib
 
-from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, XZ_MEMLIMIT, CompressionError,
+from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, WINDOW_TOO_LARGE, ZSTD_WINDOW_LOG_MAX, XZ_MEMLIMIT, CompressionError,
                           StdlibBinding, ZstandardBinding, ZstdFrame, _check_declared, _first_sentence, binding,
                           zstandard_pieces)
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
@@ -102,6 +102,8 @@ class ZstdFrameWalk:
         window = 0
         if not single:
             log = 10 + (head[5] >> 3)
+            if log > ZSTD_WINDOW_LOG_MAX:
+                raise FrameError(WINDOW_TOO_LARGE)
             window = (1 << log) + ((1 << log) >> 3) * (head[5] & 7)
         content = -1
         if fcs_len:

@@ -160,3 +160,15 @@ def test_frame_that_goes_on_past_the_limit_is_refused_by_the_sources_bound_or_as
     assert sum(pieces) <= 10 << 20 and max(pieces) <= compression.PIECE_SIZE
     with pytest.raises(compression.CompressionError, match="truncated zstd frame"):
         stream_content(frame(160, False), 10 << 20, lambda piece: None)
+
+
+def test_a_window_larger_than_zstd_allows_gets_one_verdict_whole_and_streamed() -> None:
+    """Found by the property test on Python 3.13: libzstd refused the header in one path, the window in the other."""
+    data = bytes(10) + b"\x01\x00"
+    raw = bytearray(_encodings(data)["zstd-unsized"])
+    raw[2855 % len(raw)] ^= 176
+    raw = raw[:len(raw) - 3] + b"\x00\x00\x00"
+    chunk_id = SHA.sum(data)
+    whole = _whole(chunk_id, bytes(raw), True)
+    assert "window larger than zstd allows" in whole
+    assert _streamed(chunk_id, [bytes(raw)], True) == whole

@@ -13,11 +13,11 @@ bytes``, ``acl_from_xattrs(access, default, flags, names) -> Acl | None``,
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Callable, Final
 
 from .. import featureflags as ff
 from ..errors import FormatError
+from ..records import Record
 from .format import ACL_MISSING
 from .model import Acl, AclDefault, AclEntry
 
@@ -37,16 +37,26 @@ _ENTRY: Final = struct.Struct("<HHI")
 _VERSION: Final = 2
 
 
-@dataclass
-class PosixAcl:
+class PosixAcl(Record):
     """A kernel ACL split by entry kind (``None`` = entry absent)."""
 
-    user_obj: int | None = None
-    group_obj: int | None = None
-    mask: int | None = None
-    other: int | None = None
-    users: list[tuple[int, int]] = field(default_factory=list)  # (uid, perm)
-    groups: list[tuple[int, int]] = field(default_factory=list)  # (gid, perm)
+    FIELDS = ("user_obj", "group_obj", "mask", "other", "users", "groups")
+
+    def __init__(
+        self,
+        user_obj: int | None = None,
+        group_obj: int | None = None,
+        mask: int | None = None,
+        other: int | None = None,
+        users: list[tuple[int, int]] | None = None,
+        groups: list[tuple[int, int]] | None = None,
+    ) -> None:
+        self.user_obj = user_obj
+        self.group_obj = group_obj
+        self.mask = mask
+        self.other = other
+        self.users: list[tuple[int, int]] = [] if users is None else users  # (uid, perm)
+        self.groups: list[tuple[int, int]] = [] if groups is None else groups  # (gid, perm)
 
 
 def parse_xattr(data: bytes) -> PosixAcl:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import io
 import os
 import stat
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .. import featureflags as ff
@@ -54,6 +53,7 @@ from ..constants import (
     CA_FORMAT_XATTR,
 )
 from ..errors import FormatError
+from ..records import Record
 from .format import (
     ACL_DEFAULT_BODY,
     ACL_MISSING,
@@ -284,13 +284,15 @@ class Node:
         return b"/".join(self.path) if self.path else b"."
 
 
-@dataclass
-class DirEnd:
+class DirEnd(Record):
     """The end of a directory's children (its GOODBYE record)."""
 
-    path: tuple[bytes, ...]
-    meta: Meta
-    offset: int
+    FIELDS = ("path", "meta", "offset")
+
+    def __init__(self, path: tuple[bytes, ...], meta: Meta, offset: int) -> None:
+        self.path = path
+        self.meta = meta
+        self.offset = offset
 
     @property
     def relpath(self) -> bytes:
@@ -348,15 +350,17 @@ class Payload:
         return self._decoder.owner
 
 
-@dataclass
 class _Dir:
-    path: tuple[bytes, ...]
-    meta: Meta
-    entry_offset: int
-    names: set[bytes] = field(default_factory=set)
-    items: list[GoodbyeItem] = field(default_factory=list)  # offset = absolute FILENAME offset
-    child_start: int = -1
-    child_hash: int = 0
+    """A directory being decoded: its children so far, checked against its GOODBYE table."""
+
+    def __init__(self, path: tuple[bytes, ...], meta: Meta, entry_offset: int) -> None:
+        self.path = path
+        self.meta = meta
+        self.entry_offset = entry_offset
+        self.names: set[bytes] = set()
+        self.items: list[GoodbyeItem] = []  # offset = absolute FILENAME offset
+        self.child_start = -1
+        self.child_hash = 0
 
 
 def decode(

@@ -43,12 +43,12 @@ import os
 import pwd
 import stat
 import struct
-from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from .. import featureflags as ff
 from .. import fsutil, reflink, tempnames
 from ..errors import DesyncError
+from ..records import Record
 from .acl import XATTR_ACCESS, XATTR_DEFAULT, posix_acls_for
 from .decoder import ByteSource, DirEnd, Node, decode
 from .format import valid_filename
@@ -67,59 +67,86 @@ _BUFFER_LIMIT = 8 << 20
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass
-class ExtractOptions:
+class ExtractOptions(Record):
     """What to restore besides names, types and contents."""
 
-    no_same_owner: bool = False
-    no_same_permissions: bool = False  # new files 0666, directories 0777, less the umask (untar --no-same-permissions)
-    xattrs: bool = True
-    acls: bool = True
-    fcaps: bool = True
-    selinux: bool = True
-    fsflags: bool = True
-    block_size: int = 1 << 20
-    on_warning: Callable[[str], None] | None = None
-    delete: bool = False  # in an existing directory, remove what the archive does not have
-    seed_files: SeedFiles | None = None  # files whose data a regular file may share (clone or hardlink)
-    uid_shift: UidShift | None = None  # casync's --uid-shift/--uid-range: owners restored shifted
-    undo_immutable: bool = False  # clear chattr +i on entries that must be replaced or removed (casync)
-    punch_holes: bool = False  # runs of zeros in regular files become holes (casync's default)
-    stats: TreeExtractStats | None = None  # counters for casync's -v report
+    FIELDS = ("no_same_owner", "no_same_permissions", "xattrs", "acls", "fcaps", "selinux", "fsflags",
+              "block_size", "on_warning", "delete", "seed_files", "uid_shift", "undo_immutable", "punch_holes",
+              "stats")
+
+    def __init__(
+        self,
+        no_same_owner: bool = False,
+        no_same_permissions: bool = False,
+        xattrs: bool = True,
+        acls: bool = True,
+        fcaps: bool = True,
+        selinux: bool = True,
+        fsflags: bool = True,
+        block_size: int = 1 << 20,
+        on_warning: Callable[[str], None] | None = None,
+        delete: bool = False,
+        seed_files: SeedFiles | None = None,
+        uid_shift: UidShift | None = None,
+        undo_immutable: bool = False,
+        punch_holes: bool = False,
+        stats: TreeExtractStats | None = None,
+    ) -> None:
+        self.no_same_owner = no_same_owner
+        # New files 0666, directories 0777, less the umask (untar --no-same-permissions).
+        self.no_same_permissions = no_same_permissions
+        self.xattrs = xattrs
+        self.acls = acls
+        self.fcaps = fcaps
+        self.selinux = selinux
+        self.fsflags = fsflags
+        self.block_size = block_size
+        self.on_warning = on_warning
+        self.delete = delete  # in an existing directory, remove what the archive does not have
+        self.seed_files = seed_files  # files whose data a regular file may share (clone or hardlink)
+        self.uid_shift = uid_shift  # casync's --uid-shift/--uid-range: owners restored shifted
+        self.undo_immutable = undo_immutable  # clear chattr +i on entries that must be replaced or removed (casync)
+        self.punch_holes = punch_holes  # runs of zeros in regular files become holes (casync's default)
+        self.stats = stats  # counters for casync's -v report
 
 
-@dataclass
-class TreeExtractStats:
+class TreeExtractStats(Record):
     """What an extraction did that casync's ``-v`` reports."""
 
-    hole_bytes: int = 0  # zero bytes left as holes instead of written (punch_holes)
+    FIELDS = ("hole_bytes",)
+
+    def __init__(self, hole_bytes: int = 0) -> None:
+        self.hole_bytes = hole_bytes  # zero bytes left as holes instead of written (punch_holes)
 
 
-@dataclass
 class _Frame:
-    path: tuple[bytes, ...]
-    meta: Meta
-    fd: int
-    dev: int
-    ino: int
-    fresh: bool  # created by us: names in it are free (archives hold no duplicates)
-    inherits: bool = False  # has a default ACL that entries created in it inherit (tracked for ACL archives)
-    seen: set[bytes] = field(default_factory=set)  # names the archive put in an existing directory
-    # What a file created in it gets without being told: its group (the directory's if set-group-ID, else
-    # ours), and whether its mode is the requested one less the umask (no default ACL); -1/False: unknown.
-    new_gid: int = -1
-    plain_create: bool = False
+    """A directory being extracted into."""
+
+    def __init__(self, path: tuple[bytes, ...], meta: Meta, fd: int, dev: int, ino: int, fresh: bool,
+                 inherits: bool = False, new_gid: int = -1, plain_create: bool = False) -> None:
+        self.path = path
+        self.meta = meta
+        self.fd = fd
+        self.dev = dev
+        self.ino = ino
+        self.fresh = fresh  # created by us: names in it are free (archives hold no duplicates)
+        self.inherits = inherits  # has a default ACL that entries created in it inherit (tracked for ACL archives)
+        self.seen: set[bytes] = set()  # names the archive put in an existing directory
+        # What a file created in it gets without being told: its group (the directory's if set-group-ID, else
+        # ours), and whether its mode is the requested one less the umask (no default ACL); -1/False: unknown.
+        self.new_gid = new_gid
+        self.plain_create = plain_create
 
 
-@dataclass
 class _Unseen:
     """Entries of an existing directory the archive does not have (removed at the end with ``delete``)."""
 
-    path: tuple[bytes, ...]
-    meta: Meta
-    dev: int
-    ino: int
-    names: list[bytes]
+    def __init__(self, path: tuple[bytes, ...], meta: Meta, dev: int, ino: int, names: list[bytes]) -> None:
+        self.path = path
+        self.meta = meta
+        self.dev = dev
+        self.ino = ino
+        self.names = names
 
 
 def extract_stream(source: ByteSource, target_dir: str | bytes, options: ExtractOptions | None = None) -> None:

@@ -13,10 +13,10 @@ keeps the shared copy only when its bytes hash to what the archive holds.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from .. import fsutil
 from ..errors import DesyncError
+from ..records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,14 +26,16 @@ if TYPE_CHECKING:
 MAX_CANDIDATES = 3
 
 
-@dataclass
-class ReuseStats:
+class ReuseStats(Record):
     """Bytes of extracted files that share a seed file's data."""
 
-    cloned_bytes: int = 0
-    cloned_files: int = 0
-    hardlinked_bytes: int = 0
-    hardlinked_files: int = 0
+    FIELDS = ("cloned_bytes", "cloned_files", "hardlinked_bytes", "hardlinked_files")
+
+    def __init__(self) -> None:
+        self.cloned_bytes = 0
+        self.cloned_files = 0
+        self.hardlinked_bytes = 0
+        self.hardlinked_files = 0
 
 
 class SeedFiles:

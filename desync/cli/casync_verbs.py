@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterator
 from typing import IO, Final
 
 from .. import featureflags as ff
-from ..catar import DirEnd, EncodeOptions, Node, decode, directory_events, list_lines, mtree_lines, resolve_flags
+from ..catar.decoder import DirEnd, Node, decode
+from ..catar.encoder import EncodeOptions
 from ..catar.extract import TreeExtractStats
+from ..catar.format import resolve_flags
 from ..catar.fsread import read_projid
 from ..catar.model import UidShift
-from ..catar.mtree import escape, mode_string
+from ..catar.mtree import directory_events, escape, list_lines, mode_string, mtree_lines
 from ..catar.seedfiles import SeedFiles
 from ..chunker import Chunker, validate_chunk_sizes
 from ..digest import SHA512_256_DIGEST, Digest, with_digest_flag

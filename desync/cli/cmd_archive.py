@@ -17,23 +17,24 @@ import sys
 
 from .. import digest as digest_mod
 from .. import featureflags as ff
-from ..catar import DirEnd, EncodeOptions, Node, directory_events, list_lines, mtree_lines
-from ..catar.encoder import FileSlice
-from ..catar.seedfiles import SeedFiles
-from ..digest import Digest
 from ..errors import UsageError
-from ..reflink import MODES
-from ..index import Index
 from ..ops import archive
-from ..ops.treeseed import TreeSeed, TreeSeedStats
-from ..progress import Progress
-from ..stores import Store, WriteStore
+from ..reflink import MODES
 from . import common, targets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
     from collections.abc import Iterator
     from typing import Any
+
+    from ..catar.decoder import DirEnd, Node
+    from ..catar.encoder import FileSlice
+    from ..catar.seedfiles import SeedFiles
+    from ..digest import Digest
+    from ..index import Index
+    from ..ops.treeseed import TreeSeed, TreeSeedStats
+    from ..progress import Progress
+    from ..stores import Store, WriteStore
 
 
 def _add_feature_options(p: argparse.ArgumentParser) -> None:
@@ -190,6 +191,10 @@ def _events(args: argparse.Namespace, location: str, progress_label: str = "",
 def _tree_seeds(dirs: list[str], index: Index, workers: int) -> list[TreeSeed]:
     """Each --seed directory encoded and chunked like ``index`` (progress shows the bytes read)."""
     found: list[TreeSeed] = []
+    if not dirs:
+        return found
+    from ..ops.treeseed import TreeSeed
+
     for d in dirs:
         with common.show_progress(f"Chunking seed {d}", 0) as prog:
             found.append(TreeSeed(d, index, workers, prog))
@@ -197,7 +202,11 @@ def _tree_seeds(dirs: list[str], index: Index, workers: int) -> list[TreeSeed]:
 
 
 def run_untar(args: argparse.Namespace) -> int:
-    stats = TreeSeedStats() if args.print_stats else None
+    stats: TreeSeedStats | None = None
+    if args.print_stats:
+        from ..ops.treeseed import TreeSeedStats
+
+        stats = TreeSeedStats()
     events, store, prog = _events(args, args.archive, "Extracting", stats)
     seed_files: SeedFiles | None = None
     try:
@@ -205,6 +214,8 @@ def run_untar(args: argparse.Namespace) -> int:
             if args.target == "-":
                 raise UsageError("extracting to disk needs a directory (use --output-format gnu-tar for stdout)")
             if args.seeds:
+                from ..catar.seedfiles import SeedFiles
+
                 seed_files = SeedFiles(args.seeds, args.reflink, args.hardlink == "yes")
             archive.extract_to_disk(events, args.target, same_owner=not args.no_same_owner,
                                     same_permissions=not args.no_same_permissions,
@@ -234,6 +245,9 @@ def run_untar(args: argparse.Namespace) -> int:
 
 def _listing(args: argparse.Namespace) -> tuple[Iterator[Node | DirEnd], Store | None]:
     if not args.index and args.input != "-" and os.path.isdir(args.input):
+        from ..catar.encoder import EncodeOptions
+        from ..catar.mtree import directory_events
+
         flags = archive_flags(args, digest_mod.by_name(args.digest))
         return directory_events(args.input, flags, EncodeOptions(excludes=args.exclude)), None
     events, store, _ = _events(args, args.input)
@@ -248,6 +262,8 @@ def _print(lines: Iterator[str]) -> None:
 
 
 def run_mtree(args: argparse.Namespace) -> int:
+    from ..catar.mtree import mtree_lines
+
     events, store = _listing(args)
     try:
         _print(mtree_lines(events))
@@ -258,6 +274,8 @@ def run_mtree(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from ..catar.mtree import list_lines
+
     events, store = _listing(args)
     try:
         _print(list_lines(events))

@@ -5,6 +5,8 @@ stores and streams (``-`` is stdin or stdout); the CLI parses its
 arguments and calls these.  The catar format itself is :mod:`desync.catar`.
 """
 
+from __future__ import annotations
+
 import io
 import os
 import sys
@@ -14,24 +16,26 @@ from typing import IO
 from .. import digest as digest_mod
 from .. import featureflags as ff
 from .. import fsutil
-from ..catar import DirEnd, EncodeOptions, ExtractOptions, Node, catar_to_tar, decode, extract_events, \
-    resolve_flags, tar_to_catar
-from ..catar.encoder import INLINE_LIMIT, FileSlice, encode_items
-from ..catar.extract import TreeExtractStats
-from ..catar.model import UidShift
-from ..catar.output import write_archive
-from ..catar.seedfiles import SeedFiles
-from ..chunker import Chunker
-from ..digest import Digest
+from ..catar.decoder import DirEnd, Node, decode
+from ..catar.format import resolve_flags
 from ..errors import DesyncError, InvalidArgument
-from ..index import Index
-from ..parallel import ordered_map
-from ..progress import Progress
 from ..rawio import BlockSource
-from ..stores.base import Store
-from ..stores.capabilities import WriteStore
-from .make import MakeStats, chunk_stream
-from .treeseed import SeededChunks, TreeSeed, TreeSeedStats
+
+# Each command needs one direction: the encoder, chunker and store writers are imported by the
+# functions that archive, the extractor by those that extract, so neither pays the other's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..catar.encoder import FileSlice
+    from ..catar.extract import TreeExtractStats
+    from ..catar.model import UidShift
+    from ..catar.seedfiles import SeedFiles
+    from ..chunker import Chunker
+    from ..digest import Digest
+    from ..index import Index
+    from ..progress import Progress
+    from ..stores.base import Store
+    from ..stores.capabilities import WriteStore
+    from .treeseed import TreeSeed, TreeSeedStats
 
 Events = Iterator[Node | DirEnd]
 
@@ -72,6 +76,9 @@ def archive_items(source: str, flags: int, *, tar_input: bool = False, excludes:
     directory (``--tar-add-root``).  ``uid_shift`` stores owners shifted (casync's ``--uid-shift``).
     ``on_entry`` follows a directory's walk (see :class:`~desync.catar.EncodeOptions`).
     """
+    from ..catar.encoder import INLINE_LIMIT, EncodeOptions, encode_items
+    from ..catar.tarconv import tar_to_catar
+
     if add_root and not tar_input:
         raise InvalidArgument("--tar-add-root works only with --input-format tar")
     if tar_input:
@@ -97,6 +104,8 @@ def archive_bytes(items: Iterable[bytes | FileSlice]) -> Iterator[bytes]:
 
 def write_catar(target: str, items: Iterator[bytes | FileSlice]) -> None:
     """Write an archive to the file ``target`` (atomically) or to stdout for ``-``."""
+    from ..catar.output import write_archive
+
     if target == "-":
         sys.stdout.flush()
         write_archive(sys.stdout.buffer.fileno(), items)
@@ -107,6 +116,8 @@ def write_catar(target: str, items: Iterator[bytes | FileSlice]) -> None:
 def archive_index(items: Iterator[bytes | FileSlice], flags: int, chunker: Chunker, digest: Digest,
                   store: WriteStore | None, *, workers: int, progress: Progress | None = None) -> Index:
     """The ``tar -i`` pipeline: the archive chunked into an archive index, its chunks stored in ``store``."""
+    from .make import MakeStats, chunk_stream
+
     return chunk_stream(archive_bytes(items), chunker, digest, store, workers=workers, flags=flags,
                         progress=progress, stats=MakeStats())
 
@@ -119,8 +130,12 @@ def index_blocks(index: Index, store: Store, workers: int, progress: Progress | 
     """
     blocks: Iterator[bytes]
     if tree_seeds or seed_stats is not None:
+        from .treeseed import SeededChunks
+
         blocks = SeededChunks(index, list(tree_seeds), store, workers, seed_stats).blocks()
     else:
+        from ..parallel import ordered_map
+
         blocks = ordered_map(lambda c: store.get_chunk(c.id, c.size).data(c.size), index.chunks, workers)
     return BlockSource(blocks if progress is None else _counted(blocks, progress))
 
@@ -157,6 +172,8 @@ def extract_to_disk(events: Events, target: str, *, same_owner: bool = True, sam
     chattr +i where an entry must be replaced, ``punch_holes`` leaves runs
     of zeros as holes (counted in ``stats``).
     """
+    from ..catar.extract import ExtractOptions, extract_events
+
     opts = ExtractOptions(no_same_owner=not same_owner, no_same_permissions=not same_permissions,
                           on_warning=on_warning, delete=delete, seed_files=seed_files, uid_shift=uid_shift,
                           undo_immutable=undo_immutable, punch_holes=punch_holes, stats=stats)
@@ -167,6 +184,8 @@ def extract_to_disk(events: Events, target: str, *, same_owner: bool = True, sam
 
 def write_tar(events: Events, target: str, fmt: str, on_warning: Callable[[str], None] | None = None) -> None:
     """The entries as a ``gnu`` or ``pax`` tar stream, to the file ``target`` (atomically) or stdout for ``-``."""
+    from ..catar.tarconv import catar_to_tar
+
     if target == "-":
         catar_to_tar(events, sys.stdout.buffer, fmt, on_warning=on_warning)
         sys.stdout.buffer.flush()

@@ -24,7 +24,7 @@ from typing import IO, Final
 from .. import digest as digest_mod
 from .. import featureflags as ff
 from .. import fsutil
-from ..catar import DirEnd, Node
+from ..catar.decoder import DirEnd, Node
 from ..catar.model import UidShift
 from ..constants import CA_FORMAT_SYMLINK
 from ..catar.format import GOODBYE_ITEM_SIZE, GOODBYE_TAIL_SIZE, HEADER_SIZE, device_record, \

@@ -16,7 +16,6 @@ costs a store fetch, never wrong output.
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from ..chunk import Chunk
 from ..chunker import Chunker
@@ -37,32 +36,44 @@ class InvalidSeed(DesyncError):
     """A seed's file does not match its index (and neither skipping nor regenerating was asked for)."""
 
 
-@dataclass(slots=True)
 class SeedFile:
-    """One seed: the file and the chunks it holds (start, size, id)."""
+    """One seed: the file and the chunks it holds (start, size, id).
 
-    path: str
-    index: Index
-    identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file, to recognise the output itself
+    The records here are plain classes: every extract loads this module, and
+    the dataclass machinery costs more start-up time than a small extract.
+    """
+
+    __slots__ = ("path", "index", "identity")
+
+    def __init__(self, path: str, index: Index, identity: tuple[int, int] = (0, 0)) -> None:
+        self.path = path
+        self.index = index
+        self.identity = identity  # (st_dev, st_ino) of the file, to recognise the output itself
 
 
-@dataclass(slots=True)
 class SeedOptions:
-    skip_invalid: bool = False
-    regenerate_invalid: bool = False
-    workers: int = 2
-    warn: Callable[[str], None] | None = None
-    progress: Progress | None = None
-    # info trusts seed indexes as the Go desync does; extract checks each seed file against its index.
-    validate: bool = True
+    __slots__ = ("skip_invalid", "regenerate_invalid", "workers", "warn", "progress", "validate")
+
+    def __init__(self, skip_invalid: bool = False, regenerate_invalid: bool = False, workers: int = 2,
+                 warn: Callable[[str], None] | None = None, progress: Progress | None = None,
+                 validate: bool = True) -> None:
+        self.skip_invalid = skip_invalid
+        self.regenerate_invalid = regenerate_invalid
+        self.workers = workers
+        self.warn = warn
+        self.progress = progress
+        # info trusts seed indexes as the Go desync does; extract checks each seed file against its index.
+        self.validate = validate
 
 
-@dataclass(slots=True)
 class SeedSet:
     """Where each chunk ID can be found in the seeds: ID -> [(seed number, chunk)]."""
 
-    seeds: list[SeedFile] = field(default_factory=list)
-    where: dict[bytes, list[tuple[int, IndexChunk]]] = field(default_factory=dict)
+    __slots__ = ("seeds", "where")
+
+    def __init__(self) -> None:
+        self.seeds: list[SeedFile] = []
+        self.where: dict[bytes, list[tuple[int, IndexChunk]]] = {}
 
     def add(self, seed: SeedFile, wanted: set[bytes] | None = None) -> None:
         number = len(self.seeds)

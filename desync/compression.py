@@ -15,9 +15,7 @@ thread.
 from __future__ import annotations
 
 import importlib
-import lzma
 import threading
-import zlib
 from abc import ABC, abstractmethod
 
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_LEVEL, ZSTD_MAGIC
@@ -27,6 +25,8 @@ from .fsutil import capped_pieces
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    import lzma  # xz and gzip are imported where a stream needs them: most runs see only zstd
+    import zlib
     from collections.abc import Iterator
     from types import ModuleType
     from typing import Any, Final
@@ -300,8 +300,12 @@ def compress_as(data: bytes | bytearray | memoryview, kind: str) -> bytes:
     if kind == "zstd":
         return compress(data)
     if kind == "xz":
+        import lzma
+
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
     if kind == "gzip":
+        import zlib
+
         packer = zlib.compressobj(6, zlib.DEFLATED, 31)
         return packer.compress(data) + packer.flush()
     raise DesyncError(f"unknown compression {kind!r} (zstd, xz or gzip)")
@@ -325,6 +329,8 @@ def decompress(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> bytes:
     if raw.startswith(XZ_MAGIC):
         return b"".join(_unstream(_xz(), raw, "xz", limit, limit + 1))
     if raw.startswith(GZIP_MAGIC):
+        import zlib
+
         return b"".join(_unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, limit + 1))
     raise CompressionError("unknown compression format")
 
@@ -352,6 +358,8 @@ def decompressed_pieces(raw: bytes, limit: int = CHUNK_SIZE_LIMIT) -> Iterator[b
     elif raw.startswith(XZ_MAGIC):
         yield from _unstream(_xz(), raw, "xz", limit, PIECE_SIZE)
     elif raw.startswith(GZIP_MAGIC):
+        import zlib
+
         yield from _unstream(zlib.decompressobj(wbits=31), raw, "gzip", limit, PIECE_SIZE)
     else:
         raise CompressionError("unknown compression format")
@@ -368,6 +376,8 @@ def stored_size_limit(size: int) -> int:
 
 
 def _xz() -> lzma.LZMADecompressor:
+    import lzma
+
     return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
 
 
@@ -380,6 +390,9 @@ def _check_declared(frame: ZstdFrame, limit: int) -> None:
 def _unstream(dobj: "lzma.LZMADecompressor | zlib._Decompress", raw: bytes, name: str, limit: int,
               piece_size: int) -> Iterator[bytes]:
     """The content of one xz or gzip stream in pieces; past ``limit`` or followed by other bytes is an error."""
+    import lzma
+    import zlib
+
     total = 0
     data = raw
     try:

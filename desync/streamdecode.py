@@ -17,8 +17,6 @@ the decoder's error is reported.
 
 from __future__ import annotations
 
-import lzma
-import zlib
 
 from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, WINDOW_TOO_LARGE, ZSTD_WINDOW_LOG_MAX, XZ_MEMLIMIT, CompressionError,
                           StdlibBinding, ZstandardBinding, ZstdFrame, _check_declared, _first_sentence, binding,
@@ -27,6 +25,8 @@ from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
+    import lzma  # xz and gzip are imported where a stream needs them: most runs see only zstd
+    import zlib
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any, Final
 
@@ -207,9 +207,13 @@ def stream_content(source: Iterable[bytes], limit: int, take: Callable[[bytes], 
     if start.startswith(ZSTD_MAGIC):
         _zstd(seen, rest, limit, take)
     elif start.startswith(XZ_MAGIC):
+        import lzma
+
         _unstream(_Input(seen, rest, None), lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT),
                   "xz", limit, take)
     elif start.startswith(GZIP_MAGIC):
+        import zlib
+
         _unstream(_Input(seen, rest, None), zlib.decompressobj(wbits=31), "gzip", limit, take)
     else:
         raise CompressionError("unknown compression format")
@@ -288,6 +292,9 @@ def _unstream(source: _Input, dobj: "lzma.LZMADecompressor | zlib._Decompress", 
               take: Callable[[bytes], None]) -> None:
     """One xz or gzip stream's content in pieces, as its input arrives; past ``limit`` or followed by other
     bytes is an error."""
+    import lzma
+    import zlib
+
     total = 0
     data = b""
     try:

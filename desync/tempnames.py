@@ -59,17 +59,29 @@ def _read_text(path: str) -> str:
         return ""
 
 
-def _ident() -> tuple[str, str]:
-    """(host, boot) parts of this process's tags."""
+def _sha256_hex(data: bytes) -> str:
+    """SHA-256 from the interpreter's own module: hashlib would load OpenSSL for two short hashes."""
+    import importlib
+
+    for name in ("_sha2", "_sha256"):  # 3.12 and later; 3.11
+        try:
+            return str(importlib.import_module(name).sha256(data).hexdigest())
+        except ImportError:
+            continue
     import hashlib
 
+    return hashlib.sha256(data).hexdigest()
+
+
+def _ident() -> tuple[str, str]:
+    """(host, boot) parts of this process's tags."""
     try:
         pid_ns = os.readlink("/proc/self/ns/pid")
     except OSError:
         pid_ns = ""
-    host = hashlib.sha256(f"{os.uname().nodename}\0{pid_ns}".encode()).hexdigest()[:8]
+    host = _sha256_hex(f"{os.uname().nodename}\0{pid_ns}".encode())[:8]
     boot_id = _read_text("/proc/sys/kernel/random/boot_id")
-    boot = hashlib.sha256(boot_id.encode()).hexdigest()[:8] if boot_id else "00000000"
+    boot = _sha256_hex(boot_id.encode())[:8] if boot_id else "00000000"
     return host, boot
 
 

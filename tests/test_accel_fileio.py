@@ -85,3 +85,35 @@ def test_pwrite_many_writes_every_piece_at_its_offset(tmp_path: Path, monkeypatc
         assert info.value.errno == errno.EBADF
     finally:
         os.close(read_only)
+
+
+@needs_c
+def test_syncfs_flushes_a_file_system_and_reports_errors_as_errno(tmp_path: Path) -> None:
+    assert fileio_module is not None
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert fileio_module.syncfs(fd) == 0
+    finally:
+        os.close(fd)
+    assert fileio_module.syncfs(fd) == errno.EBADF  # closed: the caller falls back to sync()
+    with pytest.raises(ValueError):
+        fileio_module.syncfs(-1)
+
+
+@pytest.mark.parametrize("accel", [True, False])
+def test_sync_filesystem_with_and_without_the_accelerator(tmp_path: Path, accel: bool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways flush with syncfs; a failed syncfs (here: a closed descriptor) is reported, not raised."""
+    from desync import fsutil
+
+    if accel and fileio_module is None:
+        pytest.skip("C accelerator not built (pure-Python run)")
+    if not accel:
+        monkeypatch.setattr(fsutil, "_FILEIO", None)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert fsutil._syncfs(fd)
+    finally:
+        os.close(fd)
+    assert not fsutil._syncfs(fd)
+    fsutil.sync_filesystem(str(tmp_path))

@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -497,7 +498,34 @@ static PyObject *tune_allocator(PyObject *self, PyObject *unused)
 #endif
 }
 
+/* syncfs(fd): flush the file system holding fd, GIL released.  Returns 0 or an errno (ENOSYS where the C
+ * library lacks the call), so the caller can fall back to sync(). */
+static PyObject *syncfs_fd(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long value = PyLong_AsLong(arg);
+    if (value == -1 && PyErr_Occurred())
+        return NULL;
+    if (value < 0 || value > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "not a file descriptor");
+        return NULL;
+    }
+    int fd = (int)value;
+    int err = 0;
+#ifdef __GLIBC__
+    Py_BEGIN_ALLOW_THREADS
+    if (syncfs(fd) != 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+#else
+    (void)fd;
+    err = ENOSYS;
+#endif
+    return PyLong_FromLong(err);
+}
+
 static PyMethodDef methods[] = {
+    {"syncfs", syncfs_fd, METH_O, "Flush the file system holding a descriptor, GIL released; 0 or an errno."},
     {"tune_allocator", tune_allocator, METH_NOARGS, "Keep chunk-sized buffers in the heap (glibc)."},
     {"read_files", read_files, METH_VARARGS, "Read whole regular files up to their limits; bytes or an errno."},
     {"finish_files", finish_files, METH_O, "Write, chown, chmod, set times of and close created files, GIL released."},

@@ -27,6 +27,21 @@ def _load_module(name: str, path: Path) -> ModuleType:
     return module
 
 
+def catar_helpers() -> ModuleType:
+    """tests/fixtures/catar/helpers.py (fixture trees, casync runners), loaded once for every test module.
+
+    It is registered before it runs: its dataclasses look their module up in sys.modules.
+    """
+    module = sys.modules.get("catar_helpers")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("catar_helpers", FIXTURES / "catar" / "helpers.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["catar_helpers"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def gen_inputs() -> ModuleType:
     """The fixtures' deterministic input generator (``generate(name) -> bytes``)."""
@@ -59,10 +74,13 @@ def run_desync(*args: object, check: bool = True, input: bytes | None = None, cw
     return proc
 
 
-def run_casync(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_casync(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None,
+               check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run the real casync and capture its output."""
     assert CASYNC is not None
-    proc = subprocess.run([CASYNC, *map(str, args)], capture_output=True, cwd=cwd, timeout=300)
-    if proc.returncode != 0:
+    proc = subprocess.run([CASYNC, *map(str, args)], capture_output=True, cwd=cwd or NEUTRAL_DIR, env=env,
+                          timeout=300)
+    if check and proc.returncode != 0:
         raise AssertionError(f"casync {' '.join(map(str, args))} failed:\n{proc.stderr.decode(errors='replace')}")
     return proc
 

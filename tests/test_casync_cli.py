@@ -10,7 +10,6 @@ casync's own test scripts do.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import shutil
@@ -23,16 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CASYNC, NEUTRAL_DIR, assert_one_line_error, desync_env
+from conftest import CASYNC, NEUTRAL_DIR, assert_one_line_error, catar_helpers, desync_env, run_casync, run_desync
 
-_spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
-assert _spec is not None and _spec.loader is not None
 if TYPE_CHECKING:
-    import helpers as H
+    import helpers as H  # the module catar_helpers() loads, by the name mypy finds it under (tests/fixtures/catar)
 else:
-    H = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("catar_helpers", H)
-_spec.loader.exec_module(H)
+    H = catar_helpers()
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,20 +41,11 @@ pytestmark = [
 def ours(*args: object, cwd: Path | None = None, check: bool = True,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """``python -m desync casync ARGS``."""
-    cmd = [sys.executable, "-m", "desync", "casync", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, cwd=cwd or NEUTRAL_DIR, env=env or desync_env(), timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')}")
-    return proc
+    return run_desync("casync", *args, cwd=cwd, check=check, env=env)
 
 
 def theirs(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None) -> bytes:
-    assert CASYNC is not None
-    proc = subprocess.run([CASYNC, *map(str, args)], capture_output=True, cwd=cwd or NEUTRAL_DIR, env=env,
-                          timeout=300)
-    if proc.returncode != 0:
-        raise AssertionError(f"casync {' '.join(map(str, args))} failed:\n{proc.stderr.decode(errors='replace')}")
-    return proc.stdout
+    return run_casync(*args, cwd=cwd, env=env).stdout
 
 
 def store_files(store: Path) -> dict[str, bytes]:

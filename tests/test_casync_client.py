@@ -9,7 +9,6 @@ backspace) and the durations of the extract report.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -20,16 +19,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import CASYNC, NEUTRAL_DIR, desync_env
+from conftest import CASYNC, NEUTRAL_DIR, catar_helpers, desync_env, run_casync, run_desync
 
-_spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
-assert _spec is not None and _spec.loader is not None
 if TYPE_CHECKING:
-    import helpers as H
+    import helpers as H  # the module catar_helpers() loads, by the name mypy finds it under (tests/fixtures/catar)
 else:
-    H = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("catar_helpers", H)
-_spec.loader.exec_module(H)
+    H = catar_helpers()
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,13 +40,11 @@ TIMESPAN = rb"(0|\d+(\.\d+)?(us|ms|s|min|h|d|w|month|y)( \d+(\.\d+)?(us|ms|s|min
 
 
 def ours(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    cmd = [sys.executable, "-m", "desync", "casync", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, cwd=NEUTRAL_DIR, env=env or desync_env(), timeout=300)
+    return run_desync("casync", *args, check=False, env=env)
 
 
 def theirs(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    assert CASYNC is not None
-    return subprocess.run([CASYNC, *map(str, args)], capture_output=True, cwd=NEUTRAL_DIR, env=env, timeout=300)
+    return run_casync(*args, env=env, check=False)
 
 
 def ok(proc: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:

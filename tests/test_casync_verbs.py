@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CASYNC, NEUTRAL_DIR, assert_one_line_error, desync_env
+from conftest import CASYNC, NEUTRAL_DIR, assert_one_line_error, catar_helpers, desync_env
 from desync.catar import Node, decode
 from test_casync_cli import ours, theirs, trees  # noqa: F401  (trees is a fixture)
 
@@ -31,7 +32,10 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 ARCHIVES = Path(__file__).parent / "fixtures" / "catar" / "archives"
-H = sys.modules["catar_helpers"]  # loaded by test_casync_cli
+if TYPE_CHECKING:
+    import helpers as H  # the module catar_helpers() loads, by the name mypy finds it under (tests/fixtures/catar)
+else:
+    H = catar_helpers()
 
 
 def entry_paths(archive: Path) -> list[str]:

@@ -10,13 +10,11 @@ must match ours.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,8 @@ from typing import TYPE_CHECKING, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import catar_helpers
 
 from desync import featureflags as ff
 from desync.catar import (
@@ -38,14 +38,10 @@ from desync.catar import (
     resolve_flags,
 )
 
-_spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
-assert _spec is not None and _spec.loader is not None
 if TYPE_CHECKING:
-    import helpers as H  # the module loaded here, by the name mypy finds it under (tests/fixtures/catar)
+    import helpers as H  # the module catar_helpers() loads, by the name mypy finds it under (tests/fixtures/catar)
 else:
-    H = importlib.util.module_from_spec(_spec)
-sys.modules["catar_helpers"] = H
-_spec.loader.exec_module(H)
+    H = catar_helpers()
 
 pytestmark = [
     pytest.mark.casync,

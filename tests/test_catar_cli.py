@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import re
@@ -14,16 +13,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from conftest import assert_one_line_error, requires_casync, run_casync, run_desync
+from conftest import assert_one_line_error, catar_helpers, requires_casync, run_casync, run_desync
 
-_spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
-assert _spec is not None and _spec.loader is not None
 if TYPE_CHECKING:
-    import helpers as H  # the module loaded here, by the name mypy finds it under (tests/fixtures/catar)
+    import helpers as H  # the module catar_helpers() loads, by the name mypy finds it under (tests/fixtures/catar)
 else:
-    H = importlib.util.module_from_spec(_spec)
-sys.modules["catar_helpers"] = H
-_spec.loader.exec_module(H)
+    H = catar_helpers()
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

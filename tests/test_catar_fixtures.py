@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
+from conftest import catar_helpers
+
 from desync import featureflags as ff
 from desync.catar import Node, decode, directory_events, encode_tree, extract_stream, list_lines, mtree_lines
 from desync.errors import FormatError
 
-_spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
-assert _spec is not None and _spec.loader is not None
 if TYPE_CHECKING:
-    import helpers as H  # the module loaded here, by the name mypy finds it under (tests/fixtures/catar)
+    import helpers as H  # the module catar_helpers() loads, by the name mypy finds it under (tests/fixtures/catar)
 else:
-    H = importlib.util.module_from_spec(_spec)
-sys.modules["catar_helpers"] = H
-_spec.loader.exec_module(H)
+    H = catar_helpers()
 
 VARIANTS = ("default", "desync", "unix")
 COMMITTED = [(t, v) for t in ("basic", "special", "empty") for v in VARIANTS]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator, cast
 
 import pytest
+
+from conftest import catar_helpers
 
 from desync import featureflags as ff
 from desync.catar import Node, catar_to_tar, decode, mtree_lines, tar_to_catar
@@ -21,14 +21,10 @@ from desync.errors import DesyncError
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-_spec = importlib.util.spec_from_file_location("catar_helpers", Path(__file__).parent / "fixtures/catar/helpers.py")
-assert _spec is not None and _spec.loader is not None
 if TYPE_CHECKING:
-    import helpers as H  # the module loaded here, by the name mypy finds it under (tests/fixtures/catar)
+    import helpers as H  # the module catar_helpers() loads, by the name mypy finds it under (tests/fixtures/catar)
 else:
-    H = importlib.util.module_from_spec(_spec)
-sys.modules["catar_helpers"] = H
-_spec.loader.exec_module(H)
+    H = catar_helpers()
 
 GNU_TAR = shutil.which("tar")
 

@@ -156,3 +156,15 @@ def test_a_mistyped_command_still_lists_every_command(tmp_path: Path) -> None:
     assert "invalid choice: 'lsit-chunks'" in proc.stderr
     for name in ("make", "list-chunks", "untar", "pull", "mount-index", "config"):
         assert f"'{name}'" in proc.stderr
+
+
+def test_a_command_run_moves_start_up_objects_out_of_the_cycle_collector() -> None:
+    """``desync CMD`` freezes what start-up made and collects cycles less often; a library call changes nothing."""
+    probe = ("import gc, sys\nfrom desync.cli.main import main\nbefore = gc.get_threshold()\n"
+             "index = sys.argv[1]\nsys.argv = ['desync', 'list-chunks', index]\nmain()\n"
+             "sys.stderr.write(f'run {before[0]} {gc.get_threshold()[0]} {gc.get_freeze_count() > 0}\\n')\n"
+             "gc.unfreeze(); gc.set_threshold(*before)\nmain(['list-chunks', index])\n"
+             "sys.stderr.write(f'call {gc.get_threshold()[0]} {gc.get_freeze_count()}\\n')\n")
+    proc = subprocess.run([sys.executable, "-c", probe, str(INDEX)], capture_output=True, text=True,
+                          cwd=NEUTRAL_DIR, env=desync_env(), timeout=60, check=True)
+    assert proc.stderr.splitlines()[-2:] == ["run 700 20000 True", "call 700 0"]

@@ -242,11 +242,12 @@ class _Plan:
             # on disk, so they come after it.
             pieces: list[tuple[bytes, int]] = []
             clones: list[tuple[bytes, list[int]]] = []
+            fetched_bytes = 0
             for (chunk_id, size, todo), chunk in zip(fetch, chunks):
                 data = chunk.data(size)
                 if len(data) != size:
                     raise DesyncError(f"chunk {chunk_id.hex()} is {len(data)} bytes, index says {size}")
-                self.count(fetched=1, bytes_store=size)
+                fetched_bytes += size
                 # Both ends first: a full scan for zeros only where it can succeed (the hot path skips it).
                 if data[0] == 0 and data[-1] == 0 and data.count(0) == size:
                     self.zeros(size, todo, fetched=True)
@@ -263,6 +264,8 @@ class _Plan:
                         pieces.extend((data, off) for off in todo[1:])
                         self.count(bytes_self_copied=size * (len(todo) - 1))
             pwrite_many(self.fd, pieces)
+            # Counted once per batch: each count takes the lock and sets the counters by name.
+            self.count(fetched=len(fetch), bytes_store=fetched_bytes)
             for data, todo in clones:
                 self.replicate(data, todo)
         if self.progress is not None:

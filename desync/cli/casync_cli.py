@@ -16,6 +16,7 @@ from typing import Final
 
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
+from .casyncsyntax import log_level_value, size_value
 
 PROGRAM: Final = "casync"
 
@@ -27,10 +28,6 @@ _LONG: Final = [
 ]
 _WHAT: Final = ("archive", "archive-index", "blob", "blob-index", "directory")
 _COMPRESSIONS: Final = ("zstd", "xz", "gzip")
-_LOG_LEVELS: Final = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5, "info": 6,
-                      "debug": 7}
-_SUFFIXES: Final = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50,
-                    "E": 1 << 60}
 # casync's chunk size bounds (CA_CHUNK_SIZE_LIMIT_MIN/MAX) and default average.
 CHUNK_SIZE_MIN: Final = 1
 CHUNK_SIZE_MAX: Final = 128 << 20
@@ -91,12 +88,10 @@ def parse_boolean(text: str, option: str) -> bool:
 
 def parse_size(text: str, what: str) -> int:
     """casync's size syntax: a number with an optional B/K/M/G/T/P/E suffix (powers of 1024)."""
-    raw = text.strip().upper()
-    suffix = raw[-1:] if raw[-1:] in _SUFFIXES and not raw[-1:].isdigit() else ""
-    digits = raw[: len(raw) - len(suffix)]
-    if not digits.isdigit():
+    size = size_value(text)
+    if size is None:
         raise UsageError(f"cannot parse {what}: {text}")
-    return int(digits) * _SUFFIXES[suffix]
+    return size
 
 
 def parse_chunk_size(text: str, opts: CasyncOptions) -> None:
@@ -124,15 +119,6 @@ LOG_INFO: Final = 6
 LOG_DEBUG: Final = 7
 # casync reads its level from here at start and sets it for the programs it starts (ssh, protocol helpers).
 LOG_LEVEL_ENV: Final = "CASYNC_LOG_LEVEL"
-
-
-def log_level_value(text: str) -> int | None:
-    """A syslog level as casync reads it: a lowercase name (emerg..debug) or a number 0..7; None if neither."""
-    if text in _LOG_LEVELS:
-        return _LOG_LEVELS[text]
-    if text.isdigit() and int(text) <= 7:
-        return int(text)
-    return None
 
 
 def _log_level(text: str) -> int:

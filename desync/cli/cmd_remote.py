@@ -15,35 +15,27 @@ import os
 from .. import digest as digest_mod
 from ..errors import DesyncError, UsageError
 from ..server.remote import LOG_INFO, ServerConfig, serve
+from .casyncsyntax import log_level_value, size_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # type names only: importing typing costs milliseconds at start-up
     from typing import Any, Final
 
-_LOG_LEVELS: Final = {
-    "emerg": 0, "emergency": 0, "alert": 1, "crit": 2, "critical": 2, "err": 3, "error": 3,
-    "warn": 4, "warning": 4, "notice": 5, "info": 6, "debug": 7,
-}
-_SIZE_SUFFIXES: Final = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def log_level(text: str) -> int:
-    key = text.strip().lower()
-    if key in _LOG_LEVELS:
-        return _LOG_LEVELS[key]
-    if key.isdigit() and 0 <= int(key) <= 7:
-        return int(key)
+    level = log_level_value(text, lenient=True)
+    if level is not None:
+        return level
     raise argparse.ArgumentTypeError(f"invalid log level {text!r} (0-7 or emerg..debug)")
 
 
 def byte_rate(text: str) -> int:
-    """casync's size syntax: a number with an optional K/M/G/T suffix (powers of 1024)."""
-    raw = text.strip().upper()
-    suffix = raw[-1:] if raw[-1:] in _SIZE_SUFFIXES and not raw[-1:].isdigit() else ""
-    digits = raw[: len(raw) - len(suffix)]
-    if not digits.isdigit():
+    """casync's size syntax: a number with an optional B/K/M/G/T/P/E suffix (powers of 1024)."""
+    rate = size_value(text)
+    if rate is None:
         raise argparse.ArgumentTypeError(f"invalid rate {text!r} (bytes per second, e.g. 1048576 or 1M)")
-    return int(digits) * _SIZE_SUFFIXES[suffix]
+    return rate
 
 
 def register(sub: "argparse._SubParsersAction[Any]") -> None:

@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "desync.rawio": HELPERS,
     "desync.readbudget": HELPERS,
     "desync.peertext": HELPERS,
+    "desync.records": HELPERS,
     "desync.backends": HELPERS,
     "desync.reflink": HELPERS,
     # Bytes on disk and on the wire.

@@ -17,10 +17,9 @@ the decoder's error is reported.
 
 from __future__ import annotations
 
-
-from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, WINDOW_TOO_LARGE, ZSTD_WINDOW_LOG_MAX, XZ_MEMLIMIT, CompressionError,
-                          StdlibBinding, ZstandardBinding, ZstdFrame, _check_declared, _first_sentence, binding,
-                          zstandard_pieces)
+from .compression import (_BLOCK_MAX, _LARGE, PIECE_SIZE, STREAM_WINDOW_MAX, WINDOW_TOO_LARGE, XZ_MEMLIMIT,
+                          ZSTD_WINDOW_LOG_MAX, CompressionError, StdlibBinding, ZstandardBinding, ZstdFrame,
+                          _check_declared, _first_sentence, binding, decompressed_pieces, zstandard_pieces)
 from .constants import CHUNK_SIZE_LIMIT, GZIP_MAGIC, XZ_MAGIC, ZSTD_MAGIC
 
 TYPE_CHECKING = False
@@ -235,14 +234,22 @@ def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int, take: Callable[[
         return
     source = _Input(seen, rest, walk)
     large = frame.content_size < 0 and frame.window_size > STREAM_WINDOW_MAX
+    counted = _Counted(take)
     try:
         _check_declared(frame, limit)
-        if large:
-            # The window costs as much as the content: one such frame at a time, as decompressed_pieces does.
-            with _LARGE:
-                _zstd_decode(source, limit, large, take)
-        else:
-            _zstd_decode(source, limit, large, take)
+        try:
+            if large:
+                # The window costs as much as the content: one such frame at a time, as decompressed_pieces does.
+                with _LARGE:
+                    _zstd_decode(source, limit, large, counted)
+            else:
+                _zstd_decode(source, limit, large, counted)
+        except CompressionError as exc:
+            if frame.content_size >= 0 and _TOO_SMALL in str(exc):
+                raise _size_mismatch() from None
+            raise
+        if frame.content_size >= 0 and counted.total != frame.content_size:
+            raise _size_mismatch()
     except FrameError:
         raise
     except CompressionError:
@@ -253,6 +260,36 @@ def _zstd(seen: list[bytes], rest: Iterator[bytes], limit: int, take: Callable[[
         raise
     source.drain()
     walk.finish()
+
+
+# libzstd decoding a frame in one pass calls content that differs from the header's size corruption; fed
+# block by block it says the output buffer is too small (more content) or nothing at all (less).  The streamed
+# verdict must not depend on how the bytes arrive, so both become the one-pass error.
+_TOO_SMALL: Final = "Destination buffer is too small"
+# A frame whose header declares one byte of content and whose only block holds none.
+_SIZE_MISMATCH_FRAME: Final = bytes.fromhex("28b52ffd2001010000")
+
+
+def _size_mismatch() -> CompressionError:
+    """The error one-pass decoding gives a frame whose content differs from its declared size, in the binding's words."""
+    try:
+        for _ in decompressed_pieces(_SIZE_MISMATCH_FRAME, 1):
+            pass
+    except CompressionError as exc:
+        return CompressionError(str(exc))
+    return CompressionError("zstd: content size differs from the frame header")
+
+
+class _Counted:
+    """Passes pieces on and counts their bytes."""
+
+    def __init__(self, take: Callable[[bytes], None]) -> None:
+        self.take = take
+        self.total = 0
+
+    def __call__(self, piece: bytes) -> None:
+        self.total += len(piece)
+        self.take(piece)
 
 
 def _zstd_decode(source: _Input, limit: int, large: bool, take: Callable[[bytes], None]) -> None:

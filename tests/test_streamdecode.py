@@ -172,3 +172,17 @@ def test_a_window_larger_than_zstd_allows_gets_one_verdict_whole_and_streamed() 
     whole = _whole(chunk_id, bytes(raw), True)
     assert "window larger than zstd allows" in whole
     assert _streamed(chunk_id, [bytes(raw)], True) == whole
+
+
+@pytest.mark.parametrize("declared, data", [(1, b""), (2, b""), (32, b"hello world" * 3), (199, bytes(200))])
+def test_content_differing_from_the_declared_size_gets_one_verdict_however_it_arrives(binding: str, declared: int,
+                                                                                    data: bytes) -> None:
+    """libzstd fed block by block says "buffer too small", or nothing when there is less; one pass says corrupt."""
+    raw = bytearray(zstandard.ZstdCompressor(level=3, write_content_size=True).compress(data))
+    assert raw[4] & 0xE0 == 0x20  # single segment, one byte of content size
+    raw[5] = declared
+    chunk_id = SHA.sum(data)
+    whole = _whole(chunk_id, bytes(raw), True)
+    assert "corruption" in whole
+    for seed in range(4):
+        assert _streamed(chunk_id, _cut(bytes(raw), seed), True) == whole

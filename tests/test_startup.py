@@ -25,7 +25,6 @@ session runs a reader and a writer thread).
 
 from __future__ import annotations
 
-import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -158,15 +157,3 @@ def test_a_mistyped_command_still_lists_every_command(tmp_path: Path) -> None:
     for name in ("make", "list-chunks", "untar", "pull", "mount-index", "config"):
         assert f"'{name}'" in proc.stderr
 
-
-def test_a_command_run_moves_start_up_objects_out_of_the_cycle_collector() -> None:
-    """``desync CMD`` freezes what start-up made and collects cycles less often; a library call changes nothing."""
-    probe = ("import gc, sys\nfrom desync.cli.main import main\nbefore = gc.get_threshold()\n"
-             "index = sys.argv[1]\nsys.argv = ['desync', 'list-chunks', index]\nmain()\n"
-             "sys.stderr.write(f'run {before[0]} {gc.get_threshold()[0]} {gc.get_freeze_count() > 0}\\n')\n"
-             "gc.unfreeze(); gc.set_threshold(*before)\nmain(['list-chunks', index])\n"
-             "sys.stderr.write(f'call {gc.get_threshold()[0]} {gc.get_freeze_count()}\\n')\n")
-    proc = subprocess.run([sys.executable, "-c", probe, str(INDEX)], capture_output=True, text=True,
-                          cwd=NEUTRAL_DIR, env=desync_env(), timeout=60, check=True)
-    default = gc.get_threshold()[0]  # this interpreter's (700 up to 3.12, 2000 in 3.13)
-    assert proc.stderr.splitlines()[-2:] == [f"run {default} 20000 True", f"call {default} 0"]

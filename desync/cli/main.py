@@ -171,20 +171,6 @@ def error_line(message: str) -> None:
     sys.stderr.flush()
 
 
-def _settle_gc() -> None:
-    """Keep the cycle collector off the start-up objects and out of per-entry work (a command run, not a call).
-
-    Modules, classes and parsers live until exit, yet every full collection
-    would walk them again; and a small untar allocates a few objects per
-    entry, so the default threshold ran a collection every few dozen
-    entries (about 4% of its time).  Cycles are still collected, less often.
-    """
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)
-
-
 def main(argv: "Sequence[str] | None" = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     # casync mode: "desync casync VERB ...", or started under the name casync (a symlink).
@@ -212,16 +198,12 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         if casync_mode and not server:
             from . import casync_cli
 
-            if argv is None:
-                _settle_gc()
             return casync_cli.run(args_list)
         parser = build_parser(args_list)
         args = parse_args(parser, args_list)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
-        if argv is None:
-            _settle_gc()
         status: int = args.func(args)
         return status
     except DesyncError as failure:

@@ -63,6 +63,12 @@ class Chunk:
                 raise ChunkInvalid(self.id, self.origin, str(exc)) from None
         return self._data
 
+    def plain_content(self) -> bytes | memoryview | None:
+        """The uncompressed content when it is at hand without decoding anything, else None."""
+        if self._view is not None:
+            return self._view
+        return self._data
+
     def compressed(self) -> bytes:
         if self._compressed is None:
             content = self._data if self._data is not None else self._view

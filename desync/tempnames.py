@@ -111,6 +111,13 @@ def owner_tag() -> str:
     return _owner() + os.urandom(4).hex()
 
 
+def owner_tags(count: int) -> list[str]:
+    """``count`` fresh tags at the cost of one: a batch of chunk files needs a temp name each."""
+    owner = _owner()
+    noise = os.urandom(4 * count).hex()
+    return [owner + noise[8 * i:8 * i + 8] for i in range(count)]
+
+
 def temp_beside(path: str) -> str:
     """The temp path for writing ``path``: hidden, in the same directory, tagged with its owner."""
     directory, name = os.path.split(os.path.abspath(path))

@@ -1,6 +1,6 @@
 """Optional C accelerators.
 
-The compiled ``_chunker``, ``_fileio`` and ``_siphash`` modules are missing from source checkouts and from
+The compiled ``_chunker``, ``_fileio``, ``_siphash`` and ``_codec`` modules are missing from source checkouts and from
 the zipapp, and ``DESYNC_NO_ACCEL=1`` hides them on purpose (to test or
 benchmark the pure-Python path); users of :data:`chunker_module` fall back
 to Python code with identical results when it is ``None``.
@@ -44,6 +44,14 @@ if TYPE_CHECKING:  # the protocols are for the type checker; typing costs millis
     class SipHashModule(Protocol):
         def siphash24(self, key: bytes, data: _Bytes, /) -> int: ...
 
+    class CodecModule(Protocol):
+        def digests(self, algo: int, buf: _Bytes, start: int, ends: list[int], /) -> list[bytes]: ...
+
+        def decode_verify(self, algo: int, items: list[tuple[bytes, bytes, int, bool]], limit: int, /) \
+                -> list[bytes | None]: ...
+
+        def store_chunks(self, items: list[tuple[bytes, bytes, bytes, _Bytes]], level: int, /) -> list[int]: ...
+
 
 def disabled() -> bool:
     """Whether ``DESYNC_NO_ACCEL`` asks for the pure-Python paths."""
@@ -78,6 +86,26 @@ def _load_siphash() -> SipHashModule | None:
     except ImportError:
         return None
     return _siphash
+
+
+_codec_loaded: list[CodecModule | None] = []
+
+
+def codec_module() -> CodecModule | None:
+    """The batched chunk codec, loaded on first use: it brings in libcrypto and libzstd, which commands that
+    hash nothing (``--version``, ``untar``) should not pay for.  None without it (a build without libzstd's
+    or libcrypto's headers, a checkout, the zipapp, ``DESYNC_NO_ACCEL``)."""
+    if not _codec_loaded:
+        module: CodecModule | None = None
+        if not disabled():
+            try:
+                from . import _codec
+            except ImportError:
+                pass
+            else:
+                module = _codec
+        _codec_loaded.append(module)
+    return _codec_loaded[0]
 
 
 chunker_module: ChunkerModule | None = _load_chunker()

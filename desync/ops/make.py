@@ -2,8 +2,8 @@
 
 The work is a pipeline: the reading thread fills segments and finds chunk
 boundaries (the C chunker runs without the GIL), worker threads hash,
-compress and store batches of chunks (hashlib and zstd also run without
-the GIL).  Segments in flight are bounded, so memory does not grow with
+compress and store batches of chunks, each batch with one GIL release
+where the C codec is built (see Digest.sum_ranges, WriteStore.put_missing).  Segments in flight are bounded, so memory does not grow with
 the input size.
 """
 
@@ -77,18 +77,19 @@ class _Pipeline:
         view = memoryview(buf)
         store = self.store
         seen = self.seen
-        digest_sum = self.digest.sum
+        ids = self.digest.sum_ranges(buf, start, ends)
+        new: list[Chunk] = []
         pos = start
-        for end in ends:
-            data = view[pos:end]
-            cid = digest_sum(data)
+        for end, cid in zip(ends, ids):
             if store is not None and cid not in seen:
                 seen.add(cid)
-                if not store.has_chunk(cid):
-                    store.put_chunk(Chunk.of_view(cid, data))  # segments are never written to once queued
-                    self.stored.add()
+                new.append(Chunk.of_view(cid, view[pos:end]))  # segments are never written to once queued
             out.append(IndexChunk(base + pos, end - pos, cid))
             pos = end
+        if new and store is not None:
+            stored = store.put_missing(new)
+            if stored:
+                self.stored.add(stored)
         if self.progress is not None:
             self.progress.add(pos - start)
 

@@ -75,6 +75,9 @@ class CountingWriteStore(CountingStore):
     def put_chunk(self, chunk: Chunk) -> None:
         self.writer.put_chunk(chunk)
 
+    def put_missing(self, chunks: list[Chunk]) -> int:
+        return self.writer.put_missing(chunks)
+
 
 def count_sources(store: ReadStore, counts: ByteCounts) -> Store:
     """``store`` with every cache and chained store counting what it serves (the chain itself is kept)."""

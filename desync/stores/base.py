@@ -19,6 +19,18 @@ from .options import StoreOptions as StoreOptions
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..digest import Digest
+    from .capabilities import WriteStore
+
+
+def put_each_missing(store: WriteStore, chunks: list[Chunk]) -> int:
+    """:meth:`~desync.stores.capabilities.WriteStore.put_missing` one chunk at a time: for backends with
+    nothing to batch (each chunk is a request anyway) and wrappers whose members decide chunk by chunk."""
+    stored = 0
+    for chunk in chunks:
+        if not store.has_chunk(chunk.id):
+            store.put_chunk(chunk)
+            stored += 1
+    return stored
 
 
 def stored_chunk(options: StoreOptions, chunk_id: bytes, raw: bytes, compressed: bool, where: str,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 from ..chunk import Chunk
 from ..errors import ChunkInvalid, ChunkMissing, StoreError
-from .base import Store
+from .base import Store, put_each_missing
 from .capabilities import PrunableStore, ReadStore, WriteStore
 
 
@@ -132,6 +132,9 @@ class WritableCachedStore(CachedStore):
     def put_chunk(self, chunk: Chunk) -> None:
         self.writer.put_chunk(chunk)
         self._fill(chunk)
+
+    def put_missing(self, chunks: list[Chunk]) -> int:
+        return put_each_missing(self, chunks)  # present in the cache counts as present, as in has_chunk
 
 
 class PrunableCachedStore(WritableCachedStore):

@@ -5,7 +5,8 @@ Three capabilities, each a superset of the one before:
 - :class:`ReadStore`: ``has_chunk``, ``get_chunk`` and the batched
   ``fetch_chunks``/``get_chunks`` (the fast path of ``extract``). Every
   store and wrapper has it.
-- :class:`WriteStore`: + ``put_chunk``. Local, SFTP, S3 and HTTP stores.
+- :class:`WriteStore`: + ``put_chunk`` and the batched ``put_missing`` (the
+  fast path of ``make`` and ``tar``). Local, SFTP, S3 and HTTP stores.
 - :class:`PrunableStore`: + ``iter_chunks``, ``remove_chunk`` and
   ``remove_stray_files``. Local, SFTP and S3 stores.
 
@@ -72,6 +73,10 @@ class WriteStore(ReadStore, Protocol):
     """A store chunks can be added to."""
 
     def put_chunk(self, chunk: Chunk) -> None: ...
+
+    def put_missing(self, chunks: list[Chunk]) -> int:
+        """Store each chunk the store does not have yet; returns how many were written."""
+        ...
 
 
 @runtime_checkable

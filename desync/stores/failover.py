@@ -91,6 +91,9 @@ class WritableFailoverGroup(FailoverGroup):
     def put_chunk(self, chunk: Chunk) -> None:
         self._call(lambda i: self.writers[i].put_chunk(chunk))
 
+    def put_missing(self, chunks: list[Chunk]) -> int:
+        return self._call(lambda i: self.writers[i].put_missing(chunks))
+
 
 class PrunableFailoverGroup(WritableFailoverGroup):
     """Mirrors that are all prunable: listed and pruned one after the other, each completely."""

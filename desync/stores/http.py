@@ -14,7 +14,7 @@ from ..chunk import Chunk
 from ..compression import stored_size_limit
 from ..constants import COMPRESSED_CHUNK_SUFFIX, INDEX_SIZE_LIMIT
 from ..errors import ChunkMissing, DesyncError, IndexMissing, StoreError
-from .base import Store, StoreOptions, stored_chunk
+from .base import Store, StoreOptions, put_each_missing, stored_chunk
 from .layout import chunk_name
 from .httpclient import HTTPClient, Response
 
@@ -67,6 +67,9 @@ class HTTPStore(Store):
     @property
     def parallelism(self) -> int:
         return max(1, self.options.workers)
+
+    def put_missing(self, chunks: list[Chunk]) -> int:
+        return put_each_missing(self, chunks)
 
     def put_chunk(self, chunk: Chunk) -> None:
         body = chunk.stored_form(self.options.uncompressed)

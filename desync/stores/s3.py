@@ -37,7 +37,7 @@ from ..fsutil import capped_pieces
 from ..index import INDEX_SIZE_LIMIT
 from ..peertext import peer_text
 from ..readbudget import ReadBudget
-from .base import Store, StoreOptions, stored_chunk
+from .base import Store, StoreOptions, put_each_missing, stored_chunk
 from .layout import chunk_id_from_name, chunk_name
 from .s3auth import S3Credentials, credentials_for, endpoint_of
 
@@ -347,6 +347,9 @@ class S3Store(Store):
     @property
     def parallelism(self) -> int:
         return max(1, self.options.workers)
+
+    def put_missing(self, chunks: list[Chunk]) -> int:
+        return put_each_missing(self, chunks)
 
     def put_chunk(self, chunk: Chunk) -> None:
         body = chunk.stored_form(self.options.uncompressed)

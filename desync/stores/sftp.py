@@ -25,7 +25,7 @@ from ..index import INDEX_SIZE_LIMIT
 from ..protocol import sftp as s
 from ..protocol.sftp_client import SFTPSession
 from ..protocol.transport import RemoteTarget, parse_remote_url, sftp_command
-from .base import Store, StoreOptions, stored_chunk
+from .base import Store, StoreOptions, put_each_missing, stored_chunk
 from .layout import chunk_name, chunk_prefix, is_prefix_name, listed_chunk
 from .local import TMP_PREFIX
 
@@ -122,6 +122,9 @@ class SFTPStore(Store):
     def has_chunk(self, chunk_id: bytes) -> bool:
         session = self._session()
         return any(session.stat(path) is not None for path in self._paths(chunk_id))
+
+    def put_missing(self, chunks: list[Chunk]) -> int:
+        return put_each_missing(self, chunks)
 
     def put_chunk(self, chunk: Chunk) -> None:
         session = self._session()

@@ -14,7 +14,7 @@ from typing import Final, Union
 from ._accel import chunker_module
 from .constants import CHUNK_SIZE_LIMIT, CHUNKER_WINDOW_SIZE
 from .errors import InvalidArgument
-from .parallel import ordered_map
+from .parallel import Workers, map_on, ordered_map
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ class Chunker:
             )
 
     def parallel_boundaries(
-        self, buf: Buffer, start: int, end: int, final: bool, workers: int
+        self, buf: Buffer, start: int, end: int, final: bool, workers: int, pool: Workers | None = None
     ) -> list[int]:
         """The result of :meth:`boundaries`, computed by up to ``workers`` threads.
 
@@ -313,6 +313,9 @@ class Chunker:
         a chunk start of the next worker, and from that common boundary on
         the worker's boundaries are the true ones.  A worker that never
         meets the chain is ignored and its section chunked serially.
+        ``pool`` (of ``workers`` threads) runs the sections; without one,
+        threads are started for this call (a caller chunking segment after
+        segment keeps a pool: starting threads holds the GIL).
         """
         _check_range(buf, start, end)
         if workers < 1:
@@ -325,9 +328,13 @@ class Chunker:
         span = (end - start) // count // self.max_size * self.max_size
         splits = [start + i * span for i in range(count)]
         splits.append(end)
-        sections = list(ordered_map(
-            lambda i: self.boundaries(buf, splits[i], splits[i + 1], final and i == count - 1),
-            range(count), count))
+        def section(i: int) -> list[int]:
+            return self.boundaries(buf, splits[i], splits[i + 1], final and i == count - 1)
+
+        if pool is not None:
+            sections = map_on(pool, section, range(count))
+        else:
+            sections = list(ordered_map(section, range(count), count))
         with _byte_view(buf) as view:
             return self._join(buf, view, end, final, splits, sections)
 

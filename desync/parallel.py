@@ -163,6 +163,45 @@ class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
         self._pool.abort()
 
 
+class _MapJob(Generic[T, R]):
+    """One item of :func:`map_on` (a class, not a closure: see ops.make._Batch)."""
+
+    __slots__ = ("fn", "item", "slot")
+
+    def __init__(self, fn: Callable[[T], R], item: T, slot: _Slot[R]) -> None:
+        self.fn = fn
+        self.item = item
+        self.slot = slot
+
+    def __call__(self) -> None:
+        try:
+            self.slot.value = self.fn(self.item)
+        except BaseException as failure:
+            self.slot.error = failure
+        finally:
+            self.slot.done.release()
+
+
+def map_on(pool: Workers, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[fn(item) for item in items]`` on an existing pool's threads; the first exception is raised.
+
+    The pool must be one nobody aborts meanwhile: a job it skips would be
+    waited for forever.  (These jobs themselves never fail the pool.)
+    """
+    slots: list[_Slot[R]] = []
+    for item in items:
+        slot: _Slot[R] = _Slot()
+        slots.append(slot)
+        pool.submit(_MapJob(fn, item, slot))
+    results: list[R] = []
+    for slot in slots:
+        slot.done.acquire()
+        if slot.error is not None:
+            raise slot.error
+        results.append(slot.value)  # type: ignore[arg-type]
+    return results
+
+
 def run_all(fn: Callable[[T], None], items: Iterable[T], workers: int) -> None:
     """Apply ``fn`` to every item on ``workers`` threads; the first exception stops the rest and is raised."""
     pool = Workers(workers)

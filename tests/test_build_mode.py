@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+import desync._accel
 import desync.catar.format
 import desync.chunker
 import desync.index
@@ -17,6 +18,8 @@ def test_compiled_run_uses_mypyc_modules_and_the_c_chunker() -> None:
     assert not desync.index.__file__.endswith(".py"), desync.index.__file__
     assert desync.chunker.ACCELERATED
     assert desync.catar.format.ACCELERATED
+    # The batched codec is optional in a build without libzstd's and libcrypto's headers; scripts/test installs them.
+    assert desync._accel.codec_module() is not None
 
 
 @pytest.mark.skipif(MODE != "pure", reason="only meaningful in the pure-Python run of scripts/test")

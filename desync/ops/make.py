@@ -8,6 +8,8 @@ the input size.
 """
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from typing import BinaryIO, Final
 
@@ -56,22 +58,31 @@ class _Pipeline:
         self.results: list[list[IndexChunk]] = []
         self.seen: set[bytes] = set()
         self.stored = Counter()
+        # Segment buffers whose batches are all done, for the reader to fill again.
+        self.free: "queue.SimpleQueue[bytearray]" = queue.SimpleQueue()
 
     def submit(self, buf: bytearray, base: int, start: int, ends: list[int]) -> None:
-        """Queue the chunks ``buf[start:ends[0]], ...``; ``base`` is buf[0]'s stream offset."""
+        """Queue the chunks ``buf[start:ends[0]], ...``; ``base`` is buf[0]'s stream offset.
+
+        ``buf`` goes back to :attr:`free` when its last batch is done.
+        """
+        cuts: list[tuple[int, int, int]] = []
         batch_start = start
         first = 0
         last = len(ends) - 1
         for i, end in enumerate(ends):
             if end - batch_start >= BATCH_BYTES or i == last:
-                slot: list[IndexChunk] = []
-                self.results.append(slot)
-                self.pool.submit(self._job(slot, buf, base, batch_start, ends[first:i + 1]))
+                cuts.append((batch_start, first, i + 1))
                 batch_start = end
                 first = i + 1
+        segment = _Segment(buf, len(cuts), self.free)
+        for batch_start, first, stop in cuts:
+            slot: list[IndexChunk] = []
+            self.results.append(slot)
+            self.pool.submit(self._job(slot, segment, base, batch_start, ends[first:stop]))
 
-    def _job(self, slot: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> Job:
-        return _Batch(self, slot, buf, base, start, ends)
+    def _job(self, slot: list[IndexChunk], segment: "_Segment", base: int, start: int, ends: list[int]) -> Job:
+        return _Batch(self, slot, segment, base, start, ends)
 
     def _process(self, out: list[IndexChunk], buf: bytearray, base: int, start: int, ends: list[int]) -> None:
         view = memoryview(buf)
@@ -114,19 +125,45 @@ class _Batch:
     undefined").  Plain instances have no free list.
     """
 
-    __slots__ = ("pipeline", "slot", "buf", "base", "start", "ends")
+    __slots__ = ("pipeline", "slot", "segment", "base", "start", "ends")
 
-    def __init__(self, pipeline: _Pipeline, slot: list[IndexChunk], buf: bytearray, base: int, start: int,
+    def __init__(self, pipeline: _Pipeline, slot: list[IndexChunk], segment: "_Segment", base: int, start: int,
                  ends: list[int]) -> None:
         self.pipeline = pipeline
         self.slot = slot
-        self.buf = buf
+        self.segment = segment
         self.base = base
         self.start = start
         self.ends = ends
 
     def __call__(self) -> None:
-        self.pipeline._process(self.slot, self.buf, self.base, self.start, self.ends)
+        self.pipeline._process(self.slot, self.segment.buf, self.base, self.start, self.ends)
+        self.segment.done()
+
+
+class _Segment:
+    """A segment buffer and its batches still to be processed.
+
+    The buffer is handed back for reuse when the last one is done: a fresh
+    8 MiB bytearray is zero-filled, and its pages faulted in, while the
+    reading thread holds the GIL, which on many cores is what the workers
+    then wait for.  A failed batch does not hand it back (the run stops).
+    """
+
+    __slots__ = ("buf", "pending", "free", "lock")
+
+    def __init__(self, buf: bytearray, batches: int, free: "queue.SimpleQueue[bytearray]") -> None:
+        self.buf = buf
+        self.pending = batches
+        self.free = free
+        self.lock = threading.Lock()
+
+    def done(self) -> None:
+        with self.lock:
+            self.pending -= 1
+            last = self.pending == 0
+        if last:
+            self.free.put(self.buf)
 
 
 class _Segmenter:
@@ -140,6 +177,15 @@ class _Segmenter:
         self.filled = 0
         self.base = 0
         self.total = 0
+        # Threads that find a segment's boundaries together, kept for the whole run.
+        self.chunking: Workers | None = None
+        if pipeline.workers >= PARALLEL_CHUNKING_WORKERS:
+            self.chunking = Workers(pipeline.workers)
+
+    def close(self) -> None:
+        if self.chunking is not None:
+            self.chunking.abort()
+            self.chunking = None
 
     def space(self) -> memoryview:
         return memoryview(self.buf)[self.filled:]
@@ -162,19 +208,32 @@ class _Segmenter:
     def flush(self, final: bool) -> None:
         buf, filled = self.buf, self.filled
         workers = self.pipeline.workers
-        if workers >= PARALLEL_CHUNKING_WORKERS:
-            ends = self.chunker.parallel_boundaries(buf, 0, filled, final, workers)
+        if self.chunking is not None:
+            ends = self.chunker.parallel_boundaries(buf, 0, filled, final, workers, self.chunking)
         else:
             ends = self.chunker.boundaries(buf, 0, filled, final)
-        if ends:
-            self.pipeline.submit(buf, self.base, 0, ends)
         done = ends[-1] if ends else 0
         tail = filled - done
-        nxt = bytearray(max(self.size, tail * 2))
+        # The tail is carried over before the batches go out: once they are done, ``buf`` may be reused.
+        nxt = self._fresh(tail)
         nxt[:tail] = memoryview(buf)[done:filled]
+        base = self.base
         self.buf = nxt
         self.base += done
         self.filled = tail
+        if ends:
+            self.pipeline.submit(buf, base, 0, ends)
+        else:
+            self.pipeline.free.put(buf)
+
+    def _fresh(self, tail: int) -> bytearray:
+        """A buffer for the next segment with room for ``tail`` carried bytes and more: a free one if any."""
+        size = max(self.size, tail * 2)
+        try:
+            buf = self.pipeline.free.get_nowait()
+        except queue.Empty:
+            return bytearray(size)
+        return buf if len(buf) >= size else bytearray(size)
 
 
 def chunk_file(f: BinaryIO, chunker: Chunker, digest: Digest, store: WriteStore | None = None, *,
@@ -211,8 +270,10 @@ def _chunk_with(fill: Callable[[_Segmenter], None], chunker: Chunker, digest: Di
     try:
         fill(seg)
         seg.flush(final=True)
+        seg.close()
         chunks = pipeline.finish()
     except BaseException:
+        seg.close()
         pipeline.abort()
         raise
     return _finish(chunks, chunker, digest, flags, pipeline, stats)

@@ -231,7 +231,8 @@ class LocalStore(Store):
                 rest.append(chunk)
                 continue
             final, other = self._paths(chunk.id)
-            tmp = final[:final.rfind("/") + 1] + TMP_PREFIX + "." + tag
+            cut = final.rfind("/") + 1
+            tmp = final[:cut] + TMP_PREFIX + "." + tag
             items.append((fsutil.fsencode(final), fsutil.fsencode(other), fsutil.fsencode(tmp), content))
             taken.append(chunk)
         stored = 0

@@ -27,9 +27,18 @@ def compiled() -> bool:
 
 def accelerators() -> list[str]:
     """One phrase per C accelerator: "C chunker" when loaded, "Python chunker" when the fallback runs."""
-    loaded = (("chunker", _accel.chunker_module), ("fileio", _accel.fileio_module),
-              ("siphash", _accel.siphash_module))
-    return [f"{'C' if module is not None else 'Python'} {name}" for name, module in loaded]
+    loaded = (("chunker", _accel.chunker_module is not None), ("fileio", _accel.fileio_module is not None),
+              ("siphash", _accel.siphash_module is not None), ("codec", _codec_available()))
+    return [f"{'C' if present else 'Python'} {name}" for name, present in loaded]
+
+
+def _codec_available() -> bool:
+    """Whether the batched chunk codec is installed and allowed; found, not loaded (libcrypto costs ms to load)."""
+    if _accel.disabled():
+        return False
+    if _accel._codec_loaded:
+        return _accel._codec_loaded[0] is not None
+    return _find("desync._accel._codec") is not None
 
 
 def _installed_version(name: str, origin: str) -> str:

@@ -22,14 +22,14 @@ def _zstd_version() -> str:
 @pytest.mark.skipif(MODE != "compiled", reason="only meaningful in the compiled run of scripts/test")
 def test_compiled_install_says_compiled_with_every_c_accelerator() -> None:
     line = run_desync("--version").stdout.decode().strip()
-    assert line == (f"desync {__version__} (compiled; C chunker, C fileio, C siphash; "
+    assert line == (f"desync {__version__} (compiled; C chunker, C fileio, C siphash, C codec; "
                     f"zstd: zstandard {_zstd_version()})")
 
 
 @pytest.mark.skipif(MODE != "pure", reason="only meaningful in the pure-Python run of scripts/test")
 def test_pure_run_says_pure_python_and_why_the_accelerators_are_off() -> None:
     line = run_desync("--version").stdout.decode().strip()
-    assert line == (f"desync {__version__} (pure Python; Python chunker, Python fileio, Python siphash; "
+    assert line == (f"desync {__version__} (pure Python; Python chunker, Python fileio, Python siphash, Python codec; "
                     f"zstd: zstandard {_zstd_version()}; accelerators disabled by DESYNC_NO_ACCEL)")
 
 

@@ -177,7 +177,7 @@ def test_version_and_help_need_no_zstd_binding(bare_app: Zipapp) -> None:
     assert not bare_app.imports("zstandard")
     assert run_desync("--version").stdout.decode().startswith(f"desync {__version__} (")
     line = bare_app.run("--version").stdout.decode()
-    assert line.startswith(f"desync {__version__} (pure Python; Python chunker, Python fileio, Python siphash; zstd: ")
+    assert line.startswith(f"desync {__version__} (pure Python; Python chunker, Python fileio, Python siphash, Python codec; zstd: ")
     # Nothing installed: Python 3.14+ has compression.zstd, older ones have no zstd at all.
     assert line.rstrip().endswith(("zstd: none (install zstandard))", "zstd: compression.zstd)")), line
     assert b"chunk-server" in bare_app.run("--help").stdout

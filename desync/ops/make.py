@@ -2,9 +2,10 @@
 
 The work is a pipeline: the reading thread fills segments and finds chunk
 boundaries (the C chunker runs without the GIL), worker threads hash,
-compress and store batches of chunks, each batch with one GIL release
-where the C codec is built (see Digest.sum_ranges, WriteStore.put_missing).  Segments in flight are bounded, so memory does not grow with
-the input size.
+compress and store batches of chunks, each batch in one GIL release where
+the C codec is built (Digest.sum_ranges, WriteStore.put_missing).
+Segments in flight are bounded and their buffers reused, so memory does
+not grow with the input size.
 """
 
 import os

@@ -99,6 +99,25 @@ class _Slot(Generic[R]):
         self.error: BaseException | None = None
 
 
+class _MapJob(Generic[T, R]):
+    """One item of :class:`ordered_map` or :func:`map_on` (a class, not a closure: see ops.make._Batch)."""
+
+    __slots__ = ("fn", "item", "slot")
+
+    def __init__(self, fn: Callable[[T], R], item: T, slot: _Slot[R]) -> None:
+        self.fn = fn
+        self.item = item
+        self.slot = slot
+
+    def __call__(self) -> None:
+        try:
+            self.slot.value = self.fn(self.item)
+        except BaseException as failure:
+            self.slot.error = failure
+        finally:
+            self.slot.done.release()
+
+
 class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
     """Like ``map`` on ``workers`` threads running at most ``ahead`` items ahead; results in order.
 
@@ -117,18 +136,6 @@ class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
     def __iter__(self) -> "ordered_map[T, R]":
         return self
 
-    def _job(self, item: T, slot: _Slot[R]) -> Job:
-        fn = self._fn
-
-        def run() -> None:
-            try:
-                slot.value = fn(item)
-            except BaseException as failure:
-                slot.error = failure
-            finally:
-                slot.done.release()
-        return run
-
     def _fill(self) -> None:
         while not self._exhausted and len(self._pending) < self._limit:
             try:
@@ -138,7 +145,7 @@ class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
                 break
             slot: _Slot[R] = _Slot()
             self._pending.append(slot)
-            self._pool.submit(self._job(item, slot))
+            self._pool.submit(_MapJob(self._fn, item, slot))
 
     def __next__(self) -> R:
         try:
@@ -161,25 +168,6 @@ class ordered_map(Generic[T, R]):  # noqa: N801 - used like the builtin map
         self._exhausted = True
         self._pending.clear()
         self._pool.abort()
-
-
-class _MapJob(Generic[T, R]):
-    """One item of :func:`map_on` (a class, not a closure: see ops.make._Batch)."""
-
-    __slots__ = ("fn", "item", "slot")
-
-    def __init__(self, fn: Callable[[T], R], item: T, slot: _Slot[R]) -> None:
-        self.fn = fn
-        self.item = item
-        self.slot = slot
-
-    def __call__(self) -> None:
-        try:
-            self.slot.value = self.fn(self.item)
-        except BaseException as failure:
-            self.slot.error = failure
-        finally:
-            self.slot.done.release()
 
 
 def map_on(pool: Workers, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:

@@ -108,7 +108,7 @@ os.register_at_fork(after_in_child=_OWNER.clear)
 
 def owner_tag() -> str:
     """A fresh tag naming this process as the owner (a forked child names itself, not its parent)."""
-    return _owner() + os.urandom(4).hex()
+    return owner_tags(1)[0]
 
 
 def owner_tags(count: int) -> list[str]:

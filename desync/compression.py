@@ -118,7 +118,9 @@ def zstd_frame(raw: bytes) -> ZstdFrame:
         size = head >> 3
         if kind == 3:
             raise CompressionError("zstd: reserved block type")
-        if kind != 1 and size > block_max:
+        # An RLE block's size is what it regenerates: the block maximum bounds it too (RFC 8878 3.1.1.2).
+        # libzstd checks that only when decoding in steps, so the walk refuses it for both paths alike.
+        if size > block_max:
             raise CompressionError("zstd: block larger than the frame allows")
         pos += 1 if kind == 1 else size
         bound += block_max if kind == 2 else size

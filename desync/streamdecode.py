@@ -123,7 +123,7 @@ class ZstdFrameWalk:
         size = value >> 3
         if kind == 3:
             raise FrameError("zstd: reserved block type")
-        if kind != 1 and size > self.block_max:
+        if size > self.block_max:  # an RLE block too: see compression.zstd_frame
             raise FrameError("zstd: block larger than the frame allows")
         self.last = bool(value & 1)
         self.need = 1 if kind == 1 else size

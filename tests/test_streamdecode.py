@@ -186,3 +186,19 @@ def test_content_differing_from_the_declared_size_gets_one_verdict_however_it_ar
     assert "corruption" in whole
     for seed in range(4):
         assert _streamed(chunk_id, _cut(bytes(raw), seed), True) == whole
+
+
+@pytest.mark.parametrize("declared, repeat", [(1, 32772), (4, 5), (200_000, 131_073)])
+def test_an_rle_block_regenerating_more_than_the_block_maximum_is_refused_by_both_paths(binding: str, declared: int,
+                                                                                        repeat: int) -> None:
+    """Single-segment frames: the block maximum is the declared size (at most 128 KiB); libzstd checks an RLE
+    block against it only when fed in steps, so the frame walk refuses it before either path decodes."""
+    fcs = declared.to_bytes(4, "little") if declared > 255 else bytes([declared])
+    descriptor = 0x20 | (0x80 if declared > 255 else 0)  # single segment; a 4- or 1-byte content size
+    head = 1 | 1 << 1 | repeat << 3  # the last block, RLE
+    raw = b"\x28\xb5\x2f\xfd" + bytes([descriptor]) + fcs + head.to_bytes(3, "little") + b"\x00"
+    chunk_id = SHA.sum(bytes(declared))
+    whole = _whole(chunk_id, raw, True)
+    assert "block larger than the frame allows" in whole
+    for seed in range(4):
+        assert _streamed(chunk_id, _cut(raw, seed), True) == whole
